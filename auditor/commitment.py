@@ -126,7 +126,9 @@ class Commitment:
         data = _mapping(obj, "commitment")
         version = _field(data, "version", str, "commitment")
         if version != PROTOCOL_VERSION:
-            raise ProtocolError(f"commitment.version: unsupported {version!r} (expected {PROTOCOL_VERSION!r})")
+            raise ProtocolError(
+                f"commitment.version: unsupported {version!r} (expected {PROTOCOL_VERSION!r})"
+            )
         size = _field(data, "size", int, "commitment")
         if not 1 <= size <= MAX_TRACE_TOKENS:
             raise ProtocolError(f"commitment.size: {size} is outside 1..{MAX_TRACE_TOKENS}")
@@ -191,7 +193,9 @@ class PublicCommitment:
     @classmethod
     def from_json(cls, obj: object) -> "PublicCommitment":
         data = _mapping(obj, "public commitment")
-        return cls(Commitment.from_json(data.get("commitment")), AnswerCommitment.from_json(data.get("answer")))
+        return cls(
+            Commitment.from_json(data.get("commitment")), AnswerCommitment.from_json(data.get("answer"))
+        )
 
 
 @dataclass(frozen=True)
@@ -257,7 +261,8 @@ class Opening:
         if len(proof_json) > max_proof_length:
             raise ProtocolError(f"{where}.proof: longer than {max_proof_length} nodes")
         proof = tuple(
-            from_hex(node, field=f"{where}.proof[{k}]", length=DIGEST_BYTES) for k, node in enumerate(proof_json)
+            from_hex(node, field=f"{where}.proof[{k}]", length=DIGEST_BYTES)
+            for k, node in enumerate(proof_json)
         )
         salt = from_hex(data.get("salt"), field=f"{where}.salt", length=SALT_BYTES)
         if "fingerprint" in data:
@@ -267,7 +272,9 @@ class Opening:
                 index=index,
                 salt=salt,
                 proof=proof,
-                fingerprint=from_b64(data["fingerprint"], field=f"{where}.fingerprint", length=FINGERPRINT_BYTES),
+                fingerprint=from_b64(
+                    data["fingerprint"], field=f"{where}.fingerprint", length=FINGERPRINT_BYTES
+                ),
                 token=from_b64(data.get("token"), field=f"{where}.token"),
             )
         return cls(
@@ -420,6 +427,8 @@ def commit(
     _, tree = _leaf_tree(secret, fps)
     public = PublicCommitment(
         Commitment(tree.root, len(tokens), block_size, embd.embd_id, tokenizer_id),
-        AnswerCommitment(answer_digest(answer), answer_codes.tobytes(), answer if include_answer_text else None),
+        AnswerCommitment(
+            answer_digest(answer), answer_codes.tobytes(), answer if include_answer_text else None
+        ),
     )
     return public, Openings(public, secret, tokens, fps)

@@ -69,7 +69,8 @@ def decode_token(token: bytes) -> str:
 def block_texts(tokens: Sequence[bytes], block_size: int) -> list[str]:
     """Text of each block j = tokens [jB, min((j+1)B, m)), concatenated bytes decoded once."""
     return [
-        decode_token(b"".join(tokens[start : start + block_size])) for start in range(0, len(tokens), block_size)
+        decode_token(b"".join(tokens[start : start + block_size]))
+        for start in range(0, len(tokens), block_size)
     ]
 
 
@@ -115,6 +116,9 @@ class Embedder:
     def __init__(self, device: str | None = None, batch_size: int = 128) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no "Loading weights" bar on every start
 
         path = model_dir()
         self.device = device or default_device()

@@ -119,15 +119,21 @@ def _check_proofs(public: PublicCommitment, challenge: Challenge, response: Resp
     for index in sorted(wanted):
         opening = by_index[index]
         try:
-            verify_inclusion(opening.leaf_hash, index, commitment.size, opening.proof, commitment.root, BLAKE3)
+            verify_inclusion(
+                opening.leaf_hash, index, commitment.size, opening.proof, commitment.root, BLAKE3
+            )
         except ProofError as exc:
             bad.append(f"{index}: {exc}")
     if bad:
         return CheckResult("proof", "fail", len(bad), f"{len(bad)} of {len(wanted)} paths fail; {bad[:3]}")
-    return CheckResult("proof", "pass", 0, f"{len(wanted)} paths verify against (root, size={commitment.size})")
+    return CheckResult(
+        "proof", "pass", 0, f"{len(wanted)} paths verify against (root, size={commitment.size})"
+    )
 
 
-def _check_blocks(challenge: Challenge, content: Sequence[Opening]) -> tuple[CheckResult, dict[int, Int8Array]]:
+def _check_blocks(
+    challenge: Challenge, content: Sequence[Opening]
+) -> tuple[CheckResult, dict[int, Int8Array]]:
     blocks: dict[int, Int8Array] = {}
     inconsistent: set[int] = set()
     for opening in content:
@@ -149,11 +155,13 @@ def _check_token_embeddings(content: Sequence[Opening], embedder: Embedder) -> C
     committed = np.stack([o.token_codes for o in content])
     sims = cosine(expected, committed)
     worst = float(sims.min())
-    low = [content[k].index for k in np.flatnonzero(sims < TOKEN_COSINE_THRESHOLD)]
+    low = [content[int(k)].index for k in np.flatnonzero(sims < TOKEN_COSINE_THRESHOLD)]
     if low:
         detail = f"{len(low)} tokens do not match their committed embedding (indices {low[:10]})"
         return CheckResult("token_embedding", "fail", worst, detail)
-    return CheckResult("token_embedding", "pass", worst, f"min cosine {worst:.4f} >= {TOKEN_COSINE_THRESHOLD}")
+    return CheckResult(
+        "token_embedding", "pass", worst, f"min cosine {worst:.4f} >= {TOKEN_COSINE_THRESHOLD}"
+    )
 
 
 def verify_response(
@@ -170,7 +178,9 @@ def verify_response(
         raise ProtocolError("challenge: size or block_size differ from the commitment's")
     embd = embedder or get_embedder()
     if commitment.embd_id != embd.embd_id:
-        raise ProtocolError(f"commitment.embd_id: {commitment.embd_id!r} is not this auditor's {embd.embd_id!r}")
+        raise ProtocolError(
+            f"commitment.embd_id: {commitment.embd_id!r} is not this auditor's {embd.embd_id!r}"
+        )
     k = len(challenge.count_indices)
     proof = _check_proofs(public, challenge, response)
     checks = [proof]

@@ -8,7 +8,7 @@ import random
 
 import pytest
 from blake3 import blake3
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pymerkle import InmemoryTree
 from pymerkle import verify_consistency as pymerkle_verify_consistency
@@ -65,7 +65,7 @@ def ref_subproof(m: int, d: list[bytes], b: bool, h: Hasher) -> list[bytes]:
 
 def leaves(n: int, h: Hasher = BLAKE3, seed: int = 0) -> list[bytes]:
     rng = random.Random(seed * 1_000_003 + n)
-    return h.hash_leaves(rng.randbytes(rng.randrange(0, 40)) for _ in range(n))
+    return h.hash_leaves(i.to_bytes(8, "little") + rng.randbytes(rng.randrange(0, 40)) for i in range(n))
 
 
 def flip(b: bytes, bit: int) -> bytes:
@@ -281,6 +281,9 @@ def test_sizes_zero_and_one() -> None:
 
 @settings(deadline=None, max_examples=40)
 @given(st.integers(min_value=0, max_value=2000), st.integers(min_value=0, max_value=2**32))
+@example(size=2000, seed=0)
+@example(size=1025, seed=1)
+@example(size=0, seed=0)
 def test_every_index_proves_and_verifies(size: int, seed: int) -> None:
     lh = leaves(size, seed=seed)
     tree = MerkleTree(lh)
@@ -305,8 +308,8 @@ def test_matches_rfc_reference_model(size: int, seed: int) -> None:
             assert tree.root_at(m) == ref_mth(lh[:m], h)
 
 
-@settings(deadline=None, max_examples=25)
-@given(st.integers(min_value=1, max_value=300), st.integers(min_value=0, max_value=2**32))
+@settings(deadline=None, max_examples=15)
+@given(st.integers(min_value=1, max_value=200), st.integers(min_value=0, max_value=2**32))
 def test_any_tampering_fails(size: int, seed: int) -> None:
     rng = random.Random(seed)
     lh = leaves(size, seed=seed)
@@ -396,10 +399,9 @@ def test_consistency_all_pairs_up_to_64() -> None:
                 bad[e] = flip(bad[e], (m * 31 + n * 7 + e) % 256)
                 with pytest.raises(ProofError, match="does not lead to the"):
                     verify_consistency(m, n, old_root, tree.root, bad)
-            if m < n:
+            if 0 < m < n:
                 with pytest.raises(ProofError):
                     verify_consistency(m, n, old_root, flip(tree.root, 5), proof)
-            if 0 < m < n:
                 with pytest.raises(ProofError):
                     verify_consistency(m, n, flip(old_root, 9), tree.root, proof)
                 with pytest.raises(ProofError, match="expected"):

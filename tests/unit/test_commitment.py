@@ -1,0 +1,260 @@
+"""The provider SDK end to end on real traces, and the attacks the leaf layout exists to stop."""
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditor.challenge import Challenge, draw_challenge
+from auditor.commitment import (
+    Commitment,
+    Opening,
+    Openings,
+    PublicCommitment,
+    Response,
+    commit,
+    digest,
+    leaf_hash,
+    new_secret,
+    salt_for,
+)
+from auditor.errors import ChallengeError, EncodingError, ProtocolError
+from auditor.fingerprint import quantize
+from auditor.merkle import MerkleTree, verify_inclusion
+from auditor.tokenize import get_tokenizer
+from auditor.verify import verify_response
+
+BLOCK = 32
+
+
+@pytest.fixture(scope="module")
+def committed(short_traces, embedder):
+    trace = short_traces[0]
+    public, openings = commit(
+        trace["reasoning"], trace["answer"], new_secret(), block_size=BLOCK, embedder=embedder
+    )
+    return trace, public, openings
+
+
+def test_commit_matches_design_layout(committed, embedder):
+    trace, public, openings = committed
+    tokens = get_tokenizer("qwen2").tokenize(trace["reasoning"])
+    assert public.commitment.size == len(tokens) == len(openings.tokens)
+    assert public.commitment.embd_id == embedder.embd_id
+    assert public.commitment.root == openings.tree.root
+    # fp_i = q(e_block) || q(t_i), recomputed independently of the SDK
+    i = 5
+    block_text = b"".join(tokens[:BLOCK]).decode("utf-8", "replace")
+    expected_block = quantize(embedder.embed_texts([block_text]))[0]
+    expected_token = quantize(embedder.embed_texts([tokens[i].decode("utf-8", "replace")]))[0]
+    assert np.array_equal(openings.fingerprints[i][:384], expected_block)
+    assert np.array_equal(openings.fingerprints[i][384:], expected_token)
+
+
+def test_honest_response_passes_and_round_trips_json(committed, embedder):
+    _, public, openings = committed
+    challenge = draw_challenge(public.commitment.size, BLOCK, rng=random.Random(1))
+    response = openings.respond(challenge.indices, challenge.content_indices)
+    wire = json.loads(json.dumps(response.to_json()))
+    result = verify_response(
+        PublicCommitment.from_json(public.to_json()), challenge, Response.from_json(wire), embedder=embedder
+    )
+    assert result.verdict == "pass", result.to_json()
+    assert [c.name for c in result.checks] == ["proof", "block_consistency", "token_embedding"]
+    # count openings reveal no fingerprint and no token
+    count_only = [o for o in response.to_json()["openings"] if o["index"] not in challenge.content_indices]
+    assert count_only and all("fingerprint" not in o and "token" not in o for o in count_only)
+
+
+def test_openings_survive_disk(committed, tmp_path: Path):
+    _, public, openings = committed
+    openings.save(tmp_path / "o.npz")
+    loaded = Openings.load(tmp_path / "o.npz")
+    assert loaded.public == public and loaded.tokens == openings.tokens
+    assert loaded.respond([0, 7], [7]) == openings.respond([0, 7], [7])
+
+
+def test_tampered_openings_file_is_refused(committed, tmp_path: Path):
+    _, public, openings = committed
+    forged = dataclasses.replace(public, commitment=dataclasses.replace(public.commitment, root=b"\x11" * 32))
+    with pytest.raises(ProtocolError, match="do not rebuild"):
+        Openings(forged, openings.secret, openings.tokens, openings.fingerprints)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ProtocolError, match="unreadable"):
+        Openings.load(tmp_path / "junk.npz")
+
+
+def test_forged_fingerprint_fails_the_proof(committed, embedder):
+    _, public, openings = committed
+    challenge = Challenge(public.commitment.size, BLOCK, (0, public.commitment.size - 1), (0,), (3,))
+    good = openings.respond(challenge.indices, challenge.content_indices)
+    forged_fp = bytearray(good.openings[1].fingerprint or b"")
+    forged_fp[500] ^= 0x40
+    forged = Response(
+        (
+            good.openings[0],
+            dataclasses.replace(good.openings[1], fingerprint=bytes(forged_fp)),
+            good.openings[2],
+        )
+    )
+    result = verify_response(public, challenge, forged, embedder=embedder)
+    assert result.verdict == "fail" and result.failed[0].name == "proof"
+
+
+def test_token_not_matching_its_embedding_fails(committed, embedder):
+    _, public, openings = committed
+    challenge = Challenge(public.commitment.size, BLOCK, (0, public.commitment.size - 1), (0,), (3,))
+    good = openings.respond(challenge.indices, challenge.content_indices)
+    swapped = dataclasses.replace(good.openings[1], token=b" banana")
+    result = verify_response(
+        public, challenge, Response((good.openings[0], swapped, good.openings[2])), embedder=embedder
+    )
+    assert [c.name for c in result.failed] == ["token_embedding"]
+
+
+def test_missing_and_unrequested_openings_fail(committed, embedder):
+    _, public, openings = committed
+    challenge = Challenge(public.commitment.size, BLOCK, (0, 9, public.commitment.size - 1))
+    short = openings.respond([0, 9])
+    assert verify_response(public, challenge, short, embedder=embedder).failed[0].name == "proof"
+    extra = openings.respond([0, 9, 10, public.commitment.size - 1])
+    assert verify_response(public, challenge, extra, embedder=embedder).failed[0].detail.startswith("missing")
+
+
+def test_over_claimed_count_cannot_be_opened(committed, embedder):
+    """A provider that built m leaves and claims 2m cannot open the index m' - 1 the challenge always asks."""
+    _, public, openings = committed
+    m = public.commitment.size
+    claimed = dataclasses.replace(public, commitment=dataclasses.replace(public.commitment, size=2 * m))
+    challenge = draw_challenge(2 * m, BLOCK, rng=random.Random(7))
+    assert 2 * m - 1 in challenge.indices
+    with pytest.raises(ChallengeError):
+        openings.respond(challenge.indices, challenge.content_indices)
+    # its best effort (proofs of its real m-leaf tree for what it has) fails the proof check
+    best = openings.respond(
+        [i for i in challenge.indices if i < m], [i for i in challenge.content_indices if i < m]
+    )
+    assert verify_response(claimed, challenge, best, embedder=embedder).failed[0].name == "proof"
+
+
+def test_three_leaves_claimed_as_five_index_inside_the_leaf(embedder):
+    """DESIGN §3's case: in an RFC 9162 tree of 3 leaves claimed as 5, leaf 2's audit path also fits
+    index 4 of 5 (both are the right-border leaf under the root). The index inside the leaf stops it."""
+    tokens = [b" one", b" two", b" three"]
+    public, openings = commit(tokens, "answer", new_secret(), block_size=16, embedder=embedder)
+    leaf2 = openings.open(2, content=True)
+    claimed_size = 5
+    # the bare path fits: with a leaf hash that ignored the index, index 4 of 5 would verify
+    bare_leaf = leaf2.leaf_hash
+    verify_inclusion(bare_leaf, 2, 3, leaf2.proof, public.commitment.root)
+    verify_inclusion(bare_leaf, 4, claimed_size, leaf2.proof, public.commitment.root)
+    # with the index inside the leaf, the auditor recomputes the leaf at index 4 and it fails
+    moved = dataclasses.replace(leaf2, index=4)
+    with pytest.raises(Exception, match="root"):
+        verify_inclusion(moved.leaf_hash, 4, claimed_size, moved.proof, public.commitment.root)
+
+
+def test_salt_stops_vocabulary_search_on_a_sibling_leaf(short_traces, embedder):
+    """A content opening of leaf i reveals the block embedding and the sibling leaf hash of i + 1.
+    Without a salt, trying candidate tokens recovers token i + 1; with the salt it cannot."""
+    trace = short_traces[1]
+    secret = new_secret()
+    _, openings = commit(
+        trace["reasoning"], trace["answer"], secret, block_size=BLOCK, embedder=embedder
+    )
+    i = 10  # even, so proof[0] is the leaf hash of i + 1, which lies in the same block
+    opened = openings.open(i, content=True)
+    block_half = opened.block_codes
+    # candidates: every distinct token of the trace plus 1,000 other vocabulary tokens; the full
+    # vocabulary (151k tokens) only takes longer, it finds the same answer
+    encoding = get_tokenizer("qwen2").encoding  # type: ignore[attr-defined]
+    rng = random.Random(0)
+    vocab = [encoding.decode_single_token_bytes(rng.randrange(150_000)) for _ in range(1000)]
+    candidates = list(dict.fromkeys(openings.tokens + vocab))
+    codes = quantize(embedder.embed_tokens(candidates))
+
+    def search(target: bytes, salt_guess: bytes) -> list[bytes]:
+        return [
+            token
+            for token, code in zip(candidates, codes, strict=True)
+            if leaf_hash(i + 1, salt_guess, digest(block_half.tobytes() + code.tobytes())) == target
+        ]
+
+    # unsalted leaves (the salt left out of the same fingerprints): the search finds the hidden token
+    unsalted = MerkleTree(
+        [leaf_hash(k, b"", digest(fp.tobytes())) for k, fp in enumerate(openings.fingerprints)]
+    )
+    assert search(unsalted.inclusion_proof(i)[0], b"") == [openings.tokens[i + 1]]
+    # salted leaves (the protocol): neither no salt nor the revealed neighbour's salt finds anything
+    assert search(opened.proof[0], b"") == []
+    assert search(opened.proof[0], opened.salt) == []
+    assert salt_for(secret, i + 1) != opened.salt
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"root": "zz" * 32}, "commitment.root"),
+        ({"root": "ab" * 31}, "expected 32 bytes"),
+        ({"root": "AB" * 32}, "lowercase hex"),
+        ({"size": 0}, "commitment.size"),
+        ({"size": -3}, "commitment.size"),
+        ({"size": 10**30}, "commitment.size"),
+        ({"size": "12"}, "expected int"),
+        ({"block_size": 8}, "block_size"),
+        ({"block_size": 4096}, "block_size"),
+        ({"version": "coin/0"}, "unsupported"),
+        ({"embd_id": ""}, "must not be empty"),
+    ],
+)
+def test_bad_commitment_json_is_a_typed_error(committed, patch, message):
+    _, public, _ = committed
+    body = {**public.commitment.to_json(), **patch}
+    with pytest.raises(ProtocolError, match=message):
+        Commitment.from_json(body)
+
+
+@pytest.mark.parametrize(
+    ("patch", "error"),
+    [
+        ({"salt": "00" * 15}, EncodingError),
+        ({"fingerprint": "!!!notbase64"}, EncodingError),
+        ({"fingerprint": "AAAA"}, EncodingError),
+        ({"index": -1}, ProtocolError),
+        ({"index": 2**70}, ProtocolError),
+        ({"index": True}, ProtocolError),
+        ({"proof": ["00" * 31]}, EncodingError),
+        ({"proof": "deadbeef"}, ProtocolError),
+        ({"token": 12}, EncodingError),
+    ],
+)
+def test_bad_opening_json_is_a_typed_error(committed, patch, error):
+    _, _, openings = committed
+    body = {**openings.open(3, content=True).to_json(), **patch}
+    with pytest.raises(error):
+        Opening.from_json(body)
+
+
+def test_bad_traces_are_refused(embedder):
+    with pytest.raises(ProtocolError, match="empty"):
+        commit("", "answer", new_secret(), embedder=embedder)
+    with pytest.raises(ProtocolError, match="non-empty bytes"):
+        commit([b"ok", b""], "answer", new_secret(), embedder=embedder)
+    with pytest.raises(ProtocolError, match="secret"):
+        commit("some text", "answer", b"short", embedder=embedder)
+    with pytest.raises(ProtocolError, match="unknown tokenizer"):
+        commit("some text", "answer", new_secret(), tokenizer_id="nope", embedder=embedder)
+
+
+def test_partial_utf8_tokens_commit_and_verify(embedder):
+    """Byte-level BPE tokens can hold half a character; they decode with replacement, never crash."""
+    tokens = [b"\xe4\xbd", b"\xa0", b"\xe5\xa5\xbd", b" ok"] * 5
+    public, openings = commit(tokens, "answer", new_secret(), block_size=16, embedder=embedder)
+    challenge = Challenge(public.commitment.size, 16, (0, 19), (0,), (0, 1))
+    result = verify_response(
+        public, challenge, openings.respond(challenge.indices, challenge.content_indices), embedder=embedder
+    )
+    assert result.passed, result.to_json()
