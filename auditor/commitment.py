@@ -17,7 +17,7 @@ import json
 import secrets as _secrets
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from auditor.fingerprint import (
     FINGERPRINT_BYTES,
     Embedder,
     Int8Array,
+    block_texts,
     fingerprints,
     get_embedder,
     quantize,
@@ -305,24 +306,26 @@ class Response:
         return cls(tuple(Opening.from_json(item) for item in openings))
 
 
-@dataclass
 class Openings:
     """The provider's private store for one report: enough to answer any challenge later.
 
-    Salts are re-derived from the secret; the tree is rebuilt from the fingerprints on load."""
+    Salts are re-derived from the secret. Given no tree, the tree is rebuilt from the fingerprints and
+    must reproduce the committed root and size (a corrupted or mismatched store is refused)."""
 
-    public: PublicCommitment
-    secret: bytes
-    tokens: list[bytes]
-    fingerprints: Int8Array
-    _tree: MerkleTree = field(init=False, repr=False)
-    _digests: list[bytes] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.fingerprints.shape != (len(self.tokens), FINGERPRINT_BYTES):
+    def __init__(
+        self,
+        public: PublicCommitment,
+        secret: bytes,
+        tokens: list[bytes],
+        fingerprints: Int8Array,
+        *,
+        built: tuple[list[bytes], MerkleTree] | None = None,
+    ) -> None:
+        if fingerprints.shape != (len(tokens), FINGERPRINT_BYTES):
             raise ProtocolError("openings: fingerprints do not match the tokens")
-        self._digests, self._tree = _leaf_tree(self.secret, self.fingerprints)
-        if self._tree.root != self.public.commitment.root or self._tree.size != self.public.commitment.size:
+        self.public, self.secret, self.tokens, self.fingerprints = public, secret, tokens, fingerprints
+        self._digests, self._tree = built or _leaf_tree(secret, fingerprints)
+        if self._tree.root != public.commitment.root or self._tree.size != public.commitment.size:
             raise ProtocolError("openings: the stored leaves do not rebuild the committed root and size")
 
     @property
@@ -420,15 +423,15 @@ def commit(
     if len(secret) != SECRET_BYTES:
         raise ProtocolError(f"secret: expected {SECRET_BYTES} bytes, got {len(secret)}")
     embd = embedder or get_embedder()
-    block_codes = quantize(embd.embed_blocks(tokens, block_size))
-    token_codes = quantize(embd.embed_tokens(tokens))
-    fps = fingerprints(block_codes, token_codes, block_size)
-    answer_codes = quantize(embd.embed_texts([answer]))[0]
-    _, tree = _leaf_tree(secret, fps)
+    # blocks and answer in one batch: the model's cost is the commitment's cost
+    texts = embd.embed_texts([*block_texts(tokens, block_size), answer])
+    block_codes, answer_codes = quantize(texts[:-1]), quantize(texts[-1])
+    fps = fingerprints(block_codes, quantize(embd.embed_tokens(tokens)), block_size)
+    digests, tree = _leaf_tree(secret, fps)
     public = PublicCommitment(
         Commitment(tree.root, len(tokens), block_size, embd.embd_id, tokenizer_id),
         AnswerCommitment(
             answer_digest(answer), answer_codes.tobytes(), answer if include_answer_text else None
         ),
     )
-    return public, Openings(public, secret, tokens, fps)
+    return public, Openings(public, secret, tokens, fps, built=(digests, tree))

@@ -109,9 +109,10 @@ def _check_proofs(public: PublicCommitment, challenge: Challenge, response: Resp
     missing = sorted(wanted - by_index.keys())
     extra = sorted(by_index.keys() - wanted)
     if missing or extra:
-        return CheckResult(
-            "proof", "fail", len(missing), f"missing indices {missing[:10]}; unrequested indices {extra[:10]}"
+        detail = "; ".join(
+            f"{what} indices {found[:10]}" for what, found in (("missing", missing), ("unrequested", extra)) if found
         )
+        return CheckResult("proof", "fail", len(missing) + len(extra), detail)
     bare = [i for i in challenge.content_indices if not by_index[i].is_content]
     if bare:
         return CheckResult("proof", "fail", len(bare), f"content indices opened without content: {bare[:10]}")

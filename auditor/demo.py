@@ -1,0 +1,122 @@
+"""A library-level demo: simulated providers commit to real traces and an auditor audits them.
+
+Each provider behaviour is what a real provider could do with the SDK; the audit is the real protocol
+(commit -> challenge drawn after the commitment -> respond -> verify). The service demo sends the same
+reports and responses through the REST API instead of calling `verify_response` directly.
+"""
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from auditor.challenge import Challenge, draw_challenge
+from auditor.commitment import Openings, PublicCommitment, Response, commit, new_secret
+from auditor.errors import ChallengeError
+from auditor.fingerprint import Embedder
+from auditor.verify import verify_response
+
+DEMO_BLOCK_SIZE = 64
+DEFAULT_TRACES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
+
+
+@dataclass
+class SimulatedReport:
+    """One billed request as a provider reports it, and how that provider answers challenges."""
+
+    behaviour: str
+    trace_id: str
+    public: PublicCommitment
+    openings: Openings
+    answer_challenge: Callable[[Challenge], Response]
+
+
+def demo_traces(traces_dir: Path, limit: int) -> list[dict[str, Any]]:
+    """Short real traces from several sources, deterministic."""
+    picked: list[dict[str, Any]] = []
+    files = ["thinkingllms_math_r1distill_qwq.jsonl", "thinkingllms_general_r1distill.jsonl"]
+    for name in files:
+        with (traces_dir / name).open(encoding="utf-8") as fh:
+            rows = [json.loads(line) for _, line in zip(range(limit), fh, strict=False)]
+        picked += rows[: -(-limit // len(files))]
+    return picked[:limit]
+
+
+def _honest(openings: Openings) -> Callable[[Challenge], Response]:
+    return lambda challenge: openings.respond(challenge.indices, challenge.content_indices)
+
+
+def _best_effort(openings: Openings) -> Callable[[Challenge], Response]:
+    """An over-claiming provider opens what it has and cannot open the rest."""
+
+    def respond(challenge: Challenge) -> Response:
+        have = len(openings.tokens)
+        return openings.respond(
+            [i for i in challenge.indices if i < have], [i for i in challenge.content_indices if i < have]
+        )
+
+    return respond
+
+
+def _forging(openings: Openings) -> Callable[[Challenge], Response]:
+    """Answers with a fingerprint that is not the committed one (e.g. to hide filler)."""
+
+    def respond(challenge: Challenge) -> Response:
+        honest = openings.respond(challenge.indices, challenge.content_indices)
+        forged = []
+        for opening in honest.openings:
+            if opening.fingerprint is not None:
+                flipped = bytes([opening.fingerprint[0] ^ 0x7F]) + opening.fingerprint[1:]
+                opening = dataclasses.replace(opening, fingerprint=flipped)
+            forged.append(opening)
+        return Response(tuple(forged))
+
+    return respond
+
+
+def simulate(trace: dict[str, Any], behaviour: str, embedder: Embedder) -> SimulatedReport:
+    public, openings = commit(
+        trace["reasoning"], trace["answer"], new_secret(), block_size=DEMO_BLOCK_SIZE, embedder=embedder
+    )
+    size = public.commitment.size
+    if behaviour == "honest":
+        return SimulatedReport(behaviour, trace["id"], public, openings, _honest(openings))
+    if behaviour == "over-claim 1.5x":
+        claimed = dataclasses.replace(public.commitment, size=size + size // 2)
+        return SimulatedReport(
+            behaviour, trace["id"], dataclasses.replace(public, commitment=claimed), openings, _best_effort(openings)
+        )
+    if behaviour == "coin padding":
+        # CoIn pads to the next power of two by repeating the last leaf and bills the padded count
+        claimed = dataclasses.replace(public.commitment, size=1 << (size - 1).bit_length())
+        return SimulatedReport(
+            behaviour, trace["id"], dataclasses.replace(public, commitment=claimed), openings, _best_effort(openings)
+        )
+    if behaviour == "forged opening":
+        return SimulatedReport(behaviour, trace["id"], public, openings, _forging(openings))
+    raise ValueError(f"unknown behaviour {behaviour!r}")
+
+
+BEHAVIOURS = ("honest", "over-claim 1.5x", "coin padding", "forged opening")
+
+
+def audit(report: SimulatedReport, embedder: Embedder) -> tuple[str, str]:
+    """Draw the challenge after the commitment, collect the response, verify; (verdict, reason)."""
+    commitment = report.public.commitment
+    challenge = draw_challenge(commitment.size, commitment.block_size)
+    try:
+        response = report.answer_challenge(challenge)
+    except ChallengeError as exc:
+        return "fail", f"provider could not answer: {exc}"
+    result = verify_response(report.public, challenge, response, embedder=embedder)
+    reason = "; ".join(f"{c.name}: {c.detail}" for c in result.failed) or "all checks hold"
+    return result.verdict, reason
+
+
+def run(traces_dir: Path, per_behaviour: int, embedder: Embedder) -> Iterator[tuple[SimulatedReport, str, str]]:
+    traces = demo_traces(traces_dir, per_behaviour * len(BEHAVIOURS))
+    for k, trace in enumerate(traces):
+        report = simulate(trace, BEHAVIOURS[k % len(BEHAVIOURS)], embedder)
+        yield (report, *audit(report, embedder))

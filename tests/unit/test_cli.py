@@ -1,0 +1,130 @@
+"""`coin commit | respond | verify-openings` as a provider and an auditor would use them."""
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app
+
+runner = CliRunner()
+SECRET = "ab" * 32
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, short_traces, embedder) -> Path:
+    path = tmp_path_factory.mktemp("cli")
+    (path / "trace.txt").write_text(short_traces[2]["reasoning"], encoding="utf-8")
+    (path / "answer.txt").write_text(short_traces[2]["answer"], encoding="utf-8")
+    result = runner.invoke(
+        app,
+        ["commit", "--text-file", str(path / "trace.txt"), "--tokenizer", "qwen2", "--answer-file",
+         str(path / "answer.txt"), "--secret", SECRET, "--block-size", "32", "--openings-out", str(path / "o.npz")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (path / "public.json").write_text(result.stdout)
+    return path
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_commit_prints_the_report_commitment(workdir):
+    public = json.loads((workdir / "public.json").read_text())
+    assert set(public["commitment"]) == {"version", "root", "size", "block_size", "embd_id", "tokenizer_id"}
+    assert public["commitment"]["block_size"] == 32 and public["commitment"]["tokenizer_id"] == "qwen2"
+    assert set(public["answer"]) == {"digest", "embedding"}
+
+
+def test_tokens_json_gives_the_same_root_as_text(workdir):
+    from auditor.tokenize import get_tokenizer
+
+    tokens = get_tokenizer("qwen2").tokenize((workdir / "trace.txt").read_text(encoding="utf-8"))
+    (workdir / "tokens.json").write_text(json.dumps([base64.b64encode(t).decode() for t in tokens]))
+    code, out, err = _run(
+        "commit", "--tokens-json", str(workdir / "tokens.json"), "--answer-file", str(workdir / "answer.txt"),
+        "--secret", SECRET, "--block-size", "32", "--openings-out", str(workdir / "o2.npz"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out) == json.loads((workdir / "public.json").read_text())
+
+
+def test_respond_then_verify_passes(workdir):
+    code, out, _ = _run("respond", "--openings", str(workdir / "o.npz"), "--indices", "3,17,42")
+    assert code == 0
+    assert [o["index"] for o in json.loads(out)["openings"]] == [3, 17, 42]
+    (workdir / "response.json").write_text(out)
+    code, out, err = _run(
+        "verify-openings",
+        "--commitment",
+        str(workdir / "public.json"),
+        "--response",
+        str(workdir / "response.json"),
+    )
+    assert code == 0, err
+    assert json.loads(out)["verdict"] == "pass"
+
+
+def test_verify_names_the_failed_check(workdir):
+    _, out, _ = _run("respond", "--openings", str(workdir / "o.npz"), "--indices", "3,17,42")
+    response = json.loads(out)
+    node = response["openings"][1]["proof"][0]
+    response["openings"][1]["proof"][0] = ("1" if node[0] == "0" else "0") + node[1:]
+    (workdir / "bad.json").write_text(json.dumps(response))
+    code, _, err = _run(
+        "verify-openings",
+        "--commitment",
+        str(workdir / "public.json"),
+        "--response",
+        str(workdir / "bad.json"),
+    )
+    assert code == 1
+    assert "verification failed: proof" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["respond", "--indices", "3,99999"], "outside the"),
+        (["respond", "--indices", "-1"], "outside the"),
+        (["respond", "--indices", "a,b"], "comma-separated integers"),
+        (["commit", "--secret", "xyz"], "--secret"),
+        (["commit", "--secret", "ab" * 31], "expected 32 bytes"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(workdir, args, message):
+    if args[0] == "respond":
+        args = [*args[:1], "--openings", str(workdir / "o.npz"), *args[1:]]
+    else:
+        args = [
+            *args,
+            "--text-file",
+            str(workdir / "trace.txt"),
+            "--answer-file",
+            str(workdir / "answer.txt"),
+        ]
+    code, _, err = _run(*args)
+    assert code == 2
+    assert message in err
+
+
+def test_malformed_files_are_clear_errors(workdir):
+    (workdir / "notjson.json").write_text("{oops")
+    code, _, err = _run(
+        "verify-openings",
+        "--commitment",
+        str(workdir / "notjson.json"),
+        "--response",
+        str(workdir / "notjson.json"),
+    )
+    assert code == 2 and "not readable JSON" in err
+    (workdir / "badtokens.json").write_text(json.dumps(["%%%"]))
+    code, _, err = _run(
+        "commit", "--tokens-json", str(workdir / "badtokens.json"), "--answer-file", str(workdir / "answer.txt"),
+        "--secret", SECRET,
+    )  # fmt: skip
+    assert code == 2 and "base64" in err
