@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck compose-config bench clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy auditor api workers
 
-test: lint typecheck
+# `docker compose config` must accept docker/compose.yaml; there is no Docker engine here, only the
+# client, so the check installs Debian's docker-compose when no compose is present (CI runs as root).
+compose-config:
+	@if docker compose version >/dev/null 2>&1; then dc="docker compose"; \
+	elif command -v docker-compose >/dev/null; then dc=docker-compose; \
+	else apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null && dc=docker-compose; fi; \
+	$$dc -f docker/compose.yaml --env-file docker/example.env config --quiet && echo "compose.yaml: valid"
+
+test: lint typecheck compose-config
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

