@@ -15,8 +15,9 @@ the commitment module's business. In the spirit of transparency-dev's reference 
 
 * ``MerkleTree`` keeps every level (bottom-up pairing, a lone last node promoted unchanged, which is the
   same tree as the RFC's split at the largest power of two), so proofs cost O(log n) slices.
-* ``verify_inclusion`` and ``verify_consistency`` are the algorithms of RFC 9162 §2.1.3.2 and §2.1.4.2,
-  preceded by strict shape checks: they return ``None`` or raise ``ProofError`` with the reason, never
+* ``verify_inclusion`` and ``verify_consistency`` are the algorithms of RFC 9162 §2.1.3.2 and §2.1.4.2
+  (inclusion in its closed form, see there), preceded by strict shape checks, the proof length for
+  (index, size) or (m, n) included: they return ``None`` or raise ``ProofError`` with the reason, never
   another exception type and never a silent pass.
 
 Sizes are RFC 9162 ``tree_size`` values, hence at most 2^64 - 1.
@@ -50,7 +51,8 @@ __all__ = [
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
-MAX_SIZE = (1 << 64) - 1  # RFC 9162 §4.5: tree_size is a uint64
+MAX_SIZE = (1 << 64) - 1  # RFC 9162 §4 encodes tree_size and leaf_index as uint64
+_DIGEST = operator.methodcaller("digest")
 
 
 class _State(Protocol):
@@ -92,8 +94,10 @@ class Hasher:
 
     def hash_leaves(self, leaves: Iterable[bytes]) -> list[bytes]:
         """``[hash_leaf(d) for d in leaves]``, fast."""
-        digest = self._digester()
-        return list(map(digest, map(LEAF_PREFIX.__add__, leaves)))
+        prefixed = map(LEAF_PREFIX.__add__, leaves)
+        if not self.reusable:  # all in C: one state per leaf
+            return list(map(_DIGEST, map(self.new, prefixed)))
+        return list(map(self._digester(), prefixed))
 
     def _digester(self) -> Callable[[bytes], bytes]:
         """A one-shot ``data -> digest`` for hot loops; owns a private state (use within one call)."""
@@ -321,18 +325,24 @@ def _check_hash(value: object, what: str, hasher: Hasher) -> bytes:
     return value
 
 
-def _check_proof(proof: object, expected_length: int, hasher: Hasher) -> list[bytes]:
-    if isinstance(proof, str | bytes | bytearray | memoryview) or not isinstance(proof, Sequence):
+def _check_proof(
+    proof: object, expected_length: int, hasher: Hasher, shape: str, *args: int
+) -> Sequence[bytes]:
+    """``proof``, checked to be a sequence of ``expected_length`` hashes of the right size."""
+    if type(proof) is not list and (
+        isinstance(proof, str | bytes | bytearray | memoryview) or not isinstance(proof, Sequence)
+    ):
         raise ProofError(f"proof: expected a sequence of hashes, got {type(proof).__name__}")
     if len(proof) != expected_length:
-        raise ProofError(f"proof has {len(proof)} hashes, expected {expected_length} for this (index, size)")
-    return [_check_hash(p, f"proof[{i}]", hasher) for i, p in enumerate(proof)]
-
-
-def _pair(hasher: Hasher) -> Callable[[bytes, bytes], bytes]:
-    digest = hasher._digester()
-    prefix = NODE_PREFIX
-    return lambda left, right: digest(prefix + left + right)
+        raise ProofError(
+            f"proof has {len(proof)} hashes, expected {expected_length} for {shape.format(*args)}"
+        )
+    ds = hasher.digest_size
+    for p in proof:
+        if type(p) is not bytes or len(p) != ds:
+            for i, q in enumerate(proof):
+                _check_hash(q, f"proof[{i}]", hasher)
+    return cast(Sequence[bytes], proof)
 
 
 def inclusion_proof_length(index: int, size: int) -> int:
@@ -371,28 +381,41 @@ def verify_inclusion(
 
     Raises ``ProofError`` on any out-of-range or malformed input, a proof of the wrong length for
     (index, size), or a recomputed root that differs.
+
+    The RFC's loop over (fn, sn) = (index, size - 1) is run in its closed form (transparency-dev's
+    ``decompInclProof``/``chainInner``/``chainBorderRight``): for the first ``inner`` steps, where the leaf's
+    subtree is complete, the running hash is the left child iff bit i of ``index`` is 0; every later step
+    is on the right border, where the sibling is on the left. The RFC's failures "sn reaches 0 before the
+    end" and "sn is not 0 at the end" are exactly a proof length other than ``inner + border``, rejected
+    first. tests/unit/test_merkle.py checks this against a literal transcription of the RFC's loop.
     """
     size = _check_size(size, "size")
     index = _check_index(index, size)
-    path = _check_proof(proof, inclusion_proof_length(index, size), hasher)
-    r = _check_hash(leaf_hash, "leaf hash", hasher)
+    inner = (index ^ (size - 1)).bit_length()
+    path = _check_proof(proof, inner + (index >> inner).bit_count(), hasher, "index {} of {}", index, size)
+    _check_hash(leaf_hash, "leaf hash", hasher)
     _check_hash(root, "root", hasher)
-    node = _pair(hasher)
-    fn, sn = index, size - 1
-    for p in path:
-        if sn == 0:  # unreachable after the length check; kept as in the RFC
-            raise ProofError("proof is longer than the path from the leaf to the root")
-        if fn & 1 or fn == sn:
-            r = node(p, r)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
-        else:
-            r = node(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:  # unreachable after the length check
-        raise ProofError("proof is shorter than the path from the leaf to the root")
+    # The hot loop, in two versions: one reused state (BLAKE3), or one state per hash (hashlib).
+    prefix, r, bits, inner_path, border_path = NODE_PREFIX, leaf_hash, index, path[:inner], path[inner:]
+    if hasher.reusable:
+        state = cast(_ReusableState, hasher.new(b""))
+        reset, update, digest = state.reset, state.update, state.digest
+        for p in inner_path:
+            reset()
+            update(prefix + p + r if bits & 1 else prefix + r + p)
+            r = digest()
+            bits >>= 1
+        for p in border_path:
+            reset()
+            update(prefix + p + r)
+            r = digest()
+    else:
+        new = hasher.new
+        for p in inner_path:
+            r = new(prefix + p + r if bits & 1 else prefix + r + p).digest()
+            bits >>= 1
+        for p in border_path:
+            r = new(prefix + p + r).digest()
     if not compare_digest(r, root):
         raise ProofError(f"inclusion proof for index {index} of {size} does not lead to the root")
 
@@ -413,7 +436,7 @@ def verify_consistency(
     """
     new = _check_size(new_size, "new size")
     old = _check_size(old_size, "old size", upper=new)
-    path = _check_proof(proof, consistency_proof_length(old, new), hasher)
+    path = list(_check_proof(proof, consistency_proof_length(old, new), hasher, "sizes {} -> {}", old, new))
     _check_hash(old_root, "old root", hasher)
     _check_hash(new_root, "new root", hasher)
     if old == 0:
@@ -426,28 +449,28 @@ def verify_consistency(
         if not compare_digest(old_root, new_root):
             raise ProofError(f"trees of the same size {old} with different roots")
         return
-    node = _pair(hasher)
     if old & (old - 1) == 0:  # step 2: an exact power of two is its own first subtree
         path.insert(0, old_root)
     fn, sn = old - 1, new - 1
     while fn & 1:
         fn >>= 1
         sn >>= 1
+    node, prefix = hasher._digester(), NODE_PREFIX
     fr = sr = path[0]
     for c in path[1:]:
-        if sn == 0:  # unreachable after the length check; kept as in the RFC
+        if sn == 0:  # pragma: no cover - ruled out by the length check; kept as in the RFC
             raise ProofError("consistency proof is longer than the path")
         if fn & 1 or fn == sn:
-            fr = node(c, fr)
-            sr = node(c, sr)
+            fr = node(prefix + c + fr)
+            sr = node(prefix + c + sr)
             while not fn & 1 and fn != 0:
                 fn >>= 1
                 sn >>= 1
         else:
-            sr = node(sr, c)
+            sr = node(prefix + sr + c)
         fn >>= 1
         sn >>= 1
-    if sn != 0:  # unreachable after the length check
+    if sn != 0:  # pragma: no cover - ruled out by the length check; kept as in the RFC
         raise ProofError("consistency proof is shorter than the path")
     if not compare_digest(fr, old_root):
         raise ProofError(f"consistency proof {old} -> {new} does not lead to the old root")

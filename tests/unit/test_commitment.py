@@ -121,7 +121,7 @@ def test_missing_and_unrequested_openings_fail(committed, embedder):
     short = openings.respond([0, 9])
     assert verify_response(public, challenge, short, embedder=embedder).failed[0].name == "proof"
     extra = openings.respond([0, 9, 10, public.commitment.size - 1])
-    assert verify_response(public, challenge, extra, embedder=embedder).failed[0].detail.startswith("missing")
+    assert verify_response(public, challenge, extra, embedder=embedder).failed[0].detail.startswith("unrequested")
 
 
 def test_over_claimed_count_cannot_be_opened(committed, embedder):

@@ -149,6 +149,21 @@ def directions(index: int, size: int) -> list[bool]:
     return out
 
 
+_MEMO: dict[tuple[bytes, int, int], bytes] = {}
+
+
+def range_mth(lh: list[bytes], start: int, end: int) -> bytes:
+    """MTH(lh[start:end]) by the RFC 9162 §2.1.1 recursion, memoized on (first leaf, start, end)."""
+    key = (lh[0], start, end)
+    if key not in _MEMO:
+        if end - start == 1:
+            _MEMO[key] = lh[start]
+        else:
+            k = _k(end - start)
+            _MEMO[key] = BLAKE3.hash_children(range_mth(lh, start, start + k), range_mth(lh, start + k, end))
+    return _MEMO[key]
+
+
 def forge(lh: list[bytes], index: int, claimed: int) -> tuple[int, list[bytes]] | None:
     """The only candidate opening of (index, claimed) against MTH(lh): (real leaf position, proof)."""
     start, end, siblings = 0, len(lh), []
@@ -157,10 +172,10 @@ def forge(lh: list[bytes], index: int, claimed: int) -> tuple[int, list[bytes]] 
             return None  # the real tree reached a leaf, the claimed one goes deeper: a leaf is no node
         k = _k(end - start)
         if left:
-            siblings.append(mth(lh[start + k : end]))
+            siblings.append(range_mth(lh, start + k, end))
             end = start + k
         else:
-            siblings.append(mth(lh[start : start + k]))
+            siblings.append(range_mth(lh, start, start + k))
             start += k
     if end - start != 1:
         return None  # the pattern ends on a real inner node: no leaf data hashes to it (0x00 vs 0x01)
