@@ -4,7 +4,7 @@ The API and the workers both build a `Database` from the settings; the same mode
 both back ends (row locks become no-ops on SQLite, where a writer holds the whole file anyway).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,13 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+_AFTER_COMMIT = "coin_after_commit"
+
+
+def after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Run `action` after the unit of work that owns `session` commits."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(action)
 
 
 def make_engine(database_url: str) -> Engine:
@@ -48,10 +55,20 @@ class Database:
         return self.engine.dialect.name == "postgresql"
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session whose work commits at the end of the block, or rolls back on any exception."""
-        with self.sessions() as session, session.begin():
-            yield session
+    def unit_of_work(self) -> Iterator[Session]:
+        """One transaction: commits at the end of the block, or rolls back on any exception.
+
+        Actions registered with `after_commit` run once the commit has succeeded and the session is
+        closed (never after a rollback): a task is only announced for state that really exists."""
+        session = self.sessions()
+        try:
+            with session.begin():
+                yield session
+            actions: list[Callable[[], None]] = session.info.pop(_AFTER_COMMIT, [])
+        finally:
+            session.close()
+        for action in actions:
+            action()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -104,6 +105,8 @@ class Provider(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     # Ed25519 verify key (hex) for report signatures; a provider that registers one must sign.
     public_key: Mapped[str | None] = mapped_column(String(64))
+    # Time this provider has to answer a challenge, if its agreement differs from the service default.
+    challenge_deadline_seconds: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     api_keys: Mapped[list["ApiKey"]] = relationship(back_populates="provider")

@@ -77,7 +77,9 @@ class Signer:
 def verify_signature(public_key_hex: str, statement: dict[str, Any], signature_hex: str) -> bool:
     """Ed25519 check of `signature_hex` over canonical_json(statement); False on any malformed input."""
     try:
-        VerifyKey(bytes.fromhex(public_key_hex)).verify(canonical_json(statement), bytes.fromhex(signature_hex))
+        VerifyKey(bytes.fromhex(public_key_hex)).verify(
+            canonical_json(statement), bytes.fromhex(signature_hex)
+        )
     except (BadSignatureError, ValueError, TypeError):
         return False
     return True

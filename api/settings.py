@@ -20,38 +20,57 @@ DEVELOPMENT = "development"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COIN_", extra="ignore")
 
-    env: str = Field(DEVELOPMENT, description="development | test | production")
-    database_url: str = Field("sqlite:///var/coin.sqlite3", description="SQLAlchemy URL of the audit store")
+    env: str = Field(default=DEVELOPMENT, description="development | test | production")
+    database_url: str = Field(
+        default="sqlite:///var/coin.sqlite3", description="SQLAlchemy URL of the audit store"
+    )
     broker_url: str | None = Field(
-        None, description="Celery broker (redis://...); unset runs tasks in-process after each commit"
+        default=None, description="Celery broker (redis://...); unset runs tasks in-process after each commit"
     )
     secret_key: SecretStr = Field(
-        SecretStr(DEV_SECRET_KEY), description="HMAC key that derives receipt tokens from report ids"
+        default=SecretStr(DEV_SECRET_KEY), description="HMAC key that derives receipt tokens from report ids"
     )
     signing_key: SecretStr = Field(
-        SecretStr(DEV_SIGNING_KEY), description="Ed25519 seed (64 hex) that signs receipts and verdicts"
+        default=SecretStr(DEV_SIGNING_KEY),
+        description="Ed25519 seed (64 hex) that signs receipts and verdicts",
     )
-    admin_token: SecretStr = Field(SecretStr(DEV_ADMIN_TOKEN), description="bearer token of the auditor admin")
-    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="larger request bodies get 413")
+    admin_token: SecretStr = Field(
+        default=SecretStr(DEV_ADMIN_TOKEN), description="bearer token of the auditor admin"
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="larger request bodies get 413")
 
-    challenge_deadline_seconds: float = Field(3600.0, gt=0, description="time a provider has to answer")
-    challenge_epsilon: float = Field(0.05, gt=0, lt=1, description="smallest forged fraction to detect")
-    challenge_delta: float = Field(0.01, gt=0, lt=1, description="allowed miss probability at epsilon")
-    customer_audit_quota: int = Field(3, ge=0, description="audits a receipt holder may request per report")
+    challenge_deadline_seconds: float = Field(
+        default=3600.0, gt=0, description="time a provider has to answer"
+    )
+    challenge_epsilon: float = Field(
+        default=0.05, gt=0, lt=1, description="smallest forged fraction to detect"
+    )
+    challenge_delta: float = Field(
+        default=0.01, gt=0, lt=1, description="allowed miss probability at epsilon"
+    )
+    customer_audit_quota: int = Field(
+        default=3, ge=0, description="audits a receipt holder may request per report"
+    )
 
-    sweep_interval_seconds: float = Field(60.0, gt=0, description="beat period of the stuck-audit sweeper")
-    expire_interval_seconds: float = Field(30.0, gt=0, description="beat period of the deadline check")
+    sweep_interval_seconds: float = Field(
+        default=60.0, gt=0, description="beat period of the stuck-audit sweeper"
+    )
+    expire_interval_seconds: float = Field(
+        default=30.0, gt=0, description="beat period of the deadline check"
+    )
     stale_after_seconds: float = Field(
-        300.0, gt=0, description="an audit untouched this long in a working state is re-enqueued"
+        default=300.0, gt=0, description="an audit untouched this long in a working state is re-enqueued"
     )
-    task_soft_time_limit_seconds: float = Field(540.0, gt=0)
-    task_time_limit_seconds: float = Field(600.0, gt=0)
+    task_soft_time_limit_seconds: float = Field(default=540.0, gt=0)
+    task_time_limit_seconds: float = Field(default=600.0, gt=0)
     broker_visibility_timeout_seconds: float = Field(
-        3600.0, gt=0, description="an unacknowledged task message is redelivered after this long"
+        default=3600.0, gt=0, description="an unacknowledged task message is redelivered after this long"
     )
-    embed_device: str | None = Field(None, description="torch device for verification (default: auto)")
+    embed_device: str | None = Field(
+        default=None, description="torch device for verification (default: auto)"
+    )
     verify_delay_seconds: float = Field(
-        0.0, ge=0, description="fault injection for tests: sleep inside verification; 0 outside tests"
+        default=0.0, ge=0, description="fault injection for tests: sleep inside verification; 0 outside tests"
     )
 
     @field_validator("signing_key")
@@ -75,7 +94,9 @@ class Settings(BaseSettings):
             "COIN_SIGNING_KEY": (self.signing_key, DEV_SIGNING_KEY),
             "COIN_ADMIN_TOKEN": (self.admin_token, DEV_ADMIN_TOKEN),
         }
-        still_default = [name for name, (value, default) in defaults.items() if value.get_secret_value() == default]
+        still_default = [
+            name for name, (value, default) in defaults.items() if value.get_secret_value() == default
+        ]
         if still_default:
             raise ValueError(
                 f"COIN_ENV={self.env!r} refuses the published default secrets: set {', '.join(still_default)}"

@@ -1,0 +1,128 @@
+"""Typed FastAPI dependencies: the request's unit of work and who is calling.
+
+Roles (DESIGN §2): the auditor *admin* (COIN_ADMIN_TOKEN), a *provider* (its API key), and a
+*customer* holding a receipt token (checked against one report by the endpoint that names it).
+Every secret is compared in constant time; an unknown key and a wrong key look the same.
+"""
+
+import enum
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.context import ServiceContext
+from api.models import ApiKey, Provider
+from api.security import RECEIPT_TOKEN_PREFIX, constant_time_equal, sha256_hex, split_api_key
+
+
+def get_context(request: Request) -> ServiceContext:
+    context: ServiceContext = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[ServiceContext, Depends(get_context)]
+
+
+def get_session(context: ContextDep) -> Iterator[Session]:
+    """One transaction per request: committed when the endpoint returns, rolled back if it raises."""
+    with context.db.unit_of_work() as session:
+        yield session
+
+
+# scope="function": the commit happens before the response is sent, so a 2xx means "stored".
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="`Authorization: Bearer <token>`: the admin token, a provider API key (`coin_…`) "
+    "or a customer's receipt token (`rt_…`).",
+)
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    PROVIDER = "provider"
+    RECEIPT = "receipt"
+
+
+@dataclass(frozen=True)
+class Caller:
+    role: Role
+    provider: Provider | None = None
+    token: str | None = None  # the receipt token, for RECEIPT callers
+
+    @property
+    def provider_id(self) -> uuid.UUID | None:
+        return self.provider.id if self.provider else None
+
+
+def unauthorized(message: str = "invalid or missing credentials") -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def forbidden(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, message)
+
+
+# Compared against when a key's prefix is unknown, so that both failures cost the same.
+_DUMMY_HASH = sha256_hex("no such key")
+
+
+def _provider_for_key(session: Session, key: str) -> Provider | None:
+    parts = split_api_key(key)
+    if parts is None:
+        return None
+    prefix, secret = parts
+    api_key = session.scalars(
+        select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+    ).one_or_none()
+    matches = constant_time_equal(sha256_hex(secret), api_key.secret_hash if api_key else _DUMMY_HASH)
+    return api_key.provider if api_key is not None and matches else None
+
+
+def get_caller(context: ContextDep, session: SessionDep, credentials: CredentialsDep) -> Caller:
+    if credentials is None or not credentials.credentials:
+        raise unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    token = credentials.credentials
+    if constant_time_equal(token, context.settings.admin_token.get_secret_value()):
+        return Caller(Role.ADMIN)
+    if token.startswith(f"{RECEIPT_TOKEN_PREFIX}_"):
+        return Caller(Role.RECEIPT, token=token)
+    provider = _provider_for_key(session, token)
+    if provider is None:
+        raise unauthorized()
+    return Caller(Role.PROVIDER, provider=provider)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def require_admin(caller: CallerDep) -> Caller:
+    if caller.role != Role.ADMIN:
+        raise forbidden("this operation is reserved to the auditor")
+    return caller
+
+
+def require_provider(caller: CallerDep) -> Provider:
+    if caller.role != Role.PROVIDER or caller.provider is None:
+        raise forbidden("this operation needs a provider API key")
+    return caller.provider
+
+
+def require_staff(caller: CallerDep) -> Caller:
+    """The admin or a provider (a provider then sees only its own resources)."""
+    if caller.role == Role.RECEIPT:
+        raise forbidden("a receipt token only gives access to its own report's status and audits")
+    return caller
+
+
+AdminDep = Annotated[Caller, Depends(require_admin)]
+ProviderDep = Annotated[Provider, Depends(require_provider)]
+StaffDep = Annotated[Caller, Depends(require_staff)]

@@ -1,0 +1,236 @@
+"""Report ingestion against PostgreSQL, through the real REST API (uvicorn in a subprocess):
+
+1. reports/s through `POST /v1/reports/batch` (batches of 1,000);
+2. p50/p99 latency of single `POST /v1/reports` at a fixed offered rate (open loop: requests are sent
+   on schedule whether or not earlier ones have returned, so slow answers cannot hide queueing);
+3. the limit: the raw insert rate of the same rows (reports and their audit events) with plain
+   SQLAlchemy Core `executemany` on the same database.
+
+Targets (issue 3): batch ingestion >= 50% of the raw insert rate; single-report p99 <= 50 ms at 200
+requests/s. Last line: one JSON object with `batch_fraction_of_raw_insert` and `single_p99_ms`.
+
+    .venv/bin/python bench/ingest.py [--database-url URL] [--batches N] [--rate R] [--seconds S]
+"""
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from api.migrate import upgrade_database  # noqa: E402
+from api.models import AuditEvent, Report  # noqa: E402
+from api.reporting import accepted_embd_id, report_digest  # noqa: E402
+from api.settings import DEV_ADMIN_TOKEN  # noqa: E402
+
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/coin_bench"
+
+
+def fresh_database(url: str) -> None:
+    """Drop and recreate the benchmark database, then migrate it."""
+    name = sa.engine.make_url(url).database
+    admin = sa.create_engine(sa.engine.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    upgrade_database(url)
+
+
+def make_report(n: int) -> dict[str, Any]:
+    reasoning = 500 + n % 3000
+    return {
+        "request_id": f"bench-{uuid.uuid4()}",
+        "model": "bench-reasoner-1",
+        "usage": {"input_tokens": 42, "output_tokens": reasoning + 80, "reasoning_tokens": reasoning},
+        "commitment": {
+            "version": "coin/1",
+            "root": secrets.token_hex(32),
+            "size": reasoning,
+            "block_size": 256,
+            "embd_id": accepted_embd_id(),
+            "tokenizer_id": "qwen2",
+        },
+        "answer": {
+            "digest": secrets.token_hex(32),
+            "embedding": base64.b64encode(secrets.token_bytes(384)).decode(),
+        },
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_api(url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "COIN_DATABASE_URL": url, "COIN_ENV": "development", "HF_HUB_OFFLINE": "1"}
+    env.pop("COIN_BROKER_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"],
+        cwd=REPO, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the API did not start")
+
+
+def provider_key(base: str, name: str) -> str:
+    r = httpx.post(
+        f"{base}/v1/providers", json={"name": name}, headers={"Authorization": f"Bearer {DEV_ADMIN_TOKEN}"}
+    )
+    r.raise_for_status()
+    return str(r.json()["api_key"])
+
+
+def bench_batch(base: str, key: str, batches: int) -> tuple[float, int]:
+    payloads = [[make_report(b * 1000 + i) for i in range(1000)] for b in range(batches)]
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+        client.post("/v1/reports/batch", json={"reports": [make_report(0) for _ in range(50)]})  # warm-up
+        start = time.perf_counter()
+        for payload in payloads:
+            r = client.post("/v1/reports/batch", json={"reports": payload})
+            r.raise_for_status()
+            assert all(item["status"] == 201 for item in r.json()["results"]), r.text[:500]
+        elapsed = time.perf_counter() - start
+    return batches * 1000 / elapsed, batches * 1000
+
+
+async def bench_single(base: str, key: str, rate: float, seconds: float) -> list[float]:
+    reports = [make_report(i) for i in range(int(rate * seconds))]
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30, limits=limits
+    ) as client:
+        for warm in [make_report(-1) for _ in range(20)]:
+            await client.post("/v1/reports", json=warm)
+
+        async def one(report: dict[str, Any], at: float) -> None:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            sent = time.perf_counter()
+            r = await client.post("/v1/reports", json=report)
+            latencies.append((time.perf_counter() - sent) * 1000)
+            assert r.status_code == 201, r.text[:300]
+
+        start = time.perf_counter() + 0.2
+        await asyncio.gather(*(one(rep, start + k / rate) for k, rep in enumerate(reports)))
+    return latencies
+
+
+def bench_raw(url: str, n: int) -> float:
+    """The same rows the API writes per report (one report, one chained event), with executemany."""
+    engine = sa.create_engine(url)
+    provider = uuid.uuid4()
+    reports, events = [], []
+    for k in range(n):
+        body = make_report(k)
+        rid = uuid.uuid4()
+        usage = body["usage"]
+        reports.append({
+            "id": rid, "provider_id": provider, "request_id": body["request_id"], "model": body["model"],
+            "input_tokens": usage["input_tokens"], "output_tokens": usage["output_tokens"],
+            "reasoning_tokens": usage["reasoning_tokens"], "body": body, "digest": report_digest(body),
+            "receipt": {"receipt": {"report_id": str(rid)}, "signature": "00" * 64},
+            "receipt_token_hash": "00" * 32,
+        })  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO providers (id, name, created_at) VALUES (:id, :name, now())"),
+                     {"id": provider, "name": f"raw-{provider}"})  # fmt: skip
+        last = conn.execute(sa.select(sa.func.coalesce(sa.func.max(AuditEvent.seq), 0))).scalar_one()
+    for k, row in enumerate(reports):
+        events.append({
+            "seq": last + 1 + k, "kind": "report.received", "provider_id": provider,
+            "report_id": row["id"], "payload": {"request_id": row["request_id"]}, "prev_hash": "00" * 32,
+            "hash": "11" * 32,
+        })  # fmt: skip
+    start = time.perf_counter()
+    for chunk in range(0, n, 1000):
+        with engine.begin() as conn:
+            now = datetime.now(UTC)
+            conn.execute(
+                sa.insert(Report),
+                [{**r, "received_at": now} for r in reports[chunk : chunk + 1000]],
+            )
+            conn.execute(
+                sa.insert(AuditEvent),
+                [{**e, "occurred_at": now} for e in events[chunk : chunk + 1000]],
+            )
+    elapsed = time.perf_counter() - start
+    engine.dispose()
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database-url", default=os.environ.get("COIN_BENCH_DATABASE_URL", DEFAULT_URL))
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+
+    fresh_database(args.database_url)
+    port = free_port()
+    api = start_api(args.database_url, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        batch_rate, n = bench_batch(base, provider_key(base, "bench-batch"), args.batches)
+        latencies = asyncio.run(
+            bench_single(base, provider_key(base, "bench-single"), args.rate, args.seconds)
+        )
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+    raw_rate = bench_raw(args.database_url, n)
+    q = statistics.quantiles(latencies, n=100)
+    summary = {
+        "batch_reports_per_s": round(batch_rate, 1),
+        "raw_insert_rows_per_s": round(raw_rate, 1),
+        "batch_fraction_of_raw_insert": round(batch_rate / raw_rate, 4),
+        "single_rate_per_s": args.rate,
+        "single_requests": len(latencies),
+        "single_p50_ms": round(q[49], 2),
+        "single_p99_ms": round(q[98], 2),
+        "single_max_ms": round(max(latencies), 2),
+    }
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cpus; database {sa.engine.make_url(args.database_url).render_as_string()}"
+    )
+    print(f"batch: {batch_rate:,.0f} reports/s over {n} reports; raw executemany: {raw_rate:,.0f} reports/s "
+          f"({batch_rate / raw_rate:.1%})")  # fmt: skip
+    print(
+        f"single at {args.rate:.0f}/s for {args.seconds:.0f}s: p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, max {max(latencies):.1f} ms"
+    )
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Integration fixtures: the real PostgreSQL and Redis of this machine, and a real Celery worker process.
+
+A test that needs a service FAILS when the service is down and CI is set, and is skipped otherwise.
+Each test starts from empty tables (TRUNCATE) in a dedicated database `coin_test`, migrated once per
+session with alembic, and a dedicated Redis database number.
+"""
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.database import Database
+from api.migrate import upgrade_database
+from api.settings import Settings
+from tests.integration.support import (
+    ADMIN,
+    DATABASE_URL,
+    PG_HOST,
+    PG_PORT,
+    PG_USER,
+    REDIS_URL,
+    TEST_DATABASE,
+    TEST_ENV,
+    CommittedRequest,
+    ProviderAccount,
+    WorkerProcess,
+    shortest_traces,
+    truncate_all,
+)
+
+
+def _service_missing(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable ({exc})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI is set, so integration tests must not be skipped")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """The migrated test database (dropped and re-created once per session)."""
+    try:
+        admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)
+    except psycopg.OperationalError as exc:
+        _service_missing("PostgreSQL at 127.0.0.1:5432", exc)
+    with admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {TEST_DATABASE}")
+    upgrade_database(DATABASE_URL)
+    return DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _service_missing("Redis at 127.0.0.1:6379", exc)
+    client.flushdb()
+    return client
+
+
+@pytest.fixture(scope="session")
+def settings(postgres: str, redis_client: redis.Redis) -> Settings:
+    return Settings(**{key.removeprefix("COIN_").lower(): value for key, value in TEST_ENV.items()})
+
+
+@pytest.fixture(scope="session")
+def database(settings: Settings) -> Iterator[Database]:
+    db = Database(settings.database_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def clean_db(database: Database) -> Database:
+    truncate_all(database)
+    return database
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Any:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: Any, clean_db: Database) -> TestClient:
+    # raise_server_exceptions=False: a 500 must show up as a 500, never as a test-side exception.
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def make_provider(client: TestClient) -> Callable[..., ProviderAccount]:
+    def make(name: str | None = None, **extra: Any) -> ProviderAccount:
+        name = name or f"provider-{uuid.uuid4().hex[:8]}"
+        response = client.post("/v1/providers", json={"name": name, **extra}, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return ProviderAccount(body["id"], name, body["api_key"])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_request(embedder: Any) -> Callable[..., CommittedRequest]:
+    """Commit a real short trace with the provider SDK (`auditor.commitment.commit`) and build its report."""
+    from auditor.commitment import commit, new_secret
+
+    traces = shortest_traces()
+
+    def make(index: int = 0, request_id: str | None = None) -> CommittedRequest:
+        trace = traces[index % len(traces)]
+        public, openings = commit(
+            trace["reasoning"], trace["answer"], new_secret(), block_size=16, embedder=embedder
+        )
+        size = public.commitment.size
+        report = {
+            "request_id": request_id or f"req-{uuid.uuid4().hex}",
+            "model": trace["model"],
+            "usage": {
+                "input_tokens": 40,
+                "output_tokens": size + 25,
+                "reasoning_tokens": size,
+                "raw": {"prompt_tokens": 40, "completion_tokens": size + 25},
+            },
+            **public.to_json(),
+        }
+        return CommittedRequest(report, openings)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def worker_process(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(tmp_path_factory.mktemp("celery"))
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def worker(worker_process: WorkerProcess) -> WorkerProcess:
+    """The session's worker, restarted if an earlier test stopped or killed it."""
+    if not worker_process.alive:
+        worker_process.start()
+    return worker_process

@@ -1,0 +1,226 @@
+"""Helpers of the integration tests: service addresses, the test environment, the worker process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from api.database import Database
+from api.models import Base
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TRACES_DIR = REPO_ROOT / ".." / "shared" / "data" / "traces"
+PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
+TEST_DATABASE = "coin_test"
+DATABASE_URL = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{TEST_DATABASE}"
+REDIS_URL = "redis://127.0.0.1:6379/13"  # a database number of its own, flushed freely
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+# What the API in the test process and the worker subprocess share (the worker reads it from its env).
+TEST_ENV = {
+    "COIN_ENV": "test",
+    "COIN_DATABASE_URL": DATABASE_URL,
+    "COIN_BROKER_URL": REDIS_URL,
+    "COIN_SECRET_KEY": "test-secret-key-for-receipt-tokens",
+    "COIN_SIGNING_KEY": "5e" * 32,
+    "COIN_ADMIN_TOKEN": ADMIN_TOKEN,
+    "COIN_CHALLENGE_DEADLINE_SECONDS": "120",
+    "COIN_SWEEP_INTERVAL_SECONDS": "1",
+    "COIN_EXPIRE_INTERVAL_SECONDS": "1",
+    "COIN_STALE_AFTER_SECONDS": "4",
+    "COIN_BROKER_VISIBILITY_TIMEOUT_SECONDS": "60",
+    "COIN_MAX_BODY_BYTES": str(4 * 1024 * 1024),
+}
+
+
+def truncate_all(database: Database) -> None:
+    """Empty every table. The running worker's periodic jobs may hold row locks that deadlock with
+    TRUNCATE's table locks; PostgreSQL then aborts one side, and we simply try again."""
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    for attempt in range(10):
+        try:
+            with database.engine.begin() as connection:
+                connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            return
+        except OperationalError:
+            if attempt == 9:
+                raise
+            time.sleep(0.2)
+
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class ProviderAccount:
+    id: str
+    name: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.key)
+
+
+# --- traces and the provider SDK -------------------------------------------------------------------
+
+
+def shortest_traces(count: int = 8) -> list[dict[str, Any]]:
+    """Real traces with short reasoning (fast to commit and verify), from ../shared/data/traces."""
+    path = TRACES_DIR / "thinkingllms_math_r1distill_qwq.jsonl"
+    records = [json.loads(line) for line in path.open(encoding="utf-8")]
+    records.sort(key=lambda r: len(r["reasoning"]))
+    return records[:count]
+
+
+@dataclass
+class CommittedRequest:
+    """What an honest provider SDK holds for one billed request: the report and its openings."""
+
+    report: dict[str, Any]
+    openings: Any
+
+    @property
+    def request_id(self) -> str:
+        return str(self.report["request_id"])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# --- the Celery worker ------------------------------------------------------------------------------
+
+
+class WorkerProcess:
+    """A real `celery -A workers.app worker` subprocess (with embedded beat), consuming cpu and gpu."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+        self.log_path = log_dir / "worker-0.log"
+
+    def start(self, **env_overrides: str) -> None:
+        assert self.process is None or self.process.poll() is not None, "worker already running"
+        self.runs += 1
+        self.log_path = self.log_dir / f"worker-{self.runs}.log"
+        env = {
+            **os.environ,
+            **TEST_ENV,
+            **env_overrides,
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "COIN_EMBED_DEVICE": "cpu",
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+        command = [
+            sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+            "-Q", "cpu,gpu", "-c", "1", "-l", "info", "-n", f"coin-test-{self.runs}@%h",
+            "-B", "-s", str(self.log_dir / f"beat-{self.runs}"),
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]  # fmt: skip
+        log = self.log_path.open("wb")
+        # A session of its own, so that kill() can take the main process and its pool child at once.
+        self.process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for(
+            lambda: b" ready." in self.log_path.read_bytes() or self.process.poll() is not None, 90, "worker"
+        )
+        if self.process.poll() is not None:
+            raise AssertionError(f"worker exited at start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool child): no cleanup, no acknowledgement."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if not self.alive:
+            return
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+# --- API steps shared by the tests -------------------------------------------------------------------
+
+
+def submit_report(client: Any, provider: ProviderAccount, request: CommittedRequest) -> dict[str, Any]:
+    response = client.post("/v1/reports", json=request.report, headers=provider.headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def open_audit(client: Any, report_id: str, headers: dict[str, str] = ADMIN) -> str:
+    response = client.post("/v1/audits", json={"report_id": report_id}, headers=headers)
+    assert response.status_code == 202, response.text
+    return str(response.json()["audit_id"])
+
+
+def get_audit(client: Any, audit_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/audits/{audit_id}", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def wait_for_challenge(
+    client: Any, provider: ProviderAccount, audit_id: str, timeout: float = 60
+) -> dict[str, Any]:
+    """The open challenge of `audit_id`, as the provider sees it, once a worker has drawn it."""
+
+    def find() -> dict[str, Any] | None:
+        response = client.get("/v1/challenges", params={"status": "open"}, headers=provider.headers)
+        assert response.status_code == 200, response.text
+        return next((c for c in response.json() if c["audit_id"] == audit_id), None)
+
+    return dict(wait_for(find, timeout, f"the challenge of audit {audit_id}"))
+
+
+def wait_for_verdict(client: Any, audit_id: str, timeout: float = 90) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        audit = get_audit(client, audit_id)
+        return audit if audit["status"] == "done" else None
+
+    return dict(wait_for(done, timeout, f"the verdict of audit {audit_id}"))
+
+
+def respond(client: Any, provider: ProviderAccount, challenge: dict[str, Any], body: dict[str, Any]) -> Any:
+    return client.post(
+        f"/v1/challenges/{challenge['challenge_id']}/response", json=body, headers=provider.headers
+    )

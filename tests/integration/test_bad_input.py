@@ -1,0 +1,117 @@
+"""No input produces a 500: malformed, hostile and random bodies get 4xx, and nothing is half-written."""
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from api.models import AuditEvent, Report
+from tests.integration.support import ADMIN
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _post_raw(client, path, raw: bytes, headers):
+    return client.post(path, content=raw, headers={**headers, "Content-Type": "application/json"})
+
+
+def test_hostile_bodies(client, make_provider, make_request, database):
+    provider = make_provider()
+    report = make_request(0).report
+    mutations = {
+        "nul in request_id": {**report, "request_id": "a\x00b"},
+        "nul in raw usage": {**report, "usage": {**report["usage"], "raw": {"k": "\x00"}}},
+        "huge integer": {**report, "usage": {**report["usage"], "input_tokens": 10**30}},
+        "negative count": {**report, "usage": {**report["usage"], "input_tokens": -1}},
+        "float count": {**report, "usage": {**report["usage"], "input_tokens": 1.5}},
+        "bool count": {**report, "usage": {**report["usage"], "input_tokens": True}},
+        "extra field": {**report, "extra": 1},
+        "long request id": {**report, "request_id": "r" * 300},
+        "long model": {**report, "model": "m" * 300},
+        "commitment is a list": {**report, "commitment": [1, 2]},
+        "answer is null": {**report, "answer": None},
+        "size zero": {
+            **report,
+            "commitment": {**report["commitment"], "size": 0},
+            "usage": {**report["usage"], "reasoning_tokens": 0},
+        },
+        "size huge": {
+            **report,
+            "commitment": {**report["commitment"], "size": 2**62},
+            "usage": {**report["usage"], "reasoning_tokens": 2**62, "output_tokens": 2**62},
+        },
+        "bad signature pattern": {**report, "signature": "xyz"},
+    }
+    for name, body in mutations.items():
+        response = client.post("/v1/reports", json=body, headers=provider.headers)
+        assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
+
+    raw_bodies = {
+        "not json": b"{not json",
+        "empty": b"",
+        "array": b"[]",
+        "lone surrogate": json.dumps({**report, "request_id": "\ud800"}).encode(),
+        "NaN": json.dumps({**report, "usage": {**report["usage"], "raw": {"x": float("nan")}}}).encode(),
+        "Infinity": b'{"request_id": "x", "usage": {"raw": {"x": Infinity}}}',
+        "deep nesting": b'{"usage": {"raw": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+        "invalid utf-8": b'{"request_id": "\xff\xfe"}',
+    }
+    for name, raw in raw_bodies.items():
+        for path in ("/v1/reports", "/v1/reports/batch", "/v1/providers", "/v1/audits"):
+            headers = ADMIN if path in ("/v1/providers", "/v1/audits") else provider.headers
+            response = _post_raw(client, path, raw, headers)
+            assert 400 <= response.status_code < 500, (name, path, response.status_code, response.text)
+
+    for name, path in {
+        "bad uuid": "/v1/audits/not-a-uuid",
+        "bad status filter": "/v1/audits?status=bogus",
+        "bad limit": "/v1/audits?limit=0",
+        "bad report uuid": "/v1/reports/123/status",
+    }.items():
+        response = client.get(path, headers=ADMIN)
+        assert response.status_code == 422, (name, response.status_code)
+
+    with database.unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(Report)) == 0
+        assert session.scalar(select(func.count()).select_from(AuditEvent)) == 2
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=json_values)
+def test_random_json_never_500(client, make_provider, body):
+    for path in (
+        "/v1/reports",
+        "/v1/reports/batch",
+        "/v1/audits",
+        "/v1/challenges/00000000-0000-0000-0000-000000000000/response",
+    ):
+        response = client.post(path, json=body, headers=ADMIN)
+        assert response.status_code < 500, (path, body, response.text)
+
+
+@pytest.fixture(scope="module")
+def report_template(make_request):
+    return make_request(0).report
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=json_values, usage=json_values)
+def test_random_reports_never_500(client, make_provider, report_template, body, usage):
+    provider = make_provider()
+    report = report_template
+    for candidate in (
+        body,
+        {**report, "usage": usage},
+        {**report, "commitment": body},
+        {**report, "answer": usage},
+    ):
+        response = client.post("/v1/reports", json=candidate, headers=provider.headers)
+        assert response.status_code < 500, (candidate, response.text)
