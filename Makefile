@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/coin demo-library
+	$(BIN)/coin demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check auditor api workers tests bench

@@ -4,10 +4,14 @@
 """
 
 import os
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from api.settings import get_settings
+
+DEFAULT_TRACES_DIR = Path("../shared/data/traces")
 
 app = typer.Typer(help="Run the CoIn Audit service.", no_args_is_help=True)
 
@@ -89,3 +93,16 @@ def _celery(args: list[str]) -> None:
     from workers.app import app as celery_app
 
     celery_app.start(argv=args)
+
+
+@app.command("demo")
+def demo(
+    traces_dir: Annotated[Path, typer.Option(help="folder of traces *.jsonl")] = DEFAULT_TRACES_DIR,
+    per_behaviour: int = typer.Option(2, help="traces per simulated provider behaviour"),
+    serve: bool = typer.Option(False, "--serve", help="keep the API up after the demo"),
+) -> None:
+    """Simulated providers push real traces through the REST API on the embedded default (SQLite,
+    in-process tasks); each is audited and the verdicts are printed."""
+    from api.demo import run_demo
+
+    run_demo(traces_dir, per_behaviour, serve)  # prints as it goes

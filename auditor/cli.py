@@ -146,20 +146,3 @@ def verify_openings_command(
         names = ", ".join(f"{c.name} ({c.detail})" for c in result.failed) or result.verdict
         typer.echo(f"verification failed: {names}", err=True)
         raise typer.Exit(code=1)
-
-
-@app.command("demo-library")
-def demo_library_command(
-    traces_dir: Annotated[Path, typer.Option(help="folder of traces *.jsonl")] = Path("../shared/data/traces"),
-    per_behaviour: Annotated[int, typer.Option(help="traces per simulated provider behaviour")] = 3,
-) -> None:
-    """Commit and audit real traces at the library level (no service): honest and cheating providers."""
-    from auditor.demo import run
-    from auditor.fingerprint import get_embedder
-
-    embedder = get_embedder()
-    typer.echo(f"Embd {embedder.embd_id} on {embedder.device}; traces from {traces_dir}")
-    typer.echo(f"{'provider behaviour':<18} {'trace':<28} {'claimed':>8} {'verdict':<8} reason")
-    for report, verdict, reason in run(traces_dir, per_behaviour, embedder):
-        claimed = report.public.commitment.size
-        typer.echo(f"{report.behaviour:<18} {report.trace_id[:28]:<28} {claimed:>8} {verdict:<8} {reason[:90]}")

@@ -1,0 +1,142 @@
+"""`coin demo`: simulated providers push real traces through the REST API on the embedded default.
+
+One process: a fresh SQLite file, tasks run in-process after each commit, uvicorn on a loopback port.
+The auditor admin registers one provider per behaviour; each provider reports its requests, the admin
+orders an audit of each, the provider fetches its open challenge and answers it (honestly or not), and
+the verdict comes back signed. With `--serve` the API stays up afterwards.
+"""
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+import uvicorn
+
+from auditor.challenge import Challenge
+from auditor.demo import BEHAVIOURS, SimulatedReport, demo_traces, simulate
+from auditor.fingerprint import get_embedder
+
+DEMO_DATABASE = Path("var/demo.sqlite3")
+
+
+def report_body(report: SimulatedReport, answer_tokens: int) -> dict[str, Any]:
+    """The REST report for one billed request: reasoning_tokens is what the provider bills."""
+    billed = report.public.commitment.size
+    usage = {"input_tokens": 50, "output_tokens": billed + answer_tokens, "reasoning_tokens": billed}
+    return {
+        "request_id": f"demo-{report.behaviour.replace(' ', '-')}-{report.trace_id}",
+        "model": "demo-reasoner",
+        "usage": {**usage, "raw": {"completion_tokens_details": {"reasoning_tokens": billed}}},
+        **report.public.to_json(),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_server(port: int) -> uvicorn.Server:
+    from api.main import app
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the API did not start")
+        time.sleep(0.05)
+    return server
+
+
+def _wait_for_verdict(client: httpx.Client, audit_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        audit = client.get(f"/v1/audits/{audit_id}").raise_for_status().json()
+        if audit["verdict"] is not None:
+            return dict(audit)
+        time.sleep(0.1)
+    raise RuntimeError(f"audit {audit_id} has no verdict after {timeout:.0f}s")
+
+
+def _reason(verdict: dict[str, Any]) -> str:
+    checks = verdict["statement"].get("evidence", {}).get("checks", [])
+    failed = [f"{c['name']}: {c['detail']}" for c in checks if c.get("outcome") == "fail"]
+    return "; ".join(failed) or verdict["statement"].get("reason") or "all checks hold"
+
+
+def run_demo(
+    traces_dir: Path, per_behaviour: int, serve: bool, database: Path = DEMO_DATABASE
+) -> dict[str, list[str]]:
+    """Run the demo and return each behaviour's verdicts."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    database.unlink(missing_ok=True)
+    os.environ["COIN_DATABASE_URL"] = f"sqlite:///{database}"
+    os.environ.pop("COIN_BROKER_URL", None)
+    from api.migrate import upgrade_database
+    from api.settings import get_settings
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    upgrade_database(settings.database_url)
+    port = _free_port()
+    server = _start_server(port)
+    base = f"http://127.0.0.1:{port}"
+    embedder = get_embedder()
+    typer.echo(f"API on {base} (SQLite {database}, tasks in-process); Embd {embedder.embd_id}")
+
+    admin = httpx.Client(base_url=base, timeout=120)
+    admin.headers["Authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
+    keys = {
+        behaviour: admin.post("/v1/providers", json={"name": f"{behaviour} provider"})
+        .raise_for_status()
+        .json()
+        for behaviour in BEHAVIOURS
+    }
+    typer.echo(f"{'provider':<16} {'trace':<26} {'billed':>6} {'verdict':<7} evidence")
+    traces = demo_traces(traces_dir, per_behaviour * len(BEHAVIOURS))
+    outcomes: dict[str, list[str]] = {b: [] for b in BEHAVIOURS}
+    for k, trace in enumerate(traces):
+        report = simulate(trace, BEHAVIOURS[k % len(BEHAVIOURS)], embedder)
+        provider = httpx.Client(base_url=base, timeout=120)
+        provider.headers["Authorization"] = f"Bearer {keys[report.behaviour]['api_key']}"
+        answer_tokens = len(trace["answer"].split())
+        receipt = (
+            provider.post("/v1/reports", json=report_body(report, answer_tokens)).raise_for_status().json()
+        )
+        audit = admin.post("/v1/audits", json={"report_id": receipt["report_id"]}).raise_for_status().json()
+        for challenge in provider.get("/v1/challenges", params={"status": "open"}).raise_for_status().json():
+            response = report.answer_challenge(Challenge.from_json(challenge["challenge"]))
+            provider.post(f"/v1/challenges/{challenge['challenge_id']}/response", json=response.to_json())
+        verdict = _wait_for_verdict(admin, audit["audit_id"])["verdict"]
+        outcomes[report.behaviour].append(verdict["outcome"])
+        billed = report.public.commitment.size
+        typer.echo(
+            f"{report.behaviour:<16} {report.trace_id[:26]:<26} {billed:>6} {verdict['outcome']:<7} "
+            f"{_reason(verdict)[:100]}"
+        )
+        status = httpx.get(
+            f"{base}/v1/reports/{receipt['report_id']}/status",
+            headers={"Authorization": f"Bearer {receipt['receipt_token']}"},
+        ).raise_for_status()
+        assert status.json()["audits"], "the customer sees the audit of its request"
+
+    typer.echo("\nsummary (what each simulated provider got):")
+    for behaviour, verdicts in outcomes.items():
+        typer.echo(f"  {behaviour:<16} {', '.join(verdicts)}")
+    typer.echo("Every step is in the hash-chained audit trail: `coin verify-chain` checks it.")
+    if serve:
+        typer.echo(f"API still serving on {base}/docs — Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    server.should_exit = True
+    return outcomes
