@@ -30,7 +30,7 @@ from auditor.errors import ChallengeError, ProtocolError
 from auditor.fingerprint import (
     EMBED_DIM,
     FINGERPRINT_BYTES,
-    Embedder,
+    EmbeddingModel,
     Int8Array,
     block_texts,
     fingerprints,
@@ -407,7 +407,7 @@ def commit(
     *,
     block_size: int = DEFAULT_BLOCK_SIZE,
     tokenizer_id: str = "qwen2",
-    embedder: Embedder | None = None,
+    embedder: EmbeddingModel | None = None,
     include_answer_text: bool = False,
 ) -> tuple[PublicCommitment, Openings]:
     """Commit to a hidden trace (token bytes, or text split by `tokenizer_id`) and its visible answer.

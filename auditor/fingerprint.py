@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import blake3
 import numpy as np
@@ -115,6 +115,17 @@ def fingerprints(block_codes: Int8Array, token_codes: Int8Array, block_size: int
     owner = np.arange(m) // block_size
     joined: Int8Array = np.concatenate([block_codes[owner], token_codes], axis=1)
     return joined
+
+
+class EmbeddingModel(Protocol):
+    """What the protocol needs of Embd; `Embedder` is the real one, caches and test doubles also fit."""
+
+    @property
+    def embd_id(self) -> str: ...
+
+    def embed_texts(self, texts: Sequence[str]) -> FloatArray: ...
+
+    def embed_tokens(self, tokens: Sequence[bytes]) -> FloatArray: ...
 
 
 class Embedder:

@@ -21,7 +21,7 @@ import numpy as np
 from auditor.challenge import Challenge, detection_probability
 from auditor.commitment import Opening, PublicCommitment, Response
 from auditor.errors import ProofError, ProtocolError
-from auditor.fingerprint import EMBED_DIM, Embedder, Int8Array, cosine, get_embedder, quantize
+from auditor.fingerprint import EMBED_DIM, EmbeddingModel, Int8Array, cosine, get_embedder, quantize
 from auditor.merkle import BLAKE3, verify_inclusion
 
 TOKEN_COSINE_THRESHOLD = 0.98
@@ -149,7 +149,7 @@ def _check_blocks(
     return CheckResult("block_consistency", "pass", 0, f"{len(blocks)} revealed blocks consistent"), blocks
 
 
-def _check_token_embeddings(content: Sequence[Opening], embedder: Embedder) -> CheckResult:
+def _check_token_embeddings(content: Sequence[Opening], embedder: EmbeddingModel) -> CheckResult:
     if not content:
         return CheckResult("token_embedding", "pass", None, "no content openings")
     expected = quantize(embedder.embed_tokens([o.token or b"" for o in content]))
@@ -170,7 +170,7 @@ def verify_response(
     challenge: Challenge,
     response: Response,
     *,
-    embedder: Embedder | None = None,
+    embedder: EmbeddingModel | None = None,
     semantic_checks: Sequence[SemanticCheck] = (),
 ) -> Verification:
     """Run checks 1–3, then the semantic checks, and return every result with its figure."""
