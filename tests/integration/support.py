@@ -20,9 +20,11 @@ from api.models import Base
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRACES_DIR = REPO_ROOT / ".." / "shared" / "data" / "traces"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
-TEST_DATABASE = "coin_test"
+# Overridable so that two test runs on one machine (a clean-clone check beside a developer's) do not
+# drop each other's database or flush each other's queue.
+TEST_DATABASE = os.environ.get("COIN_TEST_DATABASE", "coin_test")
 DATABASE_URL = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{TEST_DATABASE}"
-REDIS_URL = "redis://127.0.0.1:6379/13"  # a database number of its own, flushed freely
+REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('COIN_TEST_REDIS_DB', '13')}"  # its own, flushed freely
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
 # What the API in the test process and the worker subprocess share (the worker reads it from its env).
