@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import ServiceContext
@@ -108,8 +109,18 @@ class RequestMetrics:
             HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
 
 
-def _error(status_code: int, detail: Any) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status_code)
+# What an overloaded or unreachable store asks clients to wait before they retry, in seconds.
+RETRY_AFTER_SECONDS = 1
+
+
+def _error(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+def _unavailable(detail: str) -> JSONResponse:
+    return _error(
+        status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -138,7 +149,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.error("database unavailable: %s", exc.orig)
-        return _error(status.HTTP_503_SERVICE_UNAVAILABLE, "the audit store is unavailable; retry later")
+        return _unavailable("the audit store is unavailable; retry later")
+
+    @app.exception_handler(PoolTimeout)
+    async def overloaded(_: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every pooled connection stayed busy for the whole pool timeout: more requests are in flight
+        # than the store can serve. Shedding them is the answer, not an internal error.
+        log.warning("no database connection free in time: %s", exc)
+        return _unavailable("the service is overloaded; retry later")
 
     @app.exception_handler(Exception)
     async def last_resort(request: Request, exc: Exception) -> JSONResponse:
@@ -168,6 +186,10 @@ def create_app(settings: Settings | None = None, context: ServiceContext | None 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.embedded:  # tasks run in this process, so it verifies: load the models now
+            from workers.jobs import preload_models
+
+            await asyncio.to_thread(preload_models, context)
         scheduler = asyncio.create_task(_embedded_scheduler(context)) if settings.embedded else None
         try:
             yield

@@ -55,12 +55,18 @@ def _start_server(port: int) -> uvicorn.Server:
     return server
 
 
-def _wait_for_verdict(client: httpx.Client, audit_id: str, timeout: float = 120) -> dict[str, Any]:
+def _answer_until_verdict(
+    admin: httpx.Client, provider: httpx.Client, report: SimulatedReport, audit_id: str, timeout: float = 120
+) -> dict[str, Any]:
+    """The provider answers each round the audit opens (progressive exposure) until the verdict."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        audit = client.get(f"/v1/audits/{audit_id}").raise_for_status().json()
+        audit = admin.get(f"/v1/audits/{audit_id}").raise_for_status().json()
         if audit["verdict"] is not None:
-            return dict(audit)
+            return dict(audit["verdict"])
+        for challenge in provider.get("/v1/challenges", params={"status": "open"}).raise_for_status().json():
+            response = report.answer_challenge(Challenge.from_json(challenge["challenge"]))
+            provider.post(f"/v1/challenges/{challenge['challenge_id']}/response", json=response.to_json())
         time.sleep(0.1)
     raise RuntimeError(f"audit {audit_id} has no verdict after {timeout:.0f}s")
 
@@ -111,10 +117,7 @@ def run_demo(
             provider.post("/v1/reports", json=report_body(report, answer_tokens)).raise_for_status().json()
         )
         audit = admin.post("/v1/audits", json={"report_id": receipt["report_id"]}).raise_for_status().json()
-        for challenge in provider.get("/v1/challenges", params={"status": "open"}).raise_for_status().json():
-            response = report.answer_challenge(Challenge.from_json(challenge["challenge"]))
-            provider.post(f"/v1/challenges/{challenge['challenge_id']}/response", json=response.to_json())
-        verdict = _wait_for_verdict(admin, audit["audit_id"])["verdict"]
+        verdict = _answer_until_verdict(admin, provider, report, audit["audit_id"])
         outcomes[report.behaviour].append(verdict["outcome"])
         billed = report.public.commitment.size
         typer.echo(

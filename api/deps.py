@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from api.context import ServiceContext
 from api.models import ApiKey, Provider
@@ -80,28 +80,49 @@ def _provider_for_key(session: Session, key: str) -> Provider | None:
     if parts is None:
         return None
     prefix, secret = parts
+    # The provider comes in the same query: every provider request starts here.
     api_key = session.scalars(
-        select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+        select(ApiKey)
+        .options(joinedload(ApiKey.provider))
+        .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
     ).one_or_none()
     matches = constant_time_equal(sha256_hex(secret), api_key.secret_hash if api_key else _DUMMY_HASH)
     return api_key.provider if api_key is not None and matches else None
 
 
-def get_caller(context: ContextDep, session: SessionDep, credentials: CredentialsDep) -> Caller:
+def _bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or not credentials.credentials:
         raise unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    token = credentials.credentials
-    if constant_time_equal(token, context.settings.admin_token.get_secret_value()):
-        return Caller(Role.ADMIN)
-    if token.startswith(f"{RECEIPT_TOKEN_PREFIX}_"):
-        return Caller(Role.RECEIPT, token=token)
-    provider = _provider_for_key(session, token)
+    return credentials.credentials
+
+
+def _is_admin(context: ServiceContext, token: str) -> bool:
+    return constant_time_equal(token, context.settings.admin_token.get_secret_value())
+
+
+def _is_receipt_token(token: str) -> bool:
+    return token.startswith(f"{RECEIPT_TOKEN_PREFIX}_")
+
+
+def authenticate_provider(session: Session, key: str) -> Provider:
+    provider = _provider_for_key(session, key)
     if provider is None:
         raise unauthorized()
-    return Caller(Role.PROVIDER, provider=provider)
+    return provider
+
+
+def get_caller(context: ContextDep, session: SessionDep, credentials: CredentialsDep) -> Caller:
+    token = _bearer_token(credentials)
+    if _is_admin(context, token):
+        return Caller(Role.ADMIN)
+    if _is_receipt_token(token):
+        return Caller(Role.RECEIPT, token=token)
+    return Caller(Role.PROVIDER, provider=authenticate_provider(session, token))
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+_NEEDS_PROVIDER = "this operation needs a provider API key"
 
 
 def require_admin(caller: CallerDep) -> Caller:
@@ -112,7 +133,7 @@ def require_admin(caller: CallerDep) -> Caller:
 
 def require_provider(caller: CallerDep) -> Provider:
     if caller.role != Role.PROVIDER or caller.provider is None:
-        raise forbidden("this operation needs a provider API key")
+        raise forbidden(_NEEDS_PROVIDER)
     return caller.provider
 
 
@@ -123,6 +144,27 @@ def require_staff(caller: CallerDep) -> Caller:
     return caller
 
 
+@dataclass(frozen=True)
+class ProviderKey:
+    """A bearer token that can only be a provider's API key; `provider` checks it in the caller's session.
+
+    For endpoints that run their whole unit of work in one worker thread (see `api/routers/reports.py`):
+    every check that needs no database is done here, in the event loop, before a thread is taken."""
+
+    key: str
+
+    def provider(self, session: Session) -> Provider:
+        return authenticate_provider(session, self.key)
+
+
+async def require_provider_key(context: ContextDep, credentials: CredentialsDep) -> ProviderKey:
+    token = _bearer_token(credentials)
+    if _is_admin(context, token) or _is_receipt_token(token):
+        raise forbidden(_NEEDS_PROVIDER)
+    return ProviderKey(token)
+
+
 AdminDep = Annotated[Caller, Depends(require_admin)]
 ProviderDep = Annotated[Provider, Depends(require_provider)]
 StaffDep = Annotated[Caller, Depends(require_staff)]
+ProviderKeyDep = Annotated[ProviderKey, Depends(require_provider_key)]

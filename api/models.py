@@ -167,6 +167,8 @@ class Audit(Base):
     # Last time a worker or the API moved this audit on; the sweeper re-enqueues audits left too long.
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueue_count: Mapped[int] = mapped_column(Integer, default=0)
+    # auditor.exposure.ExposurePlan as JSON, drawn when the audit starts; never shown to the provider.
+    exposure_plan: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
 
     report: Mapped[Report] = relationship(back_populates="audits")
     challenges: Mapped[list["Challenge"]] = relationship(back_populates="audit", order_by="Challenge.round")

@@ -2,21 +2,27 @@
 
 A report is idempotent on (provider, request_id): the same body again returns the same receipt, a
 different body under the same request id is a conflict — a provider cannot quietly re-bill a request.
+
+One report and a batch of a thousand take the same path (`submit_reports`): every check in Python,
+one multi-row `INSERT ... ON CONFLICT DO NOTHING` of the new reports, one read of the request ids that
+were already stored, and their audit events appended together just before the commit. Each outcome is
+what submitting the reports one after the other would have given.
 """
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import blake3
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Insert, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
 from api.errors import Conflict
-from api.events import append_event
+from api.events import NewEvent, append_at_commit
 from api.models import Provider, Report, utcnow
 from api.security import constant_time_equal, sha256_hex, verify_signature
 from auditor.commitment import AnswerCommitment, Commitment
@@ -79,35 +85,33 @@ def validate_report(body: dict[str, Any], provider: Provider) -> Commitment:
 
 @dataclass(frozen=True)
 class Submission:
-    report: Report
+    report_id: uuid.UUID
+    receipt: dict[str, Any]  # as stored: {"receipt": ..., "signature": ...}
     created: bool  # False: the same report was submitted before, and its receipt is returned again
 
 
-def _replay(existing: Report, digest: str) -> Submission:
-    if existing.digest != digest:
+@dataclass(frozen=True)
+class _Stored:
+    """What an idempotent replay needs of a stored report."""
+
+    report_id: uuid.UUID
+    digest: str
+    receipt: dict[str, Any]
+
+
+def _replay(request_id: str, stored: _Stored, digest: str) -> Submission:
+    if stored.digest != digest:
         raise Conflict(
-            f"request_id {existing.request_id!r} was already reported with different content "
-            f"(digest {existing.digest}); a request is billed once"
+            f"request_id {request_id!r} was already reported with different content "
+            f"(digest {stored.digest}); a request is billed once"
         )
-    return Submission(existing, created=False)
+    return Submission(stored.report_id, stored.receipt, created=False)
 
 
-def _find(session: Session, provider_id: uuid.UUID, request_id: str) -> Report | None:
-    return session.scalars(
-        select(Report).where(Report.provider_id == provider_id, Report.request_id == request_id)
-    ).one_or_none()
-
-
-def submit_report(
-    session: Session, context: ServiceContext, provider: Provider, body: dict[str, Any]
-) -> Submission:
-    """Store one validated report and sign its receipt; `body` is the report as the provider sent it."""
-    digest = report_digest(body)
-    existing = _find(session, provider.id, body["request_id"])
-    if existing is not None:
-        return _replay(existing, digest)
-    validate_report(body, provider)
-
+def _report_row(
+    context: ServiceContext, provider: Provider, body: dict[str, Any], digest: str
+) -> dict[str, Any]:
+    """The `reports` row of a new report, with its signed receipt."""
     report_id = uuid.uuid4()
     received_at = utcnow()
     receipt = {
@@ -120,50 +124,127 @@ def submit_report(
         "auditor_key": context.signer.public_key_hex,
     }
     usage = body["usage"]
-    report = Report(
-        id=report_id,
-        provider_id=provider.id,
-        request_id=body["request_id"],
-        model=body["model"],
-        input_tokens=usage["input_tokens"],
-        output_tokens=usage["output_tokens"],
-        reasoning_tokens=usage["reasoning_tokens"],
-        body=body,
-        digest=digest,
-        receipt={"receipt": receipt, "signature": context.signer.sign(receipt)},
-        receipt_token_hash=sha256_hex(context.signer.receipt_token(report_id)),
-        received_at=received_at,
+    return {
+        "id": report_id,
+        "provider_id": provider.id,
+        "request_id": body["request_id"],
+        "model": body["model"],
+        "input_tokens": usage["input_tokens"],
+        "output_tokens": usage["output_tokens"],
+        "reasoning_tokens": usage["reasoning_tokens"],
+        "body": body,
+        "digest": digest,
+        "receipt": {"receipt": receipt, "signature": context.signer.sign(receipt)},
+        "receipt_token_hash": sha256_hex(context.signer.receipt_token(report_id)),
+        "received_at": received_at,
+    }
+
+
+def _insert_new(session: Session) -> Insert:
+    """INSERT into reports that skips a (provider, request_id) already stored, concurrent commits included."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    # On the table, not the mapped class: the ORM's bulk machinery costs more than the insert itself.
+    return (
+        insert(cast(Table, Report.__table__))
+        .on_conflict_do_nothing(index_elements=[Report.provider_id, Report.request_id])
+        .returning(Report.request_id)
     )
-    try:
-        with session.begin_nested():
-            session.add(report)
-    except IntegrityError:
-        # A concurrent submission of the same request id committed first.
-        raced = _find(session, provider.id, body["request_id"])
-        if raced is None:
-            raise
-        return _replay(raced, digest)
-    append_event(
+
+
+def _stored(session: Session, provider: Provider, request_ids: set[str]) -> dict[str, _Stored]:
+    if not request_ids:
+        return {}
+    rows = session.execute(
+        select(Report.request_id, Report.id, Report.digest, Report.receipt).where(
+            Report.provider_id == provider.id, Report.request_id.in_(request_ids)
+        )
+    )
+    return {row.request_id: _Stored(row.id, row.digest, row.receipt) for row in rows}
+
+
+def submit_reports(
+    session: Session, context: ServiceContext, provider: Provider, bodies: Sequence[dict[str, Any]]
+) -> list[Submission | Conflict | ProtocolError]:
+    """Store the new reports among `bodies` and sign their receipts; one outcome per body, in order.
+
+    Each `body` is a report as the provider sent it (schema-valid). The outcome of a body is what a
+    lone submission at its place in the sequence would give: a stored request id (before, or earlier
+    in `bodies`) replays or conflicts whatever the body, a new one is validated, then stored."""
+    digests = [report_digest(body) for body in bodies]
+    rows: dict[str, dict[str, Any]] = {}  # request id -> the new row: the first valid body per request id
+    invalid: dict[int, ProtocolError] = {}
+    for index, (body, digest) in enumerate(zip(bodies, digests, strict=True)):
+        if body["request_id"] in rows:
+            continue  # a replay of (or a conflict with) that earlier body: nothing to validate
+        try:
+            validate_report(body, provider)
+        except ProtocolError as exc:
+            invalid[index] = exc
+            continue
+        rows[body["request_id"]] = _report_row(context, provider, body, digest)
+    # In request id order: two batches that share request ids then wait on each other's rows in the same
+    # order, and never deadlock.
+    new_rows = [rows[request_id] for request_id in sorted(rows)]
+    inserted = set(session.scalars(_insert_new(session), new_rows).all()) if new_rows else set()
+    # Request ids stored before this call: inserts that found them, and invalid bodies that may replay.
+    stored = _stored(session, provider, {body["request_id"] for body in bodies} - inserted)
+
+    outcomes: list[Submission | Conflict | ProtocolError] = []
+    created: dict[str, _Stored] = {}  # request ids stored by this call, once their first body is reached
+    for index, (body, digest) in enumerate(zip(bodies, digests, strict=True)):
+        request_id = body["request_id"]
+        earlier = stored.get(request_id) or created.get(request_id)
+        try:
+            if earlier is not None:
+                outcomes.append(_replay(request_id, earlier, digest))
+            elif index in invalid:
+                outcomes.append(invalid[index])
+            elif request_id in inserted:
+                row = rows[request_id]
+                created[request_id] = _Stored(row["id"], digest, row["receipt"])
+                outcomes.append(Submission(row["id"], row["receipt"], created=True))
+            else:
+                # Skipped by ON CONFLICT, yet not readable: only an isolation level above READ
+                # COMMITTED can hide the concurrent commit that won. Fail rather than claim it stored.
+                raise RuntimeError(f"request_id {request_id!r} is neither stored nor new")
+        except Conflict as exc:
+            outcomes.append(exc)
+    append_at_commit(
         session,
-        "report.received",
-        provider_id=provider.id,
-        report_id=report.id,
-        payload={
-            "request_id": report.request_id,
-            "digest": digest,
-            "reasoning_tokens": report.reasoning_tokens,
-        },
+        [
+            NewEvent(
+                "report.received",
+                provider_id=provider.id,
+                report_id=rows[request_id]["id"],
+                payload={
+                    "request_id": request_id,
+                    "digest": rows[request_id]["digest"],
+                    "reasoning_tokens": rows[request_id]["reasoning_tokens"],
+                },
+            )
+            for request_id in created
+        ],
     )
-    return Submission(report, created=True)
+    return outcomes
 
 
-def receipt_of(context: ServiceContext, report: Report) -> dict[str, Any]:
+def submit_report(
+    session: Session, context: ServiceContext, provider: Provider, body: dict[str, Any]
+) -> Submission:
+    """Store one report and sign its receipt; raises Conflict or ProtocolError as `submit_reports` reports them."""
+    [outcome] = submit_reports(session, context, provider, [body])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def receipt_of(context: ServiceContext, submission: Submission) -> dict[str, Any]:
     """The signed receipt, with the customer's receipt token re-derived (it is never stored)."""
     return {
-        "report_id": str(report.id),
-        "receipt": report.receipt["receipt"],
-        "signature": report.receipt["signature"],
-        "receipt_token": context.signer.receipt_token(report.id),
+        "report_id": str(submission.report_id),
+        "receipt": submission.receipt["receipt"],
+        "signature": submission.receipt["signature"],
+        "receipt_token": context.signer.receipt_token(submission.report_id),
     }
 
 

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     verify_delay_seconds: float = Field(
         default=0.0, ge=0, description="fault injection for tests: sleep inside verification; 0 outside tests"
     )
+    challenge_seed: str | None = Field(
+        default=None, description="test knob: seed challenge draws for reproducible tests; unset = CSPRNG"
+    )
 
     @field_validator("signing_key")
     @classmethod
@@ -105,6 +108,8 @@ class Settings(BaseSettings):
             raise ValueError("COIN_ADMIN_TOKEN must be at least 16 characters outside development")
         if self.verify_delay_seconds and self.env == "production":
             raise ValueError("COIN_VERIFY_DELAY_SECONDS is a test knob; it must be 0 in production")
+        if self.challenge_seed is not None and self.env == "production":
+            raise ValueError("COIN_CHALLENGE_SEED is a test knob: production draws come from a CSPRNG")
         return self
 
     @property

@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--traces-dir", type=Path, default=TRACES)
+    parser.add_argument(
+        "--devices", default="auto", help="comma-separated torch devices; auto = cpu (+ cuda)"
+    )
     args = parser.parse_args()
     import torch
 
@@ -87,7 +90,11 @@ def main() -> None:
     )
     print(f"{len(traces)} traces timed, {len(warmup)} warm-up traces, block size {args.block_size}")
     summary: dict[str, float] = {}
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = (
+        ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        if args.devices == "auto"
+        else args.devices.split(",")
+    )
     for device in devices:
         figures = run(device, traces, warmup, args.block_size)
         print(

@@ -1,7 +1,12 @@
 """The audit state machine, as plain functions over the database (DESIGN §2 steps 3–6).
 
     pending --start_audit--> challenged --(API: response)--> verifying --verify_audit--> done
-                                  \\--expire_challenges (deadline missed)--------------> done (fail)
+                                 ^  \\--expire_challenges (deadline missed)-------------> done (fail)
+                                 \\------- next round (progressive exposure) <-------/
+
+An audit reveals blocks in rounds (DESIGN §3 check 8): its exposure plan is drawn once when it starts,
+each round's challenge is the plan's next blocks (cumulative), and a round whose semantic verdict is
+still `inconclusive` opens the next one until the plan — the exposure budget — is spent.
 
 Celery tasks (`workers/tasks.py`) and the embedded dispatcher both call these. Each one is idempotent:
 it locks the audit row and acts only if the audit is still in the state the job expects, and a verdict
@@ -10,10 +15,13 @@ sweeper all end in exactly one verdict.
 """
 
 import logging
+import random
+import secrets
 import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -33,10 +41,13 @@ from api.models import (
 )
 from api.security import Signer
 from auditor.challenge import Challenge as ChallengeSpec
-from auditor.challenge import detection_probability, draw_challenge
+from auditor.challenge import detection_probability
 from auditor.commitment import PublicCommitment, Response
-from auditor.errors import ProtocolError
+from auditor.errors import ModelError, ProtocolError
+from auditor.exposure import ExposurePlan, ExposurePolicy, plan_exposure
 from auditor.fingerprint import get_embedder
+from auditor.heads.models import load_heads
+from auditor.semantic import SemanticSuite
 from auditor.verify import verify_response
 from workers.names import EXPIRE_CHALLENGES, START_AUDIT, SWEEP_AUDITS, VERIFY_AUDIT
 
@@ -103,49 +114,75 @@ def write_verdict(
     return verdict
 
 
+@cache
+def semantic_suite(embd_id: str, tokenizer_id: str) -> SemanticSuite:
+    """Checks 4–8 with the shipped heads, loaded once per process (ModelError if missing or mismatched)."""
+    return SemanticSuite.for_tokenizer(load_heads(embd_id=embd_id), tokenizer_id)
+
+
+def preload_models(context: "ServiceContext") -> None:
+    """Load Embd and the heads when a verifying process starts: a missing or mismatched checkpoint is a
+    clear ModelError at start, not a surprise at the first audit."""
+    embedder = get_embedder(context.settings.embed_device)
+    semantic_suite(embedder.embd_id, "qwen2")
+
+
+def _challenge_rng(context: "ServiceContext", audit_id: uuid.UUID) -> random.Random:
+    """A CSPRNG; tests may pin a seed (refused in production) so that draws are reproducible."""
+    seed = context.settings.challenge_seed
+    return random.Random(f"{seed}/{audit_id}") if seed is not None else secrets.SystemRandom()
+
+
+def open_round(session: Session, context: "ServiceContext", audit: Audit, round_index: int) -> Challenge:
+    """Issue round `round_index` (0-based) of the audit's exposure plan, with a fresh deadline."""
+    report = session.get_one(Report, audit.report_id)
+    plan = ExposurePlan.from_json(audit.exposure_plan)
+    deadline_seconds = (
+        report.provider.challenge_deadline_seconds or context.settings.challenge_deadline_seconds
+    )
+    spec = plan.challenge(round_index)
+    now = utcnow()
+    challenge = Challenge(
+        audit_id=audit.id,
+        provider_id=audit.provider_id,
+        round=round_index + 1,
+        body=spec.to_json(),
+        status=ChallengeStatus.OPEN.value,
+        issued_at=now,
+        deadline=now + timedelta(seconds=deadline_seconds),
+    )
+    session.add(challenge)
+    audit.status = AuditStatus.CHALLENGED.value
+    audit.updated_at = now
+    session.flush()
+    append_event(
+        session,
+        "challenge.issued",
+        provider_id=audit.provider_id,
+        report_id=audit.report_id,
+        audit_id=audit.id,
+        payload={
+            "challenge_id": str(challenge.id),
+            "round": challenge.round,
+            "indices": len(spec.indices),
+            "deadline": challenge.deadline.isoformat(),
+        },
+    )
+    return challenge
+
+
 def start_audit(context: "ServiceContext", audit_id: str) -> None:
-    """Draw the challenge of a pending audit (after its report is stored, with a CSPRNG) and open it."""
-    settings = context.settings
+    """Draw the exposure plan of a pending audit (after its report is stored) and open its first round."""
     with context.db.unit_of_work() as session:
         audit = lock_audit(session, uuid.UUID(audit_id))
         if audit is None or audit.status != AuditStatus.PENDING:
             return
-        report = session.get_one(Report, audit.report_id)
-        commitment = public_commitment_of(report).commitment
-        deadline_seconds = report.provider.challenge_deadline_seconds or settings.challenge_deadline_seconds
-        spec = draw_challenge(
-            commitment.size,
-            commitment.block_size,
-            epsilon=settings.challenge_epsilon,
-            delta=settings.challenge_delta,
+        commitment = public_commitment_of(session.get_one(Report, audit.report_id)).commitment
+        plan = plan_exposure(
+            commitment.size, commitment.block_size, ExposurePolicy(), _challenge_rng(context, audit.id)
         )
-        now = utcnow()
-        challenge = Challenge(
-            audit_id=audit.id,
-            provider_id=audit.provider_id,
-            round=1,
-            body=spec.to_json(),
-            status=ChallengeStatus.OPEN.value,
-            issued_at=now,
-            deadline=now + timedelta(seconds=deadline_seconds),
-        )
-        session.add(challenge)
-        audit.status = AuditStatus.CHALLENGED.value
-        audit.updated_at = now
-        session.flush()
-        append_event(
-            session,
-            "challenge.issued",
-            provider_id=audit.provider_id,
-            report_id=audit.report_id,
-            audit_id=audit.id,
-            payload={
-                "challenge_id": str(challenge.id),
-                "round": challenge.round,
-                "indices": len(spec.indices),
-                "deadline": challenge.deadline.isoformat(),
-            },
-        )
+        audit.exposure_plan = plan.to_json()
+        open_round(session, context, audit, 0)
 
 
 def _evidence(spec: ChallengeSpec, checks: list[dict[str, Any]], **figures: Any) -> dict[str, Any]:
@@ -181,28 +218,34 @@ def verify_audit(context: "ServiceContext", audit_id: str) -> None:
         public = public_commitment_of(report)
         spec = ChallengeSpec.from_json(challenge.body)
         response_body = response.body
+        round_index = challenge.round - 1
 
     if context.settings.verify_delay_seconds:
         time.sleep(context.settings.verify_delay_seconds)
     try:
+        embedder = get_embedder(context.settings.embed_device)
+        suite = semantic_suite(public.commitment.embd_id, public.commitment.tokenizer_id)
         verification = verify_response(
-            public,
-            spec,
-            Response.from_json(response_body),
-            embedder=get_embedder(context.settings.embed_device),
+            public, spec, Response.from_json(response_body), embedder=embedder, semantic_checks=suite.checks()
         )
         outcome = Outcome(verification.verdict)
         evidence = _evidence(spec, [check.to_json() for check in verification.checks])
-    except ProtocolError as exc:
+        undecided = outcome == Outcome.INCONCLUSIVE  # the semantic test wants more blocks
+    except (ProtocolError, ModelError) as exc:
         # The API checked the response's shape on receipt, so what is left is a mismatch on the
-        # auditor's side (e.g. its embedding model changed since the report): no verdict either way.
+        # auditor's side (e.g. its embedding model or heads changed since the report): no verdict.
         outcome = Outcome.INCONCLUSIVE
         check = {"name": "protocol", "outcome": "inconclusive", "figure": None, "detail": str(exc)}
         evidence = _evidence(spec, [check])
+        undecided = False  # more blocks would not help
 
     with context.db.unit_of_work() as session:
         audit = lock_audit(session, audit_uuid)
         if audit is None or audit.status != AuditStatus.VERIFYING:
+            return
+        plan = ExposurePlan.from_json(audit.exposure_plan)
+        if undecided and round_index + 1 < plan.rounds:
+            open_round(session, context, audit, round_index + 1)
             return
         write_verdict(session, context.signer, audit, outcome, evidence)
 

@@ -43,7 +43,12 @@ def limit_torch_threads(**_: object) -> None:
         torch.set_num_threads(int(threads))
 
 
+def preload_models(**_: object) -> None:
+    jobs.preload_models(worker_context())
+
+
 worker_process_init.connect(limit_torch_threads, weak=False)
+worker_process_init.connect(preload_models, weak=False)
 
 
 @task(START_AUDIT)

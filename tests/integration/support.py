@@ -36,6 +36,7 @@ TEST_ENV = {
     "COIN_SIGNING_KEY": "5e" * 32,
     "COIN_ADMIN_TOKEN": ADMIN_TOKEN,
     "COIN_CHALLENGE_DEADLINE_SECONDS": "120",
+    "COIN_CHALLENGE_SEED": "integration-tests",  # reproducible draws: the semantic verdicts are stable
     "COIN_SWEEP_INTERVAL_SECONDS": "1",
     "COIN_EXPIRE_INTERVAL_SECONDS": "1",
     "COIN_STALE_AFTER_SECONDS": "4",
@@ -220,6 +221,23 @@ def wait_for_verdict(client: Any, audit_id: str, timeout: float = 90) -> dict[st
         return audit if audit["status"] == "done" else None
 
     return dict(wait_for(done, timeout, f"the verdict of audit {audit_id}"))
+
+
+def answer_until_verdict(
+    client: Any, provider: ProviderAccount, audit_id: str, openings: Any
+) -> dict[str, Any]:
+    """Answer every round the audit opens (progressive exposure) honestly, until its verdict."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        audit = get_audit(client, audit_id)
+        if audit["status"] == "done":
+            return audit
+        response = client.get("/v1/challenges", params={"status": "open"}, headers=provider.headers)
+        for challenge in (c for c in response.json() if c["audit_id"] == audit_id):
+            body = openings.respond(challenge["indices"], challenge["content_indices"]).to_json()
+            assert respond(client, provider, challenge, body).status_code == 202
+        time.sleep(0.1)
+    raise AssertionError(f"audit {audit_id} has no verdict after 120 s")
 
 
 def respond(client: Any, provider: ProviderAccount, challenge: dict[str, Any], body: dict[str, Any]) -> Any:

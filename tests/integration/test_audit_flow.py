@@ -10,6 +10,7 @@ from api.models import AuditEvent, Verdict
 from api.security import verify_signature
 from tests.integration.support import (
     ADMIN,
+    answer_until_verdict,
     get_audit,
     open_audit,
     respond,
@@ -28,16 +29,17 @@ def test_honest_provider_passes_with_a_signed_verdict(client, make_provider, mak
     challenge = wait_for_challenge(client, provider, audit_id)
     assert challenge["request_id"] == request.request_id
     assert 0 in challenge["indices"] and request.report["commitment"]["size"] - 1 in challenge["indices"]
-    response = request.openings.respond(challenge["indices"], challenge["content_indices"])
-    answered = respond(client, provider, challenge, response.to_json())
-    assert answered.status_code == 202, answered.text
-
-    audit = wait_for_verdict(client, audit_id)
+    audit = answer_until_verdict(client, provider, audit_id, request.openings)
     verdict = audit["verdict"]
     assert verdict["outcome"] == "pass", verdict
     checks = {c["name"]: c for c in verdict["statement"]["evidence"]["checks"]}
-    assert {"proof", "block_consistency", "token_embedding"} <= checks.keys()
+    assert checks.keys() == {
+        "proof", "block_consistency", "token_embedding",  # DESIGN §3 checks 1-3
+        "tokens_to_block", "block_to_answer", "duplicate_blocks", "tokenization", "verifier",  # 4-8
+    }  # fmt: skip
     assert all(c["outcome"] == "pass" for c in checks.values())
+    exposure = verdict["statement"]["evidence"]["exposure"]
+    assert 0 < exposure["blocks"] <= 0.25 + 1e-9 and 0 < exposure["tokens"] <= 0.05
     assert verdict["statement"]["report_digest"] == receipt["receipt"]["digest"]
 
     auditor_key = client.get("/v1/auditor").json()["public_key"]
@@ -57,7 +59,10 @@ def test_honest_provider_passes_with_a_signed_verdict(client, make_provider, mak
     with database.unit_of_work() as session:
         kinds = session.scalars(select(AuditEvent.kind).order_by(AuditEvent.seq)).all()
         assert verify_chain(session).ok
-    assert kinds[-4:] == ["audit.requested", "challenge.issued", "response.received", "verdict.issued"]
+    rounds = kinds.count("challenge.issued")
+    assert rounds >= 1 and kinds.count("response.received") == rounds
+    # (a slow first start may also show an `audit.requeued` by the sweeper: harmless, jobs are idempotent)
+    assert kinds.index("audit.requested") < kinds.index("challenge.issued") and kinds[-1] == "verdict.issued"
 
 
 def _forge_token(opening: dict[str, Any]) -> dict[str, Any]:

@@ -121,7 +121,11 @@ def test_missing_and_unrequested_openings_fail(committed, embedder):
     short = openings.respond([0, 9])
     assert verify_response(public, challenge, short, embedder=embedder).failed[0].name == "proof"
     extra = openings.respond([0, 9, 10, public.commitment.size - 1])
-    assert verify_response(public, challenge, extra, embedder=embedder).failed[0].detail.startswith("unrequested")
+    assert (
+        verify_response(public, challenge, extra, embedder=embedder)
+        .failed[0]
+        .detail.startswith("unrequested")
+    )
 
 
 def test_over_claimed_count_cannot_be_opened(committed, embedder):
@@ -162,9 +166,7 @@ def test_salt_stops_vocabulary_search_on_a_sibling_leaf(short_traces, embedder):
     Without a salt, trying candidate tokens recovers token i + 1; with the salt it cannot."""
     trace = short_traces[1]
     secret = new_secret()
-    _, openings = commit(
-        trace["reasoning"], trace["answer"], secret, block_size=BLOCK, embedder=embedder
-    )
+    _, openings = commit(trace["reasoning"], trace["answer"], secret, block_size=BLOCK, embedder=embedder)
     i = 10  # even, so proof[0] is the leaf hash of i + 1, which lies in the same block
     opened = openings.open(i, content=True)
     block_half = opened.block_codes

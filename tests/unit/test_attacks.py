@@ -1,0 +1,121 @@
+"""The attack suite (auditor.attacks): requested IR, determinism, genuine tokens kept in order."""
+
+import random
+from pathlib import Path
+
+import pytest
+
+from auditor.attacks import ATTACKS, AttackContext, Placement, inflate, place, retokenize
+from auditor.errors import ProtocolError
+from auditor.tokenize import get_tokenizer
+from auditor.traces import Trace, load_traces
+
+TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces"
+CONTENT = [name for name, spec in ATTACKS.items() if spec.kind != "structural"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return get_tokenizer("qwen2")
+
+
+@pytest.fixture(scope="module")
+def pool() -> list[Trace]:
+    files = [TRACES / "thinkingllms_general_r1distill.jsonl", TRACES / "huatuogpt_o1_medical_gpt4o_cot.jsonl"]
+    traces = load_traces(files)
+    return traces[:40] + traces[-40:]
+
+
+@pytest.fixture(scope="module")
+def ctx(tokenizer, pool) -> AttackContext:
+    return AttackContext(tokenizer, pool, block_size=16, markov_corpus_tokens=20_000)
+
+
+@pytest.fixture(scope="module")
+def victim(pool) -> Trace:
+    return pool[3]
+
+
+@pytest.mark.parametrize("attack", CONTENT)
+@pytest.mark.parametrize("ir", [0.1, 0.5, 1.0])
+def test_content_attack_reaches_ir_and_keeps_genuine_tokens(ctx, victim, attack, ir):
+    genuine = ctx.tokens(victim)
+    inflated = inflate(victim, attack, ir, random.Random(7), ctx)
+    assert inflated.genuine_count == len(genuine)
+    assert inflated.claimed_size == len(inflated.tokens) == len(inflated.injected)
+    assert inflated.ir == pytest.approx(ir, rel=0.02, abs=2 / len(genuine))
+    if attack == "retokenize":
+        # Same text, more (shorter) tokens, each still a vocabulary token.
+        assert b"".join(inflated.tokens) == b"".join(genuine)
+        assert all(ctx.tokenizer.is_token(t) for t in inflated.tokens)
+    else:
+        kept = [t for t, injected in zip(inflated.tokens, inflated.injected, strict=True) if not injected]
+        assert kept == genuine
+        assert sum(inflated.injected) == inflated.claimed_size - len(genuine)
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_attacks_are_deterministic_with_a_seed(ctx, victim, attack):
+    first = inflate(victim, attack, 0.25, random.Random(11), ctx)
+    second = inflate(victim, attack, 0.25, random.Random(11), ctx)
+    assert first == second
+    if ATTACKS[attack].kind != "structural" and attack != "pad_repeat_last":
+        other = inflate(victim, attack, 0.25, random.Random(12), ctx)
+        assert other.tokens != first.tokens
+
+
+@pytest.mark.parametrize("attack", ["overclaim", "coin_padding"])
+def test_structural_attacks_claim_more_than_they_commit(ctx, victim, attack):
+    inflated = inflate(victim, attack, 0.5, random.Random(1), ctx)
+    m = len(ctx.tokens(victim))
+    assert list(inflated.tokens) == ctx.tokens(victim)
+    assert inflated.claimed_size == m + round(0.5 * m)
+    assert inflated.structural == ("overclaim" if attack == "overclaim" else "duplicate_last_leaf")
+
+
+def test_similar_question_uses_another_question_of_the_same_domain(ctx, victim):
+    ranked = ctx.similar_traces(victim)
+    assert ranked and all(t.domain == victim.domain and t.question != victim.question for t in ranked)
+
+
+def test_random_tokens_are_vocabulary_tokens(ctx, victim):
+    inflated = inflate(victim, "random_tokens", 1.0, random.Random(3), ctx)
+    injected = [t for t, m in zip(inflated.tokens, inflated.injected, strict=True) if m]
+    assert all(ctx.tokenizer.is_token(t) for t in injected)
+    assert len(set(injected)) > len(injected) // 2
+
+
+@pytest.mark.parametrize("placement", list(Placement))
+def test_placement_keeps_both_orders(placement):
+    genuine = [f"g{k}.".encode() for k in range(50)]
+    injected = [f"i{k}".encode() for k in range(30)]
+    tokens, mask = place(genuine, injected, placement, random.Random(5), block_size=16)
+    assert [t for t, m in zip(tokens, mask, strict=True) if not m] == genuine
+    assert [t for t, m in zip(tokens, mask, strict=True) if m] == injected
+    if placement == Placement.APPEND:
+        assert tokens[-30:] == injected
+
+
+def test_retokenize_gives_up_gracefully_on_unsplittable_tokens(tokenizer):
+    tokens, mask = retokenize([b"a", b"b"], 5, tokenizer, random.Random(0))
+    assert tokens == [b"a", b"b"] and mask == [False, False]
+
+
+def test_retokenize_at_high_ir_stays_close(ctx, victim):
+    inflated = inflate(victim, "retokenize", 2.0, random.Random(2), ctx)
+    assert inflated.ir == pytest.approx(2.0, rel=0.05)
+
+
+def test_bad_input_is_a_typed_error(ctx, victim):
+    with pytest.raises(ProtocolError, match="unknown"):
+        inflate(victim, "nonsense", 1.0, random.Random(0), ctx)
+    with pytest.raises(ProtocolError, match="positive"):
+        inflate(victim, "filler", 0.0, random.Random(0), ctx)
+    tiny = Trace("tiny", victim.domain, "m", victim.question, "Hi", victim.answer)
+    with pytest.raises(ProtocolError, match="at least 2"):
+        inflate(tiny, "filler", 1.0, random.Random(0), ctx)
+    lonely = AttackContext(ctx.tokenizer, [victim])
+    with pytest.raises(ProtocolError, match="other_domain"):
+        inflate(victim, "other_domain", 1.0, random.Random(0), lonely)
+    with pytest.raises(ProtocolError, match="similar_question"):
+        inflate(victim, "similar_question", 1.0, random.Random(0), lonely)

@@ -1,0 +1,110 @@
+"""The evaluation harness (auditor.evaluation): statistics, the simulated providers, the report.
+
+The end-to-end runs use the hash stand-in for Embd from test_semantic (fast, deterministic): they test
+the protocol plumbing and the report, not detection quality (that is `coin eval`'s job)."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from auditor.attacks import AttackContext, inflate
+from auditor.evaluation import (
+    Auditor,
+    AuditOutcome,
+    EvalConfig,
+    run_evaluation,
+    summarise,
+    wilson,
+    write_report,
+)
+from auditor.heads.models import load_heads
+from auditor.semantic import SemanticSuite
+from auditor.tokenize import get_tokenizer
+from auditor.traces import load_traces, split_traces
+
+from .test_semantic import HashEmbedder
+
+TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces"
+
+
+@pytest.fixture(scope="module")
+def setup():
+    embedder = HashEmbedder()
+    heads = load_heads()
+    heads.embd_id = embedder.embd_id
+    tokenizer = get_tokenizer("qwen2")
+    traces = load_traces([TRACES / "thinkingllms_general_r1distill.jsonl"])[:30]
+    return embedder, SemanticSuite(heads, tokenizer), traces
+
+
+def test_wilson_interval():
+    low, high = wilson(0, 100)
+    assert low == 0.0 and high == pytest.approx(0.037, abs=0.001)
+    low, high = wilson(95, 100)
+    assert low == pytest.approx(0.888, abs=0.002) and high == pytest.approx(0.978, abs=0.002)
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("attack", ["overclaim", "coin_padding"])
+def test_structural_attacks_fail_the_count_proofs(setup, attack):
+    embedder, suite, traces = setup
+    ctx = AttackContext(suite.tokenizer, traces)
+    auditor = Auditor(embedder, suite, EvalConfig())
+    trace = traces[0]
+    inflated = inflate(trace, attack, 0.5, random.Random(0), ctx)
+    outcome = auditor.audit(trace, inflated.tokens, inflated, random.Random(0))
+    assert outcome.verdict == "fail" and "proof" in outcome.failed_checks
+
+
+def test_honest_commitments_pass_checks_one_to_three(setup):
+    embedder, suite, traces = setup
+    ctx = AttackContext(suite.tokenizer, traces)
+    auditor = Auditor(embedder, suite, EvalConfig())
+    outcome = auditor.audit(traces[1], ctx.tokens(traces[1]), None, random.Random(0))
+    assert not {"proof", "block_consistency", "token_embedding"} & set(outcome.failed_checks)
+    assert 0 < outcome.block_exposure <= 0.25 and 0 < outcome.token_visibility <= 0.0625
+
+
+def test_run_evaluation_writes_the_report(setup, tmp_path):
+    embedder, suite, traces = setup
+    config = EvalConfig(
+        attacks=("random_tokens", "overclaim"), irs=(0.5, 1.0), traces_per_cell=3, honest_traces=4
+    )
+    outcomes = run_evaluation(traces, embedder, suite, config)
+    assert len(outcomes) == 4 + 2 * 2 * 3
+    report = write_report(
+        outcomes, config, tmp_path, {"trace_files": ["x.jsonl"], "domains": ["d"]}, log=lambda _: None
+    )
+    data = json.loads((tmp_path / "report.json").read_text())
+    for key in ("false_positive_rate", "mean_block_exposure", "mean_token_visibility", "detection"):
+        assert key in data
+    row = data["detection"][0]
+    assert {"attack", "ir", "detection_rate", "ci_low", "ci_high", "n"} <= set(row)
+    assert [r["attack"] for r in report["detection"]] == ["random_tokens"] * 2 + ["overclaim"] * 2
+    assert all(r["detection_rate"] == 1.0 for r in data["detection"] if r["attack"] == "overclaim")
+    assert "| random_tokens |" in (tmp_path / "report.md").read_text()
+    for name in ("detection_vs_ir.png", "roc.png", "outcomes.jsonl"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_summary_counts_per_domain():
+    def outcome(attack, domain, verdict, ir=0.0):
+        return AuditOutcome("t", domain, attack, ir, ir, verdict, (), 0.5, 1, 0.2, 0.01)
+
+    outcomes = [outcome("honest", "a", "pass"), outcome("honest", "b", "fail")]
+    outcomes += [outcome("filler", "a", "fail", 1.0), outcome("filler", "b", "pass", 1.0)]
+    report = summarise(outcomes, EvalConfig(attacks=("filler",)), {})
+    assert report["false_positive_rate"] == 0.5 and report["honest_n"] == 2
+    assert report["detection"][0]["detection_rate"] == 0.5
+    assert {row["domain"] for row in report["per_domain"]} == {"a", "b"}
+
+
+def test_split_holds_out_domains_and_questions():
+    traces = load_traces([TRACES])
+    split = split_traces(traces)
+    assert {t.domain for t in split.test} == {"general_reasoning", "medical"}
+    assert not {t.domain for t in split.train} & {"general_reasoning", "medical"}
+    assert not {t.question for t in split.train} & {t.question for t in split.validation}
+    assert not {t.id for t in split.train} & {t.id for t in split.validation}

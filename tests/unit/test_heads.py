@@ -1,0 +1,141 @@
+"""Heads, checkpoints, calibration helpers and the exposure plan (no embedding model needed)."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from auditor.errors import ChallengeError, ModelError
+from auditor.exposure import ExposurePolicy, plan_exposure
+from auditor.heads.models import CHECKPOINT_NAME, WEIGHTS_DIR, DeepSet, HeadBundle, PairHead, load_heads
+from auditor.heads.train import auc, threshold_below
+from auditor.semantic import FEATURE_NAMES
+
+
+def small_bundle(embd_id: str = "all-MiniLM-L6-v2@0000000000000000") -> HeadBundle:
+    torch.manual_seed(0)
+    n = len(FEATURE_NAMES)
+    return HeadBundle(
+        embd_id=embd_id,
+        tokens_to_block=PairHead(),
+        block_to_answer=PairHead(),
+        block_to_trace=PairHead(),
+        deepset=DeepSet(n),
+        feature_names=FEATURE_NAMES,
+        feature_mean=np.zeros(n, dtype=np.float32),
+        feature_std=np.ones(n, dtype=np.float32),
+        calibration={"tokens_to_block": -1.0, "block_to_answer": -1.0},
+        metrics={"note": "test"},
+    )
+
+
+def test_checkpoint_round_trip(tmp_path):
+    bundle = small_bundle()
+    path = tmp_path / "heads.pt"
+    bundle.save(path)
+    loaded = load_heads(path, embd_id=bundle.embd_id)
+    x = np.random.default_rng(0).integers(-127, 128, size=(5, 384))
+    y = np.random.default_rng(1).integers(-127, 128, size=(5, 384))
+    assert np.allclose(
+        loaded.pair_logits(loaded.tokens_to_block, x, y), bundle.pair_logits(bundle.tokens_to_block, x, y)
+    )
+    assert loaded.calibration == bundle.calibration and loaded.feature_names == FEATURE_NAMES
+
+
+def test_missing_checkpoint_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="missing"):
+        load_heads(tmp_path / "nothing.pt")
+
+
+def test_checkpoint_for_another_embedding_model_is_refused(tmp_path):
+    path = tmp_path / "heads.pt"
+    small_bundle("all-MiniLM-L6-v2@ffffffffffffffff").save(path)
+    with pytest.raises(ModelError, match="trained for embd_id"):
+        load_heads(path, embd_id="all-MiniLM-L6-v2@0000000000000000")
+
+
+def test_corrupt_or_foreign_checkpoint_is_a_model_error(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="unreadable"):
+        load_heads(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"format": "something-else"}, foreign)
+    with pytest.raises(ModelError, match="not a coin-heads"):
+        load_heads(foreign)
+
+
+def test_checkpoint_with_wrong_shapes_is_a_model_error(tmp_path):
+    bundle = small_bundle()
+    bundle.deepset = DeepSet(len(FEATURE_NAMES) + 3)
+    path = tmp_path / "heads.pt"
+    bundle.save(path)
+    with pytest.raises(ModelError, match="does not fit"):
+        load_heads(path)
+
+
+def test_packaged_checkpoint_loads_and_is_small():
+    path = WEIGHTS_DIR / CHECKPOINT_NAME
+    assert path.stat().st_size < 5_000_000
+    bundle = load_heads()
+    for key in (
+        "tokens_to_block_alarm",
+        "block_to_answer_alarm",
+        "duplicate_cosine",
+        "merge_count",
+        "deepset_fail",
+        "rule_fail",
+    ):
+        assert key in bundle.calibration
+
+
+def test_deepset_is_permutation_invariant_and_size_agnostic():
+    bundle = small_bundle()
+    rows = np.random.default_rng(3).normal(size=(6, len(FEATURE_NAMES))).astype(np.float32)
+    shuffled = rows[[3, 0, 5, 1, 4, 2]]
+    assert bundle.deepset_logit(rows) == pytest.approx(bundle.deepset_logit(shuffled), abs=1e-5)
+    assert math.isfinite(bundle.deepset_logit(rows[:1]))
+
+
+def test_auc_and_thresholds():
+    assert auc([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0
+    assert auc([0.5, 0.5], [1, 0]) == 0.5
+    values = list(np.linspace(0, 1, 1001))
+    assert threshold_below(values, 0.01) == pytest.approx(0.01)
+    # Too few values to resolve the rate: just under the minimum, so no value fails.
+    assert threshold_below([0.3, 0.4], 0.01) < 0.3
+
+
+@pytest.mark.parametrize("size", [20, 200, 1000, 5000])
+def test_exposure_plan_respects_the_budget(size):
+    policy = ExposurePolicy()
+    plan = plan_exposure(size, 16, policy, random.Random(size))
+    blocks = -(-size // 16)
+    assert len(plan.blocks) == policy.block_budget(blocks) <= max(1, blocks // 4)
+    assert len(set(plan.blocks)) == len(plan.blocks)
+    assert plan.round_ends[-1] == len(plan.blocks) and list(plan.round_ends) == sorted(set(plan.round_ends))
+    last = plan.challenge(plan.rounds - 1)
+    assert len(last.block_token_indices) == max(len(plan.blocks), math.floor(0.02 * size))
+    assert 0 in last.count_indices and size - 1 in last.count_indices
+    for run, block in zip(plan.runs, plan.blocks, strict=True):
+        assert all(i // 16 == block for i in run) and list(run) == list(range(run[0], run[0] + len(run)))
+    # Cumulative rounds: each round re-asks every block of the earlier ones.
+    for r in range(1, plan.rounds):
+        assert set(plan.challenge(r - 1).block_indices) < set(plan.challenge(r).block_indices)
+
+
+def test_long_traces_reach_a_conclusive_sample_in_the_first_round():
+    policy = ExposurePolicy()
+    plan = plan_exposure(5000, 16, policy, random.Random(0))
+    assert plan.round_ends[0] == policy.confident_blocks == 11
+
+
+def test_exposure_policy_rejects_nonsense():
+    with pytest.raises(ChallengeError):
+        ExposurePolicy(max_block_fraction=0)
+    with pytest.raises(ChallengeError):
+        ExposurePolicy(rounds=0)
+    with pytest.raises(ChallengeError):
+        plan_exposure(100, 16, ExposurePolicy(), random.Random(0)).challenge(7)

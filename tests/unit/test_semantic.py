@@ -1,0 +1,288 @@
+"""Semantic checks 4–8 (auditor.semantic) through the real protocol path.
+
+Most tests use a deterministic stand-in for Embd (hash-seeded unit vectors: identical texts get
+identical embeddings, different texts unrelated ones) so that the rule checks are tested without the
+model; the `model` tests load the real Embd once (module-scoped) with the packaged heads."""
+
+import random
+from pathlib import Path
+
+import blake3
+import numpy as np
+import pytest
+
+from auditor.attacks import AttackContext
+from auditor.challenge import Challenge
+from auditor.commitment import commit
+from auditor.errors import ChallengeError, ModelError, ProtocolError
+from auditor.evaluation import Auditor, EvalConfig
+from auditor.exposure import ExposurePolicy, plan_exposure
+from auditor.fingerprint import EMBED_DIM, Embedder
+from auditor.heads.models import load_heads
+from auditor.semantic import (
+    FEATURE_NAMES,
+    Revealed,
+    RevealedBlock,
+    SemanticSuite,
+    block_features,
+    merges_when_retokenized,
+    revealed_from_opened,
+)
+from auditor.tokenize import get_tokenizer
+from auditor.traces import load_traces
+from auditor.verify import OpenedTrace, verify_response
+
+TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces"
+B = 16
+
+
+class HashEmbedder(Embedder):
+    """Unit vectors seeded by BLAKE3(text): a fast, deterministic stand-in for Embd."""
+
+    def __init__(self) -> None:  # no model to load
+        self.embd_id = "all-MiniLM-L6-v2@hash-stand-in-00"
+        self.device = "cpu"
+        self.batch_size = 1
+
+    def embed_texts(self, texts):
+        out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
+        for k, text in enumerate(texts):
+            seed = int.from_bytes(blake3.blake3(text.encode()).digest()[:8], "little")
+            v = np.random.default_rng(seed).normal(size=EMBED_DIM)
+            out[k] = v / np.linalg.norm(v)
+        return out
+
+    def embed_tokens(self, tokens):
+        return self.embed_texts([t.decode("utf-8", errors="replace") for t in tokens])
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return get_tokenizer("qwen2")
+
+
+@pytest.fixture(scope="module")
+def heads():
+    bundle = load_heads()
+    bundle.embd_id = HashEmbedder().embd_id  # the rule checks below do not depend on the embedding model
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def suite(heads, tokenizer):
+    return SemanticSuite(heads, tokenizer)
+
+
+def opened_for(tokens, challenge, answer="The answer is 42."):
+    embedder = HashEmbedder()
+    public, openings = commit(tokens, answer, bytes(32), block_size=B, embedder=embedder)
+    response = openings.respond(challenge.indices, challenge.content_indices)
+    captured = []
+
+    def capture(opened: OpenedTrace):
+        captured.append(opened)
+        from auditor.verify import CheckResult
+
+        return CheckResult("capture", "pass")
+
+    capture.name = "capture"
+    verification = verify_response(public, challenge, response, embedder=embedder, semantic_checks=[capture])
+    assert verification.passed, verification.to_json()
+    return captured[0]
+
+
+def challenge_for(size, blocks, tokens):
+    return Challenge(size, B, (0, size - 1), tuple(blocks), tuple(tokens))
+
+
+VOCABULARY = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "and",
+    "then",
+    "we",
+    "find",
+    "that",
+    "this",
+    "value",
+    "is",
+    "equal",
+    "to",
+    "one",
+    "more",
+    "than",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "apple",
+    "house",
+    "river",
+    "stone",
+    "light",
+    "water",
+    "green",
+    "blue",
+    "red",
+    "black",
+    "white",
+    "small",
+    "large",
+    "quick",
+    "slow",
+    "happy",
+    "early",
+    "late",
+    "north",
+    "south",
+    "east",
+    "west",
+    "table",
+    "chair",
+    "window",
+    "door",
+    "garden",
+    "market",
+    "music",
+    "paper",
+]
+
+
+def words(n):
+    """n distinct-looking single tokens (common words cycled with a line break every 16)."""
+    return [(" " + VOCABULARY[k % len(VOCABULARY)]).encode() for k in range(n)]
+
+
+def test_duplicate_blocks_are_caught(suite, tokenizer):
+    assert all(tokenizer.is_token(t) for t in words(64))
+    honest = words(64)
+    copied = honest[:16] + honest[16:32] + honest[:16] + honest[48:]  # block 2 repeats block 0
+    challenge = challenge_for(64, [0, 2], [3, 35])
+    assert suite.checks()[2](opened_for(honest, challenge)).passed
+    result = suite.checks()[2](opened_for(copied, challenge))
+    assert result.outcome == "fail" and result.figure == pytest.approx(1.0, abs=1e-3)
+
+
+def test_tokens_outside_the_vocabulary_are_caught(suite):
+    tokens = words(32)
+    tokens[5] = b"\xff\xfe-not-a-token-\xfd"
+    result = suite.checks()[3](opened_for(tokens, challenge_for(32, [0], [5])))
+    assert result.outcome == "fail" and "outside" in result.detail
+
+
+def test_split_words_are_caught_by_retokenization(suite, tokenizer):
+    assert tokenizer.tokenize(" computation") == [b" computation"]
+    assert merges_when_retokenized(b" comput", b"ation", tokenizer)
+    assert not merges_when_retokenized(b" the", b" cat", tokenizer)
+    assert not merges_when_retokenized(b"\xe4", b"\xbd", tokenizer)  # not whole UTF-8 text
+    tokens = words(32)
+    tokens[8:9] = [b" comput", b"ation"]
+    check = suite.checks()[3]
+    assert check(opened_for(tokens, challenge_for(33, [0], [8, 9]))).outcome == "fail"
+    assert check(opened_for(words(32), challenge_for(32, [0], [8, 9]))).passed
+
+
+def test_checks_report_figures_and_the_verifier_is_sequential(suite):
+    tokens = words(400)
+    plan = plan_exposure(400, B, ExposurePolicy(), random.Random(0))
+    first = opened_for(tokens, plan.challenge(0))
+    results = [check(first) for check in suite.checks()]
+    assert [r.name for r in results] == [
+        "tokens_to_block",
+        "block_to_answer",
+        "duplicate_blocks",
+        "tokenization",
+        "verifier",
+    ]
+    assert all(r.figure is not None for r in results)
+    last = opened_for(tokens, plan.challenge(plan.rounds - 1))
+    # At the end of the budget the verifier never asks for more.
+    assert suite.checks()[4](last).outcome in ("pass", "fail")
+
+
+def test_bad_evidence_is_a_typed_error(heads, tokenizer):
+    block = RevealedBlock(
+        0, np.zeros(EMBED_DIM, dtype=np.int8), (0,), (b" a",), np.zeros((1, EMBED_DIM), np.int8)
+    )
+    with pytest.raises(ProtocolError, match="NaN"):
+        Revealed(1, np.full(EMBED_DIM, np.nan), (block,))
+    with pytest.raises(ProtocolError, match="no revealed blocks"):
+        Revealed(1, np.zeros(EMBED_DIM, dtype=np.int8), ())
+    with pytest.raises(ProtocolError, match="shape"):
+        Revealed(1, np.zeros(10, dtype=np.int8), (block,))
+    wrong = RevealedBlock(
+        0, np.zeros(EMBED_DIM, np.int8), (0, 1), (b" a",), np.zeros((1, EMBED_DIM), np.int8)
+    )
+    with pytest.raises(ProtocolError, match="wrong shape"):
+        Revealed(1, np.zeros(EMBED_DIM, dtype=np.int8), (wrong,))
+    with pytest.raises(ProtocolError, match="out of range"):
+        Revealed(1, np.zeros(EMBED_DIM, dtype=np.int8), (_moved(block, 3),))
+    ok = Revealed(1, np.zeros(EMBED_DIM, dtype=np.int8), (block,))
+    assert block_features(ok, heads, tokenizer).features.shape == (1, len(FEATURE_NAMES))
+
+
+def _moved(block, index):
+    return RevealedBlock(index, block.codes, block.token_indices, block.tokens, block.token_codes)
+
+
+def test_empty_traces_and_mismatches_are_refused(suite, heads):
+    with pytest.raises(ProtocolError):
+        commit([], "answer", bytes(32), block_size=B, embedder=HashEmbedder())
+    with pytest.raises(ChallengeError):
+        plan_exposure(0, B, ExposurePolicy(), random.Random(0))
+    tokens = words(40)
+    embedder = HashEmbedder()
+    public, openings = commit(tokens, "a", bytes(32), block_size=B, embedder=embedder)
+    challenge = Challenge(40, 32, (0, 39), (0,), (1,))
+    with pytest.raises(ProtocolError, match="block_size"):
+        verify_response(public, challenge, openings.respond([0, 1, 39], [1]), embedder=embedder)
+    other = load_heads()
+    with pytest.raises(ModelError):
+        load_heads(embd_id="all-MiniLM-L6-v2@not-this-one-000")
+    opened = opened_for(tokens, challenge_for(40, [0], [1]))
+    with pytest.raises(ProtocolError, match="embd_id"):
+        SemanticSuite(other, suite.tokenizer).checks()[0](opened)
+    assert revealed_from_opened(opened).blocks[0].tokens == (tokens[1],)
+
+
+# --- the real model: honest versus inflated on real traces ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real():
+    from auditor.fingerprint import get_embedder
+
+    embedder = get_embedder("cpu")
+    bundle = load_heads(embd_id=embedder.embd_id)
+    tok = get_tokenizer("qwen2")
+    traces = load_traces([TRACES / "huatuogpt_o1_medical_gpt4o_cot.jsonl"])
+    picked = [t for t in traces if 250 <= len(tok.tokenize(t.reasoning)) <= 350][:3]
+    ctx = AttackContext(
+        tok, traces[:60] + load_traces([TRACES / "thinkingllms_general_r1distill.jsonl"])[:20]
+    )
+    return Auditor(embedder, SemanticSuite(bundle, tok), EvalConfig()), ctx, picked
+
+
+@pytest.mark.model
+def test_real_honest_traces_pass_and_inflated_ones_fail(real):
+    from auditor.attacks import inflate
+
+    auditor, ctx, picked = real
+    honest = [auditor.audit(t, ctx.tokens(t), None, random.Random(1)) for t in picked]
+    assert sum(o.verdict == "pass" for o in honest) >= len(picked) - 1
+    attacked = []
+    # The two attacks the held-out evaluation detects at 100% at these IRs (docs/evaluation.md).
+    for attack, ir in (("random_tokens", 3.0), ("pad_repeat_last", 1.0)):
+        inflated = inflate(picked[0], attack, ir, random.Random(2), ctx)
+        attacked.append(auditor.audit(picked[0], inflated.tokens, inflated, random.Random(2)))
+    assert all(o.verdict == "fail" for o in attacked)
+    assert all(o.block_exposure <= 0.25 + 1e-9 for o in honest + attacked)
