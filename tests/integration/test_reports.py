@@ -3,9 +3,13 @@
 import base64
 import copy
 
+from fastapi.testclient import TestClient
 from nacl.signing import SigningKey
 from sqlalchemy import func, select
 
+from api.app import create_app
+from api.context import ServiceContext
+from api.database import Database, PoolLimits
 from api.models import AuditEvent, Report
 from api.security import sha256_hex, verify_signature
 from auditor.encoding import canonical_json
@@ -186,3 +190,21 @@ def test_customer_may_audit_within_its_quota(client, make_provider, make_request
     assert "body" not in status.json()  # a customer sees counts and outcomes, not the commitment
     assert client.get(f"/v1/reports/{receipt['report_id']}", headers=token).status_code == 403
     assert client.get(f"/v1/reports/{receipt['report_id']}", headers=ADMIN).status_code == 200
+
+
+def test_no_free_database_connection_is_503_with_retry_after(settings, make_provider, make_request):
+    provider = make_provider()
+    context = ServiceContext.from_settings(settings)
+    context.db.dispose()
+    context.db = Database(settings.database_url, PoolLimits(size=1, overflow=0, timeout_seconds=0.2))
+    overloaded = TestClient(create_app(settings, context), raise_server_exceptions=False)
+    try:
+        with context.db.engine.connect():  # the pool's only connection, busy
+            response = overloaded.post("/v1/reports", json=make_request(0).report, headers=provider.headers)
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "1"
+        # Once a connection is free again, the same request goes through.
+        retried = overloaded.post("/v1/reports", json=make_request(0).report, headers=provider.headers)
+        assert retried.status_code == 201, retried.text
+    finally:
+        context.close()
