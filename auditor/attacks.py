@@ -483,11 +483,3 @@ def inflate(
         injected = spec.generator(trace, genuine, n, rng, ctx)
         tokens, mask = place(genuine, injected, where, rng, ctx.block_size)
     return InflatedTrace(attack, ir, where, tuple(tokens), tuple(mask), m, len(tokens))
-
-
-def injected_fraction_per_block(inflated: InflatedTrace, block_size: int) -> list[float]:
-    """Fraction of injected tokens in each committed block (labels for training the heads)."""
-    mask = inflated.injected
-    return [
-        sum(mask[k : k + block_size]) / len(mask[k : k + block_size]) for k in range(0, len(mask), block_size)
-    ]

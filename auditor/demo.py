@@ -86,13 +86,21 @@ def simulate(trace: dict[str, Any], behaviour: str, embedder: Embedder) -> Simul
     if behaviour == "over-claim 1.5x":
         claimed = dataclasses.replace(public.commitment, size=size + size // 2)
         return SimulatedReport(
-            behaviour, trace["id"], dataclasses.replace(public, commitment=claimed), openings, _best_effort(openings)
+            behaviour,
+            trace["id"],
+            dataclasses.replace(public, commitment=claimed),
+            openings,
+            _best_effort(openings),
         )
     if behaviour == "coin padding":
         # CoIn pads to the next power of two by repeating the last leaf and bills the padded count
         claimed = dataclasses.replace(public.commitment, size=1 << (size - 1).bit_length())
         return SimulatedReport(
-            behaviour, trace["id"], dataclasses.replace(public, commitment=claimed), openings, _best_effort(openings)
+            behaviour,
+            trace["id"],
+            dataclasses.replace(public, commitment=claimed),
+            openings,
+            _best_effort(openings),
         )
     if behaviour == "forged opening":
         return SimulatedReport(behaviour, trace["id"], public, openings, _forging(openings))
@@ -115,7 +123,9 @@ def audit(report: SimulatedReport, embedder: Embedder) -> tuple[str, str]:
     return result.verdict, reason
 
 
-def run(traces_dir: Path, per_behaviour: int, embedder: Embedder) -> Iterator[tuple[SimulatedReport, str, str]]:
+def run(
+    traces_dir: Path, per_behaviour: int, embedder: Embedder
+) -> Iterator[tuple[SimulatedReport, str, str]]:
     traces = demo_traces(traces_dir, per_behaviour * len(BEHAVIOURS))
     for k, trace in enumerate(traces):
         report = simulate(trace, BEHAVIOURS[k % len(BEHAVIOURS)], embedder)

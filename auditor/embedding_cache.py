@@ -18,7 +18,7 @@ from pathlib import Path
 import blake3
 import numpy as np
 
-from auditor.fingerprint import EMBED_DIM, Embedder, FloatArray, block_texts, decode_token
+from auditor.fingerprint import EMBED_DIM, Embedder, EmbeddingModel, FloatArray, block_texts, decode_token
 
 KEY_BYTES = 16
 
@@ -36,15 +36,11 @@ class CachedEmbedder(Embedder):
         self.path = self.cache_dir / f"embeddings-{self.embd_id.replace('@', '-')}.npz"
         self._store: dict[bytes, np.ndarray] = {}
         self._dirty = False
-        self.computed = 0
         if self.path.is_file():
             with np.load(self.path, allow_pickle=False) as data:
                 keys = data["keys"]
                 vectors = data["vectors"]
             self._store = {bytes(k): v for k, v in zip(keys, vectors, strict=True)}
-
-    def __len__(self) -> int:
-        return len(self._store)
 
     def embed_texts(self, texts: Sequence[str]) -> FloatArray:
         if not texts:
@@ -57,7 +53,6 @@ class CachedEmbedder(Embedder):
         if missing:
             fresh = super().embed_texts(list(missing.values())).astype(np.float16)
             self._store.update(zip(missing, fresh, strict=True))
-            self.computed += len(missing)
             self._dirty = True
         return np.stack([self._store[k] for k in keys]).astype(np.float32)
 
@@ -75,25 +70,25 @@ class CachedEmbedder(Embedder):
         self._dirty = False
 
 
-class PlannedEmbedder(Embedder):
+class PlannedEmbedder:
     """Embd for one commitment whose revealable texts are known in advance (see the module docstring).
 
     Planning is by *text*: whatever path the commitment takes through the embedder (blocks and answer
     in one batch, tokens one by one), a planned text gets its real embedding and any other text a zero
     placeholder. A text equal to a planned one is embedded for real too, which is what it would be."""
 
-    def __init__(self, base: Embedder, texts: Collection[str]) -> None:
-        # Deliberately no super().__init__: this wraps `base` and loads no model of its own.
+    def __init__(self, base: EmbeddingModel, texts: Collection[str]) -> None:
         self.base = base
-        self.embd_id = base.embd_id
-        self.device = base.device
-        self.batch_size = base.batch_size
         self.wanted = frozenset(texts)
+
+    @property
+    def embd_id(self) -> str:
+        return self.base.embd_id
 
     @classmethod
     def for_plan(
         cls,
-        base: Embedder,
+        base: EmbeddingModel,
         tokens: Sequence[bytes],
         answer: str,
         block_size: int,
@@ -114,6 +109,3 @@ class PlannedEmbedder(Embedder):
 
     def embed_tokens(self, tokens: Sequence[bytes]) -> FloatArray:
         return self.embed_texts([decode_token(t) for t in tokens])
-
-    def embed_blocks(self, tokens: Sequence[bytes], block_size: int) -> FloatArray:
-        return self.embed_texts(block_texts(tokens, block_size))

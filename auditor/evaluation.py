@@ -44,7 +44,7 @@ from auditor.commitment import (
 )
 from auditor.embedding_cache import CachedEmbedder, PlannedEmbedder
 from auditor.exposure import ExposurePlan, ExposurePolicy, plan_exposure
-from auditor.fingerprint import Embedder
+from auditor.fingerprint import EmbeddingModel
 from auditor.merkle import BLAKE3, MerkleTree
 from auditor.semantic import SemanticSuite, VerifierKind
 from auditor.traces import Trace, stable_fraction
@@ -107,7 +107,7 @@ def _verifier_figure(verification: Verification) -> float | None:
 class Auditor:
     """Runs single audits: simulated provider (commit, open) and the real verifier path."""
 
-    def __init__(self, embedder: Embedder, suite: SemanticSuite, config: EvalConfig) -> None:
+    def __init__(self, embedder: EmbeddingModel, suite: SemanticSuite, config: EvalConfig) -> None:
         self.embedder = embedder
         self.suite = suite
         self.config = config
@@ -198,7 +198,7 @@ def _cell_traces(traces: Sequence[Trace], n: int | None, seed: int, salt: str) -
 
 def run_evaluation(
     traces: Sequence[Trace],
-    embedder: Embedder,
+    embedder: EmbeddingModel,
     suite: SemanticSuite,
     config: EvalConfig,
     *,
@@ -325,7 +325,8 @@ def roc_points(outcomes: Sequence[AuditOutcome]) -> dict[str, Any]:
         ]
         if not honest or not attacked:
             continue
-        thresholds = sorted(set(honest) | set(attacked))
+        # At most ~200 operating points: enough for the plot, small enough for report.json.
+        thresholds = sorted(set(np.quantile(honest + attacked, np.linspace(0, 1, 201)).tolist()))
         fpr = [float(np.mean([h < t for h in honest])) for t in thresholds] + [1.0]
         tpr = [float(np.mean([a < t for a in attacked])) for t in thresholds] + [1.0]
         area = float(np.trapezoid([0.0, *tpr], [0.0, *fpr]))
@@ -425,7 +426,8 @@ def plot_report(report: dict[str, Any], out: Path) -> list[Path]:
     attacks: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in report["detection"]:
         attacks[row["attack"]].append(row)
-    for attack, rows in attacks.items():
+    colours = plt.get_cmap("tab20")  # eleven attacks: more than the default ten colours
+    for k, (attack, rows) in enumerate(attacks.items()):
         rows.sort(key=lambda r: r["ir"])
         x = [r["ir"] for r in rows]
         y = [r["detection_rate"] for r in rows]
@@ -433,7 +435,9 @@ def plot_report(report: dict[str, Any], out: Path) -> list[Path]:
             [max(0.0, r["detection_rate"] - r["ci_low"]) for r in rows],
             [max(0.0, r["ci_high"] - r["detection_rate"]) for r in rows],
         ]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=attack)
+        ax.errorbar(
+            x, y, yerr=err, marker="o", capsize=3, label=attack, color=colours((2 * k) % 20 + (2 * k) // 20)
+        )
     ax.axhline(report["false_positive_rate"], color="grey", linestyle="--", label="FPR (honest)")
     ax.set_xscale("log")
     ax.set_xlabel("inflation ratio (injected / genuine tokens)")

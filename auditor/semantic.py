@@ -18,7 +18,6 @@ shown: revealed block codes, revealed token codes and bytes, and the answer comm
 """
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -399,8 +398,3 @@ class VerifierCheck:
         if revealed >= self.suite.policy.confident_blocks and p >= pass_above:
             return CheckResult(self.name, "pass", p, detail + "; clean sample already conclusive")
         return CheckResult(self.name, "inconclusive", p, detail + "; reveal more blocks")
-
-
-def evidence_rows(samples: Sequence[Evidence]) -> FloatMatrix:
-    """All per-block rows of several traces stacked (for feature scaling)."""
-    return np.concatenate([s.features for s in samples]).astype(np.float32)

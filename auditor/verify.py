@@ -110,7 +110,9 @@ def _check_proofs(public: PublicCommitment, challenge: Challenge, response: Resp
     extra = sorted(by_index.keys() - wanted)
     if missing or extra:
         detail = "; ".join(
-            f"{what} indices {found[:10]}" for what, found in (("missing", missing), ("unrequested", extra)) if found
+            f"{what} indices {found[:10]}"
+            for what, found in (("missing", missing), ("unrequested", extra))
+            if found
         )
         return CheckResult("proof", "fail", len(missing) + len(extra), detail)
     bare = [i for i in challenge.content_indices if not by_index[i].is_content]

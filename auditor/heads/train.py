@@ -28,7 +28,7 @@ from tqdm import tqdm
 from auditor.attacks import ATTACKS, AttackContext, InflatedTrace, inflate
 from auditor.embedding_cache import CachedEmbedder
 from auditor.exposure import ExposurePlan, ExposurePolicy, plan_exposure
-from auditor.fingerprint import Embedder, Int8Array, block_texts, decode_token, quantize
+from auditor.fingerprint import EmbeddingModel, Int8Array, block_texts, decode_token, quantize
 from auditor.heads.models import CHECKPOINT_NAME, WEIGHTS_DIR, DeepSet, HeadBundle, PairHead
 from auditor.semantic import (
     FEATURE_NAMES,
@@ -67,11 +67,10 @@ def revealed_view(
     tokens: Sequence[bytes],
     answer_codes: Int8Array,
     plan: ExposurePlan,
-    embedder: Embedder,
-    upto: int | None = None,
+    embedder: EmbeddingModel,
 ) -> Revealed:
-    """Embed exactly what `plan` reveals (first `upto` blocks) and group it like `revealed_from_opened`."""
-    end = len(plan.blocks) if upto is None else upto
+    """Embed exactly what `plan` reveals and group it like `revealed_from_opened`."""
+    end = len(plan.blocks)
     texts = block_texts(tokens, plan.block_size)
     runs = [tuple(tokens[i] for i in run) for run in plan.runs[:end]]
     # One batch for the blocks and all their run tokens: the model is far faster on batches.
@@ -92,7 +91,7 @@ def make_sample(
     inflated: InflatedTrace | None,
     genuine: Sequence[bytes],
     answer_codes: Int8Array,
-    embedder: Embedder,
+    embedder: EmbeddingModel,
     policy: ExposurePolicy,
     rng: random.Random,
     block_size: int,
@@ -125,7 +124,7 @@ def make_sample(
 def collect_samples(
     traces: Sequence[Trace],
     ctx: AttackContext,
-    embedder: Embedder,
+    embedder: EmbeddingModel,
     policy: ExposurePolicy,
     *,
     seed: int,
@@ -428,7 +427,7 @@ def train_heads(
     train: Sequence[Trace],
     validation: Sequence[Trace],
     tokenizer: Tokenizer,
-    embedder: Embedder,
+    embedder: EmbeddingModel,
     config: TrainConfig,
     *,
     out: Path | None = None,

@@ -108,3 +108,18 @@ def test_split_holds_out_domains_and_questions():
     assert not {t.domain for t in split.train} & {"general_reasoning", "medical"}
     assert not {t.question for t in split.train} & {t.question for t in split.validation}
     assert not {t.id for t in split.train} & {t.id for t in split.validation}
+
+
+def test_cli_rejects_bad_options_before_loading_anything(tmp_path):
+    from typer.testing import CliRunner
+
+    from auditor.science_cli import app
+
+    runner = CliRunner()
+    base = ["eval", "--traces", str(TRACES), "--out", str(tmp_path)]
+    result = runner.invoke(app, [*base, "--attacks", "nonsense"])
+    assert result.exit_code != 0 and "unknown attacks" in result.output
+    result = runner.invoke(app, [*base, "--ir", "0.5,abc"])
+    assert result.exit_code != 0 and "comma-separated" in result.output
+    result = runner.invoke(app, [*base, "--verifier", "magic"])
+    assert result.exit_code != 0

@@ -17,7 +17,7 @@ from auditor.commitment import commit
 from auditor.errors import ChallengeError, ModelError, ProtocolError
 from auditor.evaluation import Auditor, EvalConfig
 from auditor.exposure import ExposurePolicy, plan_exposure
-from auditor.fingerprint import EMBED_DIM, Embedder
+from auditor.fingerprint import EMBED_DIM
 from auditor.heads.models import load_heads
 from auditor.semantic import (
     FEATURE_NAMES,
@@ -36,13 +36,10 @@ TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "trace
 B = 16
 
 
-class HashEmbedder(Embedder):
+class HashEmbedder:
     """Unit vectors seeded by BLAKE3(text): a fast, deterministic stand-in for Embd."""
 
-    def __init__(self) -> None:  # no model to load
-        self.embd_id = "all-MiniLM-L6-v2@hash-stand-in-00"
-        self.device = "cpu"
-        self.batch_size = 1
+    embd_id = "all-MiniLM-L6-v2@hash-stand-in-00"
 
     def embed_texts(self, texts):
         out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
