@@ -42,6 +42,7 @@ test: lint typecheck compose-config
 bench: $(STAMP)
 	$(BIN)/python bench/merkle.py
 	$(BIN)/python bench/commit.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

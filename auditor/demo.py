@@ -83,25 +83,14 @@ def simulate(trace: dict[str, Any], behaviour: str, embedder: Embedder) -> Simul
     size = public.commitment.size
     if behaviour == "honest":
         return SimulatedReport(behaviour, trace["id"], public, openings, _honest(openings))
-    if behaviour == "over-claim 1.5x":
-        claimed = dataclasses.replace(public.commitment, size=size + size // 2)
-        return SimulatedReport(
-            behaviour,
-            trace["id"],
-            dataclasses.replace(public, commitment=claimed),
-            openings,
-            _best_effort(openings),
+    # a cheating provider bills more leaves than it committed: 1.5x, or CoIn's padding to the next
+    # power of two by repeating the last leaf; it opens what it has
+    billed = {"over-claim 1.5x": size + size // 2, "coin padding": 1 << (size - 1).bit_length()}
+    if behaviour in billed:
+        claimed = dataclasses.replace(
+            public, commitment=dataclasses.replace(public.commitment, size=billed[behaviour])
         )
-    if behaviour == "coin padding":
-        # CoIn pads to the next power of two by repeating the last leaf and bills the padded count
-        claimed = dataclasses.replace(public.commitment, size=1 << (size - 1).bit_length())
-        return SimulatedReport(
-            behaviour,
-            trace["id"],
-            dataclasses.replace(public, commitment=claimed),
-            openings,
-            _best_effort(openings),
-        )
+        return SimulatedReport(behaviour, trace["id"], claimed, openings, _best_effort(openings))
     if behaviour == "forged opening":
         return SimulatedReport(behaviour, trace["id"], public, openings, _forging(openings))
     raise ValueError(f"unknown behaviour {behaviour!r}")
