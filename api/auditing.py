@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
 from api.errors import Conflict, Gone, NotFound, QuotaExceeded
-from api.events import append_event
+from api.events import append_audit_event
 from api.models import (
     Audit,
     AuditStatus,
@@ -59,14 +59,7 @@ def request_audit(
     )
     session.add(audit)
     session.flush()
-    append_event(
-        session,
-        "audit.requested",
-        provider_id=report.provider_id,
-        report_id=report.id,
-        audit_id=audit.id,
-        payload={"trigger": trigger.value},
-    )
+    append_audit_event(session, audit, "audit.requested", {"trigger": trigger.value})
     context.dispatcher.enqueue(session, START_AUDIT, str(audit.id))
     return audit, True
 
@@ -104,13 +97,11 @@ def accept_response(
     audit.updated_at = now
     audit.enqueue_count += 1
     session.flush()
-    append_event(
+    append_audit_event(
         session,
+        audit,
         "response.received",
-        provider_id=provider.id,
-        report_id=audit.report_id,
-        audit_id=audit.id,
-        payload={"challenge_id": str(challenge.id), "openings": len(body["openings"])},
+        {"challenge_id": str(challenge.id), "openings": len(body["openings"])},
     )
     context.dispatcher.enqueue(session, VERIFY_AUDIT, str(audit.id))
     return audit

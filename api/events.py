@@ -22,7 +22,7 @@ from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from api.database import before_commit
-from api.models import AuditEvent, utcnow
+from api.models import Audit, AuditEvent, utcnow
 from auditor.encoding import canonical_json
 
 GENESIS_HASH = "0" * 64
@@ -146,6 +146,18 @@ def append_event(
                 kind, provider_id=provider_id, report_id=report_id, audit_id=audit_id, payload=payload or {}
             )
         ],
+    )
+
+
+def append_audit_event(session: Session, audit: Audit, kind: str, payload: dict[str, Any]) -> None:
+    """An event about one audit, filed under its provider, report and audit."""
+    append_event(
+        session,
+        kind,
+        provider_id=audit.provider_id,
+        report_id=audit.report_id,
+        audit_id=audit.id,
+        payload=payload,
     )
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.events import append_event
+from api.events import append_audit_event
 from api.models import (
     Audit,
     AuditStatus,
@@ -103,13 +103,11 @@ def write_verdict(
     audit.status = AuditStatus.DONE.value
     audit.updated_at = decided_at
     session.flush()
-    append_event(
+    append_audit_event(
         session,
+        audit,
         "verdict.issued",
-        provider_id=audit.provider_id,
-        report_id=audit.report_id,
-        audit_id=audit.id,
-        payload={"verdict_id": str(verdict.id), "outcome": outcome.value, "signature": verdict.signature},
+        {"verdict_id": str(verdict.id), "outcome": outcome.value, "signature": verdict.signature},
     )
     return verdict
 
@@ -155,13 +153,11 @@ def open_round(session: Session, context: "ServiceContext", audit: Audit, round_
     audit.status = AuditStatus.CHALLENGED.value
     audit.updated_at = now
     session.flush()
-    append_event(
+    append_audit_event(
         session,
+        audit,
         "challenge.issued",
-        provider_id=audit.provider_id,
-        report_id=audit.report_id,
-        audit_id=audit.id,
-        payload={
+        {
             "challenge_id": str(challenge.id),
             "round": challenge.round,
             "indices": len(spec.indices),
@@ -266,13 +262,11 @@ def expire_challenges(context: "ServiceContext") -> int:
             audit = lock_audit(session, challenge.audit_id)
             if audit is None or audit.status != AuditStatus.CHALLENGED:
                 continue
-            append_event(
+            append_audit_event(
                 session,
+                audit,
                 "challenge.expired",
-                provider_id=audit.provider_id,
-                report_id=audit.report_id,
-                audit_id=audit.id,
-                payload={"challenge_id": str(challenge.id), "deadline": challenge.deadline.isoformat()},
+                {"challenge_id": str(challenge.id), "deadline": challenge.deadline.isoformat()},
             )
             spec = ChallengeSpec.from_json(challenge.body)
             check = {
@@ -307,13 +301,11 @@ def sweep_audits(context: "ServiceContext") -> int:
         for audit in stuck:
             audit.updated_at = now
             audit.enqueue_count += 1
-            append_event(
+            append_audit_event(
                 session,
+                audit,
                 "audit.requeued",
-                provider_id=audit.provider_id,
-                report_id=audit.report_id,
-                audit_id=audit.id,
-                payload={"status": audit.status, "enqueue_count": audit.enqueue_count},
+                {"status": audit.status, "enqueue_count": audit.enqueue_count},
             )
             context.dispatcher.enqueue(session, _RESUME[audit.status], str(audit.id))
         if stuck:
