@@ -7,23 +7,32 @@ the *end* leaves a shorter valid chain: the transparency log's signed checkpoint
 
 Appending is serialised: on PostgreSQL by a transaction-scoped advisory lock, on SQLite by the
 `BEGIN IMMEDIATE` every transaction starts with; the unique `prev_hash` would reject a fork anyway.
-The lock is held until the transaction ends, so hot paths append just before committing
-(`append_at_commit`), and append many events under one lock (`append_events`).
+The lock is held until the transaction ends, so the hot path (report intake) does not take it for a
+few reports: `defer_events` stores their events in `pending_events` inside the request's own
+transaction, and a `ChainWriter` thread links them in batches (group commit), woken as soon as the
+request commits; a large batch of reports is its own group (`append_with_commit`). Every
+append under the lock first links whatever is pending, so cause still precedes effect in the chain (a
+report's event precedes those of its audits). An event is thus committed atomically with its cause and
+chained milliseconds later; the periodic `chain-events` job links what a crashed process left behind.
 """
 
+import logging
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import blake3
-from sqlalchemy import Table, func, insert, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
-from api.database import before_commit
-from api.models import Audit, AuditEvent, utcnow
+from api.database import Database, after_commit, before_commit, insert_rows, streamed_insert
+from api.models import Audit, AuditEvent, PendingEvent, utcnow
 from auditor.encoding import canonical_json
+
+log = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 # Arbitrary constant naming "the audit_events chain" among PostgreSQL advisory locks.
@@ -89,44 +98,146 @@ class NewEvent:
 
 
 def append_events(session: Session, events: Sequence[NewEvent]) -> None:
-    """Add `events`, in order, to the chain inside the caller's transaction: one lock, one read of the
-    chain's head and one multi-row insert, whatever their number."""
-    if not events:
-        return
+    """Link the pending events, then `events` in order, into the chain inside the caller's transaction:
+    one lock, one read of the chain's head and one multi-row insert, whatever their number."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK_KEY})
+    # Under the lock: every event deferred by a transaction that committed before is taken, and linked now.
+    pending = sorted(
+        session.execute(delete(PendingEvent).returning(*PendingEvent.__table__.columns)).all(),
+        key=lambda row: row.occurred_at,
+    )
+    if not events and not pending:
+        return
     last = session.execute(
         select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
     ).first()
     seq, prev_hash = (last.seq, last.hash) if last else (0, GENESIS_HASH)
     # Microsecond precision is what both back ends store, so the hash is recomputed exactly.
-    occurred_at = utcnow()
-    rows = []
-    for event in events:
-        seq += 1
-        link = _link_hash(prev_hash, seq, occurred_at, event)
-        rows.append(
+    now = utcnow()
+    timed: list[tuple[_EventContent, datetime]] = [(row, row.occurred_at) for row in pending]
+    timed += [(event, now) for event in events]
+    # In chunks: the server inserts one while the next is hashed.
+    with streamed_insert(session, AuditEvent) as stream:
+        for start in range(0, len(timed), _INSERT_CHUNK_EVENTS):
+            rows = []
+            for event, occurred_at in timed[start : start + _INSERT_CHUNK_EVENTS]:
+                seq += 1
+                link = _link_hash(prev_hash, seq, occurred_at, event)
+                rows.append(
+                    {
+                        "seq": seq,
+                        "occurred_at": occurred_at,
+                        "kind": event.kind,
+                        "provider_id": event.provider_id,
+                        "report_id": event.report_id,
+                        "audit_id": event.audit_id,
+                        "payload": event.payload,
+                        "prev_hash": prev_hash,
+                        "hash": link,
+                    }
+                )
+                prev_hash = link
+            stream.send(rows)
+
+
+_INSERT_CHUNK_EVENTS = 250
+# Set in `Session.info` by a process that runs a `ChainWriter`: called once a transaction that deferred
+# events has committed.
+_WAKE_CHAIN_WRITER = "coin_wake_chain_writer"
+
+
+def defer_events(session: Session, events: Sequence[NewEvent]) -> None:
+    """Commit `events` with the caller's transaction without taking the chain lock; the next append
+    links them (this process's chain writer is woken as soon as the transaction commits)."""
+    if not events:
+        return
+    now = utcnow()
+    insert_rows(
+        session,
+        PendingEvent,
+        [
             {
-                "seq": seq,
-                "occurred_at": occurred_at,
+                "id": uuid.uuid4(),
+                "occurred_at": now,
                 "kind": event.kind,
                 "provider_id": event.provider_id,
                 "report_id": event.report_id,
                 "audit_id": event.audit_id,
                 "payload": event.payload,
-                "prev_hash": prev_hash,
-                "hash": link,
             }
-        )
-        prev_hash = link
-    # On the table, not the mapped class: the ORM's bulk machinery costs more than the insert itself.
-    session.execute(insert(cast(Table, AuditEvent.__table__)), rows)
+            for event in events
+        ],
+    )
+    wake = session.info.get(_WAKE_CHAIN_WRITER)
+    if wake is not None:
+        after_commit(session, wake)
 
 
-def append_at_commit(session: Session, events: Sequence[NewEvent]) -> None:
-    """Append `events` when the caller's transaction commits: the chain lock is then held only for the
-    append and the commit, not for the rest of the caller's work."""
-    before_commit(session, lambda: append_events(session, events))
+# A submission with this many events or more is a group already: it takes the chain lock itself, once,
+# rather than writing its events twice (pending, then chained).
+OWN_GROUP_MIN_EVENTS = 32
+
+
+def append_with_commit(session: Session, events: Sequence[NewEvent]) -> None:
+    """Put `events` in the chain with the caller's transaction: a large group is appended just before
+    the commit (the lock is held for the append and the commit only); a few are deferred, for the
+    chain writer to link together with other requests' events."""
+    if len(events) >= OWN_GROUP_MIN_EVENTS:
+        before_commit(session, lambda: append_events(session, events))
+    else:
+        defer_events(session, events)
+
+
+def link_pending_events(db: Database) -> int:
+    """Link every pending event into the chain; returns how many there were."""
+    with db.unit_of_work() as session:
+        count = int(session.scalar(select(func.count()).select_from(PendingEvent)) or 0)
+        if count:
+            append_events(session, [])
+        return count
+
+
+class ChainWriter:
+    """Links deferred events into the chain from a background thread (group commit).
+
+    Woken after each commit that deferred events, it lingers a few milliseconds so that the requests of
+    a burst share one transaction; every `period` seconds it also links what another process committed
+    and never linked (it crashed, or runs no writer)."""
+
+    def __init__(self, db: Database, *, linger: float = 0.02, period: float = 2.0) -> None:
+        self._db = db
+        self._linger = linger
+        self._period = period
+        self._wanted = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chain-writer", daemon=True)
+
+    def start(self) -> None:
+        self._db.sessions.configure(info={_WAKE_CHAIN_WRITER: self._wanted.set})
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wanted.set()
+        self._thread.join(timeout=30)
+        self._db.sessions.configure(info={})
+        self._link()  # what the last requests deferred
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wanted.wait(self._period)
+            if self._stopping.wait(self._linger):
+                return
+            self._wanted.clear()
+            self._link()
+
+    def _link(self) -> None:
+        try:
+            link_pending_events(self._db)
+        except Exception:
+            # The events are safe in pending_events: the next wake-up or period tries again.
+            log.exception("linking pending events into the chain failed; will retry")
 
 
 def append_event(

@@ -243,3 +243,20 @@ class AuditEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class PendingEvent(Base):
+    """An event committed with its cause but not yet linked into the chain (see `api/events.py`).
+
+    Report intake writes these instead of taking the chain lock on every request; the chain writer moves
+    them into `audit_events` in batches. Rows live here for milliseconds, not as a record."""
+
+    __tablename__ = "pending_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(64))
+    provider_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    report_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    audit_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)

@@ -5,7 +5,7 @@ different body under the same request id is a conflict — a provider cannot qui
 
 One report and a batch of a thousand take the same path (`submit_reports`): every check in Python,
 one multi-row `INSERT ... ON CONFLICT DO NOTHING` of the new reports, one read of the request ids that
-were already stored, and their audit events appended together just before the commit. Each outcome is
+were already stored, and one insert of their audit events. Each outcome is
 what submitting the reports one after the other would have given.
 """
 
@@ -13,16 +13,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, cast
+from typing import Any
 
 import blake3
-from sqlalchemy import Insert, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
+from api.database import streamed_insert
 from api.errors import Conflict
-from api.events import NewEvent, append_at_commit
+from api.events import NewEvent, append_with_commit
 from api.models import Provider, Report, utcnow
 from api.security import constant_time_equal, sha256_hex, verify_signature
 from auditor.commitment import AnswerCommitment, Commitment
@@ -32,6 +32,9 @@ from auditor.fingerprint import embd_id_of, model_dir
 from auditor.tokenize import known_tokenizers
 
 RECEIPT_VERSION = "coin-receipt/1"
+# Reports per insert statement of a batch: small enough that the server's insert of one chunk overlaps
+# the signing of the next, large enough that the per-statement cost stays small.
+INSERT_CHUNK_ROWS = 200
 
 
 @cache
@@ -140,19 +143,6 @@ def _report_row(
     }
 
 
-def _insert_new(session: Session) -> Insert:
-    """INSERT into reports that skips a (provider, request_id) already stored, concurrent commits included."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    # On the table, not the mapped class: the ORM's bulk machinery costs more than the insert itself. No
-    # RETURNING: with it, a batch becomes one statement with 12,000 parameters that the driver must parse;
-    # without, the driver pipelines one small statement, and the row count says whether any was skipped.
-    return (
-        insert(cast(Table, Report.__table__))
-        .on_conflict_do_nothing(index_elements=[Report.provider_id, Report.request_id])
-        .execution_options(preserve_rowcount=True)  # else -1 for a multi-row execution
-    )
-
-
 def _stored(session: Session, provider: Provider, request_ids: set[str]) -> dict[str, _Stored]:
     if not request_ids:
         return {}
@@ -173,23 +163,32 @@ def submit_reports(
     lone submission at its place in the sequence would give: a stored request id (before, or earlier
     in `bodies`) replays or conflicts whatever the body, a new one is validated, then stored."""
     digests = [report_digest(body) for body in bodies]
+    by_request: dict[str, list[int]] = {}  # request id -> the indices of its bodies, in order
+    for index, body in enumerate(bodies):
+        by_request.setdefault(body["request_id"], []).append(index)
     rows: dict[str, dict[str, Any]] = {}  # request id -> the new row: the first valid body per request id
     invalid: dict[int, ProtocolError] = {}
-    for index, (body, digest) in enumerate(zip(bodies, digests, strict=True)):
-        if body["request_id"] in rows:
-            continue  # a replay of (or a conflict with) that earlier body: nothing to validate
-        try:
-            validate_report(body, provider)
-        except ProtocolError as exc:
-            invalid[index] = exc
-            continue
-        rows[body["request_id"]] = _report_row(context, provider, body, digest)
     # In request id order: two batches that share request ids then wait on each other's rows in the same
-    # order, and never deadlock.
-    new_rows = [rows[request_id] for request_id in sorted(rows)]
-    all_new = not new_rows or (
-        session.connection().execute(_insert_new(session), new_rows).rowcount == len(new_rows)
-    )
+    # order, and never deadlock. The rows go in chunks, so that the server inserts one while the next
+    # is validated and signed. ON CONFLICT DO NOTHING: a (provider, request_id) already stored,
+    # concurrent commits included.
+    with streamed_insert(session, Report, skip_conflicts_on=["provider_id", "request_id"]) as stream:
+        chunk: list[dict[str, Any]] = []
+        for request_id in sorted(by_request):
+            for index in by_request[request_id]:
+                try:
+                    validate_report(bodies[index], provider)
+                except ProtocolError as exc:
+                    invalid[index] = exc
+                    continue
+                rows[request_id] = _report_row(context, provider, bodies[index], digests[index])
+                chunk.append(rows[request_id])
+                break  # later bodies with this request id replay it or conflict: nothing to validate
+            if len(chunk) == INSERT_CHUNK_ROWS:
+                stream.send(chunk)
+                chunk = []
+        stream.send(chunk)
+    all_new = stream.inserted == len(rows)
     # What was stored before this call: the request ids of invalid bodies (they may replay), and, when
     # some insert was skipped, every request id (a row with our id is one of ours).
     request_ids = {body["request_id"] for body in bodies}
@@ -220,7 +219,7 @@ def submit_reports(
                 raise RuntimeError(f"request_id {request_id!r} is neither stored nor new")
         except Conflict as exc:
             outcomes.append(exc)
-    append_at_commit(
+    append_with_commit(
         session,
         [
             NewEvent(

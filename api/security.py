@@ -70,7 +70,7 @@ class Signer:
         return self._signing_key.sign(canonical_json(statement)).signature.hex()
 
     def receipt_token(self, report_id: uuid.UUID) -> str:
-        mac = hmac.new(self._secret, f"receipt/{report_id}".encode(), hashlib.sha256).digest()
+        mac = hmac.digest(self._secret, f"receipt/{report_id}".encode(), "sha256")
         return f"{RECEIPT_TOKEN_PREFIX}_{base64.urlsafe_b64encode(mac).decode('ascii').rstrip('=')}"
 
 

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from api.migrate import upgrade_database  # noqa: E402
-from api.models import AuditEvent, Report  # noqa: E402
+from api.models import AuditEvent, PendingEvent, Report  # noqa: E402
 from api.reporting import accepted_embd_id, report_digest  # noqa: E402
 from api.settings import DEV_ADMIN_TOKEN  # noqa: E402
 
@@ -109,17 +109,48 @@ def provider_key(base: str, name: str) -> str:
     return str(r.json()["api_key"])
 
 
-def bench_batch(base: str, key: str, batches: int) -> tuple[float, int]:
-    payloads = [[make_report(b * 1000 + i) for i in range(1000)] for b in range(batches)]
-    headers = {"Authorization": f"Bearer {key}"}
+def wait_until_chained(url: str) -> None:
+    """Wait until the API has linked every report's event into the audit chain (it defers them)."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        while conn.execute(sa.select(sa.func.count()).select_from(PendingEvent)).scalar():
+            conn.rollback()
+            time.sleep(0.002)
+    engine.dispose()
+
+
+def settle(url: str) -> None:
+    """Let the database finish the upkeep the previous phase caused (vacuum, statistics, dirty pages),
+    so that the next phase measures requests, not that upkeep landing at a random moment in it."""
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text("VACUUM (ANALYZE)"))
+        conn.execute(sa.text("CHECKPOINT"))
+    engine.dispose()
+
+
+def bench_batch(base: str, key: str, batches: int, url: str) -> tuple[float, int]:
+    """Reports/s from the first request until the last report's event is in the chain.
+
+    The client's own JSON work (encoding 1,000 reports, decoding 1,000 receipts) is done outside the
+    timed span: it is the client's cost, not the service's, and it shares these 2 cores."""
+    payloads = [
+        json.dumps({"reports": [make_report(b * 1000 + i) for i in range(1000)]}).encode()
+        for b in range(batches)
+    ]
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    answers = []
     with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
         client.post("/v1/reports/batch", json={"reports": [make_report(0) for _ in range(50)]})  # warm-up
         start = time.perf_counter()
         for payload in payloads:
-            r = client.post("/v1/reports/batch", json={"reports": payload})
+            r = client.post("/v1/reports/batch", content=payload)
             r.raise_for_status()
-            assert all(item["status"] == 201 for item in r.json()["results"]), r.text[:500]
+            answers.append(r.content)
+        wait_until_chained(url)
         elapsed = time.perf_counter() - start
+    for answer in answers:
+        assert all(item["status"] == 201 for item in json.loads(answer)["results"]), answer[:500]
     return batches * 1000 / elapsed, batches * 1000
 
 
@@ -136,32 +167,76 @@ def bench_sequential(base: str, key: str, n: int) -> float:
         return (time.perf_counter() - start) / n * 1000
 
 
+class KeepAliveClient:
+    """Just enough HTTP/1.1 to POST JSON over keep-alive connections, for the open-loop load.
+
+    The load generator shares the 2 cores with the server it measures: httpx's AsyncClient spends
+    ~2.7 ms of CPU per request here, which at 200/s is a quarter of the machine taken from the server.
+    This one writes pre-encoded requests and reads the status line, headers and body: ~0.2 ms."""
+
+    def __init__(self, host: str, port: int, key: str) -> None:
+        self.host, self.port = host, port
+        self.head = (
+            f"Host: {host}:{port}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+        )
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+
+    async def post(self, path: str, body: bytes) -> int:
+        while self.idle:
+            reader, writer = self.idle.pop()
+            try:
+                return await self._exchange(reader, writer, path, body)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()  # the server closed this idle connection (keep-alive timeout): next one
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self.opened += 1
+        return await self._exchange(reader, writer, path, body)
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes
+    ) -> int:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in head[1:] if line)
+        await reader.readexactly(int(headers["content-length"]))  # uvicorn sizes every JSON answer
+        self.idle.append((reader, writer))
+        return int(head[0].split(" ", 2)[1])
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
 async def bench_single(base: str, key: str, rate: float, seconds: float) -> tuple[list[float], Counter[str]]:
     """Latencies (ms) of single reports sent on schedule, and the count of each answer that was not 201."""
-    reports = [make_report(i) for i in range(int(rate * seconds))]
+    bodies = [json.dumps(make_report(i)).encode() for i in range(int(rate * seconds))]
+    url = httpx.URL(base)
+    client = KeepAliveClient(url.host, url.port or 80, key)
     latencies: list[float] = []
     failures: Counter[str] = Counter()
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(
-        base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30, limits=limits
-    ) as client:
-        for warm in [make_report(-1) for _ in range(20)]:
-            await client.post("/v1/reports", json=warm)
+    # Warm-up (connections, caches, the server's thread pool): not measured.
+    await asyncio.gather(
+        *(client.post("/v1/reports", json.dumps(make_report(-1)).encode()) for _ in range(50))
+    )
 
-        async def one(report: dict[str, Any], at: float) -> None:
-            await asyncio.sleep(max(0.0, at - time.perf_counter()))
-            sent = time.perf_counter()
-            # A failed request counts in the latencies too: leaving it out would flatter the tail.
-            try:
-                r = await client.post("/v1/reports", json=report)
-                if r.status_code != 201:
-                    failures[str(r.status_code)] += 1
-            except httpx.HTTPError as exc:
-                failures[type(exc).__name__] += 1
-            latencies.append((time.perf_counter() - sent) * 1000)
+    async def one(body: bytes, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        sent = time.perf_counter()
+        # A failed request counts in the latencies too: leaving it out would flatter the tail.
+        try:
+            code = await client.post("/v1/reports", body)
+            if code != 201:
+                failures[str(code)] += 1
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            failures[type(exc).__name__] += 1
+        latencies.append((time.perf_counter() - sent) * 1000)
 
-        start = time.perf_counter() + 0.2
-        await asyncio.gather(*(one(rep, start + k / rate) for k, rep in enumerate(reports)))
+    start = time.perf_counter() + 0.2
+    await asyncio.gather(*(one(body, start + k / rate) for k, body in enumerate(bodies)))
+    client.close()
     return latencies, failures
 
 
@@ -221,7 +296,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("COIN_BENCH_DATABASE_URL", DEFAULT_URL))
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument(
         "--workers", type=int, default=1, help="uvicorn worker processes (as `coin api --workers`)"
     )
@@ -232,15 +307,18 @@ def main() -> None:
     api = start_api(args.database_url, port, args.workers)
     base = f"http://127.0.0.1:{port}"
     try:
-        batch_rate, n = bench_batch(base, provider_key(base, "bench-batch"), args.batches)
+        batch_rate, n = bench_batch(base, provider_key(base, "bench-batch"), args.batches, args.database_url)
         sequential_ms = bench_sequential(base, provider_key(base, "bench-sequential"), 300)
+        settle(args.database_url)
         latencies, failures = asyncio.run(
             bench_single(base, provider_key(base, "bench-single"), args.rate, args.seconds)
         )
     finally:
         api.terminate()
         api.wait(timeout=30)
-    raw_rate = bench_raw(args.database_url, n)
+    # The limit is the best of three runs (the rate is noisy on a shared 2-core machine): a conservative
+    # denominator for the fraction.
+    raw_rate = max(bench_raw(args.database_url, n) for _ in range(3))
     q = statistics.quantiles(latencies, n=100)
     summary = {
         "batch_reports_per_s": round(batch_rate, 1),

@@ -3,7 +3,7 @@
 from typing import Any
 
 from api.settings import Settings
-from workers.names import EXPIRE_CHALLENGES, QUEUE_OF_TASK, SWEEP_AUDITS
+from workers.names import EXPIRE_CHALLENGES, LINK_EVENTS, QUEUE_OF_TASK, SWEEP_AUDITS
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -20,5 +20,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": SWEEP_AUDITS,
             "schedule": settings.sweep_interval_seconds,
             "options": {"queue": QUEUE_OF_TASK[SWEEP_AUDITS], "expires": settings.sweep_interval_seconds},
+        },
+        "link-pending-events": {
+            "task": LINK_EVENTS,
+            "schedule": settings.sweep_interval_seconds,
+            "options": {"queue": QUEUE_OF_TASK[LINK_EVENTS], "expires": settings.sweep_interval_seconds},
         },
     }

@@ -8,10 +8,11 @@ from typing import Any, TypeVar
 from celery.signals import worker_process_init
 
 from api.context import ServiceContext
+from api.events import link_pending_events
 from api.settings import get_settings
 from workers import jobs
 from workers.app import app
-from workers.names import EXPIRE_CHALLENGES, START_AUDIT, SWEEP_AUDITS, VERIFY_AUDIT
+from workers.names import EXPIRE_CHALLENGES, LINK_EVENTS, START_AUDIT, SWEEP_AUDITS, VERIFY_AUDIT
 
 TaskFunction = TypeVar("TaskFunction", bound=Callable[..., Any])
 
@@ -69,3 +70,9 @@ def expire_challenges() -> int:
 @task(SWEEP_AUDITS)
 def sweep_audits() -> int:
     return jobs.sweep_audits(worker_context())
+
+
+@task(LINK_EVENTS)
+def link_events() -> int:
+    """Link events that an API process committed but never linked into the chain (it crashed)."""
+    return link_pending_events(worker_context().db)

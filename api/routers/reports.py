@@ -7,7 +7,6 @@ from typing import Annotated, Any, TypeVar
 
 from anyio import to_thread
 from fastapi import APIRouter, Response, status
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.orm import Session
 
@@ -23,6 +22,7 @@ from api.deps import (
     unauthorized,
 )
 from api.errors import NotFound, ServiceError
+from api.jsonio import FastJSONResponse
 from api.models import Provider, Report
 from api.reporting import Submission, holds_receipt, receipt_of, submit_report, submit_reports
 from api.validation import check_storable
@@ -58,14 +58,9 @@ EXAMPLE_REPORT: dict[str, Any] = {
 
 
 class StrictModel(BaseModel):
-    """Strict JSON types (no "5" for 5), no unknown fields, and only text the store can hold."""
+    """Strict JSON types (no "5" for 5) and no unknown fields: a valid report validates to itself."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def storable(cls, data: Any) -> Any:
-        return check_storable(data)
 
 
 class Usage(StrictModel):
@@ -92,6 +87,12 @@ class AnswerIn(StrictModel):
 
 class ReportIn(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REPORT]})
+
+    @model_validator(mode="before")
+    @classmethod
+    def storable(cls, data: Any) -> Any:
+        """Only text the store can hold, anywhere in the report (one walk, here, for every part)."""
+        return check_storable(data)
 
     request_id: str = Field(
         min_length=1, max_length=256, description="the provider's id of the billed request"
@@ -271,7 +272,8 @@ def _submit_items(
     bodies: dict[int, dict[str, Any]] = {}  # index -> schema-valid report
     for index, item in enumerate(items):
         try:
-            bodies[index] = ReportIn.model_validate(item).model_dump(mode="json", exclude_unset=True)
+            ReportIn.model_validate(item)
+            bodies[index] = item  # strict: a valid report validates to itself, so no dump is needed
         except ValidationError as exc:
             results[index] = {"index": index, "status": 422, "error": _schema_errors(exc)}
     outcomes = submit_reports(session, context, provider, list(bodies.values()))
@@ -290,14 +292,14 @@ def _submit_items(
 
 
 @router.post("/batch", response_model=BatchOut)
-async def submit_batch(payload: BatchIn, context: ContextDep, key: ProviderKeyDep) -> JSONResponse:
+async def submit_batch(payload: BatchIn, context: ContextDep, key: ProviderKeyDep) -> FastJSONResponse:
     """Submit up to 1,000 reports; each gets its own outcome, and each stored report is atomic."""
     results = await _in_one_thread(
         context, key, lambda session, provider: _submit_items(session, context, provider, payload.reports)
     )
     # The results are built here, not taken from the caller: re-validating up to 1,000 receipts
     # against BatchOut cost as much as storing them. `response_model` still documents the shape.
-    return JSONResponse({"results": results})
+    return FastJSONResponse({"results": results})
 
 
 def _readable_report(session: SessionDep, report_id: uuid.UUID, caller: CallerDep) -> Report:

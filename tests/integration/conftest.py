@@ -91,10 +91,17 @@ def app(settings: Settings) -> Any:
     return create_app(settings)
 
 
-@pytest.fixture
-def client(app: Any, clean_db: Database) -> TestClient:
+@pytest.fixture(scope="session")
+def running_app(app: Any) -> Iterator[TestClient]:
+    """The app with its lifespan running (its chain writer thread included), for the whole session."""
     # raise_server_exceptions=False: a 500 must show up as a 500, never as a test-side exception.
-    return TestClient(app, raise_server_exceptions=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def client(running_app: TestClient, clean_db: Database) -> TestClient:
+    return running_app
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import threading
 from sqlalchemy import func, select
 
 from api.events import verify_chain
-from api.models import AuditEvent, Report
+from api.models import AuditEvent, PendingEvent, Report
+from tests.integration.support import wait_for
 
 
 def _statuses(response) -> list[int]:
@@ -101,6 +102,8 @@ def test_the_chain_verifies_after_batches(client, make_provider, make_request, d
         _statuses(client.post("/v1/reports/batch", json={"reports": batch}, headers=provider.headers))
     ) == {201}
     client.post("/v1/reports", json={**template, "request_id": "single-after"}, headers=provider.headers)
+    # A single report's event is linked by the API's chain writer, just after the request commits.
+    wait_for(lambda: _count(database, PendingEvent) == 0, timeout=10, what="the chain writer")
 
     with database.unit_of_work() as session:
         check = verify_chain(session)

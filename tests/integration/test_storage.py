@@ -3,11 +3,12 @@
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from api.events import append_event, event_hash, verify_chain
-from api.models import AuditEvent, Base
+from api.events import NewEvent, append_event, defer_events, event_hash, link_pending_events, verify_chain
+from api.models import AuditEvent, Base, PendingEvent
+from tests.integration.support import wait_for
 
 
 def test_migrations_match_the_models(database):
@@ -72,3 +73,42 @@ def test_chain_detects_a_delete(clean_db):
     with clean_db.unit_of_work() as session:
         check = verify_chain(session)
     assert not check.ok and check.first_bad_seq == 4 and "missing" in (check.reason or "")
+
+
+def _kinds(database):
+    with database.unit_of_work() as session:
+        return list(session.scalars(select(AuditEvent.kind).order_by(AuditEvent.seq)))
+
+
+def test_deferred_events_are_linked_before_any_later_event(clean_db):
+    with clean_db.unit_of_work() as session:
+        defer_events(session, [NewEvent("test.deferred", payload={"i": i}) for i in range(3)])
+    with clean_db.unit_of_work() as session:
+        defer_events(session, [NewEvent("test.deferred", payload={"i": 3})])
+    with clean_db.unit_of_work() as session:
+        append_event(session, "test.later")
+    # Whoever links them (this append, or a chain writer before it), they precede the later event.
+    assert _kinds(clean_db) == ["test.deferred"] * 4 + ["test.later"]
+    with clean_db.unit_of_work() as session:
+        assert verify_chain(session).ok
+        assert session.scalar(select(func.count()).select_from(PendingEvent)) == 0
+    assert link_pending_events(clean_db) == 0
+
+
+def test_deferred_events_roll_back_with_their_transaction(clean_db):
+    with pytest.raises(RuntimeError), clean_db.unit_of_work() as session:
+        defer_events(session, [NewEvent("test.deferred")])
+        raise RuntimeError("the request failed")
+    link_pending_events(clean_db)
+    assert _kinds(clean_db) == []
+
+
+def test_the_worker_links_events_a_crashed_api_left_pending(clean_db, worker):
+    # An API process that committed reports and died before its chain writer ran leaves this behind.
+    with clean_db.unit_of_work() as session:
+        defer_events(session, [NewEvent("test.orphaned", payload={"i": i}) for i in range(5)])
+    wait_for(
+        lambda: _kinds(clean_db) == ["test.orphaned"] * 5, timeout=30, what="the periodic chain-events job"
+    )
+    with clean_db.unit_of_work() as session:
+        assert verify_chain(session).ok
