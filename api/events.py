@@ -189,10 +189,15 @@ def append_with_commit(session: Session, events: Sequence[NewEvent]) -> None:
         defer_events(session, events)
 
 
+def pending_count(session: Session) -> int:
+    """Events committed but not linked into the chain yet."""
+    return int(session.scalar(select(func.count()).select_from(PendingEvent)) or 0)
+
+
 def link_pending_events(db: Database) -> int:
     """Link every pending event into the chain; returns how many there were."""
     with db.unit_of_work() as session:
-        count = int(session.scalar(select(func.count()).select_from(PendingEvent)) or 0)
+        count = pending_count(session)
         if count:
             append_events(session, [])
         return count

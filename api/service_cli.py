@@ -70,14 +70,16 @@ def beat(
 def verify_chain() -> None:
     """Recompute the hash chain of the audit trail; exit 1 at the first altered or missing event."""
     from api.database import Database
+    from api.events import pending_count
     from api.events import verify_chain as check
 
     database = Database(get_settings().database_url)
     with database.unit_of_work() as session:
         result = check(session)
+        pending = pending_count(session)
     database.dispose()
     if result.ok:
-        typer.echo(f"audit trail intact: {result.events} events")
+        typer.echo(f"audit trail intact: {result.events} events ({pending} committed, not yet linked)")
         return
     typer.echo(f"audit trail BROKEN at event {result.first_bad_seq}: {result.reason}", err=True)
     raise typer.Exit(1)
