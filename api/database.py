@@ -37,6 +37,10 @@ def after_commit(session: Session, action: Callable[[], None]) -> None:
     session.info.setdefault(_AFTER_COMMIT, []).append(action)
 
 
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
 class RowStream:
     """Rows for one table, sent to the database chunk by chunk as the caller produces them."""
 
@@ -46,7 +50,8 @@ class RowStream:
         self._session = session
         self._table = cast(Table, model.__table__)
         self._skip_conflicts_on = skip_conflicts_on
-        self._postgres = session.get_bind().dialect.name == "postgresql"
+        self._postgres = is_postgres(session)
+        self._from_json = self._from_json_statement() if self._postgres else ""
         self._results: list[Any] = []  # per sent chunk: a cursor (PostgreSQL) or the row count
         self.inserted = 0  # rows inserted, once the stream is closed
 
@@ -56,7 +61,7 @@ class RowStream:
         if not rows:
             return
         if self._postgres:
-            self._results.append(_driver(self._session).execute(self._from_json(), [dumps_text(rows)]))
+            self._results.append(_driver(self._session).execute(self._from_json, [dumps_text(rows)]))
             return
         statement = sqlite.insert(self._table)
         if self._skip_conflicts_on:
@@ -70,7 +75,7 @@ class RowStream:
             .rowcount
         )
 
-    def _from_json(self) -> str:
+    def _from_json_statement(self) -> str:
         # One parameter whatever the number of rows: the rows travel as one JSON document (written by
         # orjson, in C) that the server turns back into records. An executemany would send a statement
         # per row, and turning rows of a dozen values into parameters costs the driver (in Python) more
@@ -107,7 +112,7 @@ def streamed_insert(
     the caller prepares the next, and the block's exit waits for them all (raising the first error).
     `RowStream.inserted` is the number of rows inserted, after the block."""
     stream = RowStream(session, model, skip_conflicts_on)
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         with _driver(session).pipeline():
             yield stream
     else:

@@ -28,7 +28,14 @@ import blake3
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
-from api.database import Database, after_commit, before_commit, insert_rows, streamed_insert
+from api.database import (
+    Database,
+    after_commit,
+    before_commit,
+    insert_rows,
+    is_postgres,
+    streamed_insert,
+)
 from api.models import Audit, AuditEvent, PendingEvent, utcnow
 from auditor.encoding import canonical_json
 
@@ -99,8 +106,8 @@ class NewEvent:
 
 def append_events(session: Session, events: Sequence[NewEvent]) -> None:
     """Link the pending events, then `events` in order, into the chain inside the caller's transaction:
-    one lock, one read of the chain's head and one multi-row insert, whatever their number."""
-    if session.get_bind().dialect.name == "postgresql":
+    one lock and one read of the chain's head whatever their number."""
+    if is_postgres(session):
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK_KEY})
     # Under the lock: every event deferred by a transaction that committed before is taken, and linked now.
     pending = sorted(
@@ -128,11 +135,7 @@ def append_events(session: Session, events: Sequence[NewEvent]) -> None:
                     {
                         "seq": seq,
                         "occurred_at": occurred_at,
-                        "kind": event.kind,
-                        "provider_id": event.provider_id,
-                        "report_id": event.report_id,
-                        "audit_id": event.audit_id,
-                        "payload": event.payload,
+                        **_content(event),
                         "prev_hash": prev_hash,
                         "hash": link,
                     }
@@ -142,6 +145,19 @@ def append_events(session: Session, events: Sequence[NewEvent]) -> None:
 
 
 _INSERT_CHUNK_EVENTS = 250
+
+
+def _content(event: _EventContent) -> dict[str, Any]:
+    """The columns that say what happened, to what: the same in `pending_events` and `audit_events`."""
+    return {
+        "kind": event.kind,
+        "provider_id": event.provider_id,
+        "report_id": event.report_id,
+        "audit_id": event.audit_id,
+        "payload": event.payload,
+    }
+
+
 # Set in `Session.info` by a process that runs a `ChainWriter`: called once a transaction that deferred
 # events has committed.
 _WAKE_CHAIN_WRITER = "coin_wake_chain_writer"
@@ -156,18 +172,7 @@ def defer_events(session: Session, events: Sequence[NewEvent]) -> None:
     insert_rows(
         session,
         PendingEvent,
-        [
-            {
-                "id": uuid.uuid4(),
-                "occurred_at": now,
-                "kind": event.kind,
-                "provider_id": event.provider_id,
-                "report_id": event.report_id,
-                "audit_id": event.audit_id,
-                "payload": event.payload,
-            }
-            for event in events
-        ],
+        [{"id": uuid.uuid4(), "occurred_at": now, **_content(event)} for event in events],
     )
     wake = session.info.get(_WAKE_CHAIN_WRITER)
     if wake is not None:
