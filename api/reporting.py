@@ -24,7 +24,7 @@ from api.database import streamed_insert
 from api.errors import Conflict
 from api.events import NewEvent, append_with_commit
 from api.models import Provider, Report, utcnow
-from api.security import constant_time_equal, sha256_hex, verify_signature
+from api.security import Signer, constant_time_equal, sha256_hex, verify_signature
 from auditor.commitment import AnswerCommitment, Commitment
 from auditor.encoding import canonical_json
 from auditor.errors import ProtocolError
@@ -91,6 +91,7 @@ class Submission:
     report_id: uuid.UUID
     receipt: dict[str, Any]  # as stored: {"receipt": ..., "signature": ...}
     created: bool  # False: the same report was submitted before, and its receipt is returned again
+    receipt_token: str | None = None  # known when just created; otherwise re-derived (never stored)
 
 
 @dataclass(frozen=True)
@@ -111,25 +112,31 @@ def _replay(request_id: str, stored: _Stored, digest: str) -> Submission:
     return Submission(stored.report_id, stored.receipt, created=False)
 
 
-def _report_row(
-    context: ServiceContext, provider: Provider, body: dict[str, Any], digest: str
-) -> dict[str, Any]:
-    """The `reports` row of a new report, with its signed receipt."""
+@dataclass(frozen=True)
+class NewReport:
+    """The `reports` row of a new report, with its signed receipt, and the customer's receipt token."""
+
+    row: dict[str, Any]
+    receipt_token: str
+
+
+def new_report(signer: Signer, provider_id: uuid.UUID, body: dict[str, Any], digest: str) -> NewReport:
     report_id = uuid.uuid4()
     received_at = utcnow()
     receipt = {
         "version": RECEIPT_VERSION,
         "report_id": str(report_id),
-        "provider_id": str(provider.id),
+        "provider_id": str(provider_id),
         "request_id": body["request_id"],
         "digest": digest,
         "received_at": received_at.isoformat(timespec="microseconds"),
-        "auditor_key": context.signer.public_key_hex,
+        "auditor_key": signer.public_key_hex,
     }
     usage = body["usage"]
-    return {
+    token = signer.receipt_token(report_id)
+    row = {
         "id": report_id,
-        "provider_id": provider.id,
+        "provider_id": provider_id,
         "request_id": body["request_id"],
         "model": body["model"],
         "input_tokens": usage["input_tokens"],
@@ -137,10 +144,25 @@ def _report_row(
         "reasoning_tokens": usage["reasoning_tokens"],
         "body": body,
         "digest": digest,
-        "receipt": {"receipt": receipt, "signature": context.signer.sign(receipt)},
-        "receipt_token_hash": sha256_hex(context.signer.receipt_token(report_id)),
+        "receipt": {"receipt": receipt, "signature": signer.sign(receipt)},
+        "receipt_token_hash": sha256_hex(token),
         "received_at": received_at,
     }
+    return NewReport(row, token)
+
+
+def received_event(row: dict[str, Any]) -> NewEvent:
+    """The audit event that records a stored report (`row` as `new_report` made it)."""
+    return NewEvent(
+        "report.received",
+        provider_id=row["provider_id"],
+        report_id=row["id"],
+        payload={
+            "request_id": row["request_id"],
+            "digest": row["digest"],
+            "reasoning_tokens": row["reasoning_tokens"],
+        },
+    )
 
 
 def _stored(session: Session, provider: Provider, request_ids: set[str]) -> dict[str, _Stored]:
@@ -166,7 +188,7 @@ def submit_reports(
     by_request: dict[str, list[int]] = {}  # request id -> the indices of its bodies, in order
     for index, body in enumerate(bodies):
         by_request.setdefault(body["request_id"], []).append(index)
-    rows: dict[str, dict[str, Any]] = {}  # request id -> the new row: the first valid body per request id
+    new: dict[str, NewReport] = {}  # request id -> the new report: the first valid body per request id
     invalid: dict[int, ProtocolError] = {}
     # In request id order: two batches that share request ids then wait on each other's rows in the same
     # order, and never deadlock. The rows go in chunks, so that the server inserts one while the next
@@ -181,22 +203,22 @@ def submit_reports(
                 except ProtocolError as exc:
                     invalid[index] = exc
                     continue
-                rows[request_id] = _report_row(context, provider, bodies[index], digests[index])
-                chunk.append(rows[request_id])
+                new[request_id] = new_report(context.signer, provider.id, bodies[index], digests[index])
+                chunk.append(new[request_id].row)
                 break  # later bodies with this request id replay it or conflict: nothing to validate
             if len(chunk) == INSERT_CHUNK_ROWS:
                 stream.send(chunk)
                 chunk = []
         stream.send(chunk)
-    all_new = stream.inserted == len(rows)
+    all_new = stream.inserted == len(new)
     # What was stored before this call: the request ids of invalid bodies (they may replay), and, when
     # some insert was skipped, every request id (a row with our id is one of ours).
     request_ids = {body["request_id"] for body in bodies}
-    found = _stored(session, provider, request_ids - rows.keys() if all_new else request_ids)
+    found = _stored(session, provider, request_ids - new.keys() if all_new else request_ids)
     if all_new:
-        inserted = set(rows)
+        inserted = set(new)
     else:
-        inserted = {rid for rid, row in rows.items() if rid in found and found[rid].report_id == row["id"]}
+        inserted = {rid for rid, n in new.items() if rid in found and found[rid].report_id == n.row["id"]}
     stored = {rid: earlier for rid, earlier in found.items() if rid not in inserted}
 
     outcomes: list[Submission | Conflict | ProtocolError] = []
@@ -210,31 +232,20 @@ def submit_reports(
             elif index in invalid:
                 outcomes.append(invalid[index])
             elif request_id in inserted:
-                row = rows[request_id]
+                row = new[request_id].row
                 created[request_id] = _Stored(row["id"], digest, row["receipt"])
-                outcomes.append(Submission(row["id"], row["receipt"], created=True))
+                outcomes.append(
+                    Submission(
+                        row["id"], row["receipt"], created=True, receipt_token=new[request_id].receipt_token
+                    )
+                )
             else:
                 # Skipped by ON CONFLICT, yet not readable: only an isolation level above READ
                 # COMMITTED can hide the concurrent commit that won. Fail rather than claim it stored.
                 raise RuntimeError(f"request_id {request_id!r} is neither stored nor new")
         except Conflict as exc:
             outcomes.append(exc)
-    append_with_commit(
-        session,
-        [
-            NewEvent(
-                "report.received",
-                provider_id=provider.id,
-                report_id=rows[request_id]["id"],
-                payload={
-                    "request_id": request_id,
-                    "digest": rows[request_id]["digest"],
-                    "reasoning_tokens": rows[request_id]["reasoning_tokens"],
-                },
-            )
-            for request_id in created
-        ],
-    )
+    append_with_commit(session, [received_event(new[request_id].row) for request_id in created])
     return outcomes
 
 
@@ -254,7 +265,7 @@ def receipt_of(context: ServiceContext, submission: Submission) -> dict[str, Any
         "report_id": str(submission.report_id),
         "receipt": submission.receipt["receipt"],
         "signature": submission.receipt["signature"],
-        "receipt_token": context.signer.receipt_token(submission.report_id),
+        "receipt_token": submission.receipt_token or context.signer.receipt_token(submission.report_id),
     }
 
 
