@@ -81,6 +81,11 @@ class AuditOutcome:
     rounds: int
     block_exposure: float
     token_visibility: float
+    # Content attacks: whether the full exposure plan (every round, the whole budget) reveals a block
+    # holding an injected token — what a perfect per-block judge would need — and whether it opens an
+    # injected token itself (what a token-level judge needs). None otherwise.
+    reachable: bool | None = None
+    token_reachable: bool | None = None
 
     @property
     def flagged(self) -> bool:
@@ -144,6 +149,11 @@ class Auditor:
                 break
         assert verification is not None
         challenge = plan.challenge(rounds - 1)
+        reachable = token_reachable = None
+        if inflated is not None and structural == "none":
+            size, injected = self.config.block_size, inflated.injected
+            reachable = any(any(injected[b * size : (b + 1) * size]) for b in plan.blocks)
+            token_reachable = any(injected[i] for run in plan.runs for i in run)
         return AuditOutcome(
             trace_id=trace.id,
             domain=trace.domain,
@@ -156,6 +166,8 @@ class Auditor:
             rounds=rounds,
             block_exposure=challenge.block_exposure,
             token_visibility=challenge.token_visibility,
+            reachable=reachable,
+            token_reachable=token_reachable,
         )
 
 
@@ -255,6 +267,8 @@ def summarise(outcomes: Sequence[AuditOutcome], config: EvalConfig, meta: dict[s
         cells.items(), key=lambda kv: (config.attacks.index(kv[0][0]), kv[0][1])
     ):
         rate = _rate([o.flagged for o in group])
+        reachable = [o.reachable for o in group if o.reachable is not None]
+        token_reachable = [o.token_reachable for o in group if o.token_reachable is not None]
         detection.append(
             {
                 "attack": attack,
@@ -265,6 +279,8 @@ def summarise(outcomes: Sequence[AuditOutcome], config: EvalConfig, meta: dict[s
                 "ci_low": rate["ci_low"],
                 "ci_high": rate["ci_high"],
                 "n": rate["n"],
+                "reachable_rate": float(np.mean(reachable)) if reachable else None,
+                "token_reachable_rate": float(np.mean(token_reachable)) if token_reachable else None,
                 "mean_block_exposure": float(np.mean([o.block_exposure for o in group])),
                 "mean_token_visibility": float(np.mean([o.token_visibility for o in group])),
                 "failed_checks": _check_counts(group),
@@ -383,7 +399,26 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Cells have n = {report['config']['traces_per_cell']} traces (fewer if some were too short).",
         "",
+        "## Sampling ceiling (content attacks)",
+        "",
+        "Share of inflated audits whose full exposure plan (every round) reveals at least one block holding",
+        "an injected token / opens at least one injected token: the detection rates a perfect judge of",
+        "each revealed block / each opened token would reach.",
+        "",
+        "| attack | " + " | ".join(f"IR {ir:g}" for ir in irs) + " |",
+        "|---|" + "---:|" * len(irs),
     ]
+    for attack, cells in attacks.items():
+        ceilings = [cells.get(ir, {}) for ir in irs]
+        if any(c.get("reachable_rate") is not None for c in ceilings):
+            rendered = [
+                f"{_pct(c['reachable_rate'])} / {_pct(c['token_reachable_rate'])}"
+                if c.get("reachable_rate") is not None
+                else "—"
+                for c in ceilings
+            ]
+            lines.append(f"| {attack} | " + " | ".join(rendered) + " |")
+    lines.append("")
     lines += [
         "## Per domain",
         "",

@@ -13,6 +13,7 @@ import typer
 
 from auditor.attacks import ATTACKS
 from auditor.errors import ModelError, ProtocolError
+from auditor.exposure import ExposurePolicy
 
 app = typer.Typer(help="Train the matching heads and evaluate the auditor against the attack suite.")
 
@@ -99,6 +100,9 @@ def eval_command(
     honest_traces: Annotated[int | None, typer.Option(help="honest traces (default: all)")] = None,
     verifier: Annotated[str, typer.Option(help="deepset or rule")] = "deepset",
     block_size: Annotated[int, typer.Option()] = 16,
+    rounds: Annotated[
+        int, typer.Option(help="exposure rounds: 1 reveals the whole budget at once, no early stop")
+    ] = ExposurePolicy.rounds,
     seed: Annotated[int, typer.Option()] = 0,
     heads: Annotated[Path | None, typer.Option(help="head checkpoint (default: the packaged one)")] = None,
     cache_dir: Annotated[Path, typer.Option()] = DEFAULT_CACHE,
@@ -110,6 +114,8 @@ def eval_command(
         raise typer.BadParameter(f"unknown attacks {unknown}; known: {', '.join(ATTACKS)}")
     if verifier not in ("deepset", "rule"):
         raise typer.BadParameter("verifier: deepset or rule")
+    if rounds < 1:
+        raise typer.BadParameter("rounds: at least 1")
     irs = _floats(ir, "ir")
     _setup()
     from auditor.embedding_cache import CachedEmbedder
@@ -134,6 +140,7 @@ def eval_command(
             honest_traces=honest_traces,
             seed=seed,
             verifier="rule" if verifier == "rule" else "deepset",
+            policy=ExposurePolicy(rounds=rounds),
         )
         suite = SemanticSuite.for_tokenizer(bundle, "qwen2", config.policy, config.verifier)
         outcomes = run_evaluation(loaded, embedder, suite, config)

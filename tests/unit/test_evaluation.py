@@ -84,20 +84,29 @@ def test_run_evaluation_writes_the_report(setup, tmp_path):
     assert {"attack", "ir", "detection_rate", "ci_low", "ci_high", "n"} <= set(row)
     assert [r["attack"] for r in report["detection"]] == ["random_tokens"] * 2 + ["overclaim"] * 2
     assert all(r["detection_rate"] == 1.0 for r in data["detection"] if r["attack"] == "overclaim")
+    # The sampling ceiling is reported for content attacks only; random tokens spread over the whole
+    # trace at IR >= 0.5 land in some revealed block of every plan.
+    assert all(r["reachable_rate"] is None for r in data["detection"] if r["attack"] == "overclaim")
+    assert all(
+        0 <= r["token_reachable_rate"] <= 1 for r in data["detection"] if r["attack"] == "random_tokens"
+    )
+    assert all(r["reachable_rate"] == 1.0 for r in data["detection"] if r["attack"] == "random_tokens")
     assert "| random_tokens |" in (tmp_path / "report.md").read_text()
+    assert "## Sampling ceiling" in (tmp_path / "report.md").read_text()
     for name in ("detection_vs_ir.png", "roc.png", "outcomes.jsonl"):
         assert (tmp_path / name).stat().st_size > 0
 
 
 def test_summary_counts_per_domain():
-    def outcome(attack, domain, verdict, ir=0.0):
-        return AuditOutcome("t", domain, attack, ir, ir, verdict, (), 0.5, 1, 0.2, 0.01)
+    def outcome(attack, domain, verdict, ir=0.0, reachable=None):
+        return AuditOutcome("t", domain, attack, ir, ir, verdict, (), 0.5, 1, 0.2, 0.01, reachable, reachable)
 
     outcomes = [outcome("honest", "a", "pass"), outcome("honest", "b", "fail")]
-    outcomes += [outcome("filler", "a", "fail", 1.0), outcome("filler", "b", "pass", 1.0)]
+    outcomes += [outcome("filler", "a", "fail", 1.0, True), outcome("filler", "b", "pass", 1.0, False)]
     report = summarise(outcomes, EvalConfig(attacks=("filler",)), {})
     assert report["false_positive_rate"] == 0.5 and report["honest_n"] == 2
     assert report["detection"][0]["detection_rate"] == 0.5
+    assert report["detection"][0]["reachable_rate"] == report["detection"][0]["token_reachable_rate"] == 0.5
     assert {row["domain"] for row in report["per_domain"]} == {"a", "b"}
 
 
@@ -123,3 +132,5 @@ def test_cli_rejects_bad_options_before_loading_anything(tmp_path):
     assert result.exit_code != 0 and "comma-separated" in result.output
     result = runner.invoke(app, [*base, "--verifier", "magic"])
     assert result.exit_code != 0
+    result = runner.invoke(app, [*base, "--rounds", "0"])
+    assert result.exit_code != 0 and "at least 1" in result.output
