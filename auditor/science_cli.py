@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from auditor.attacks import ATTACKS
+from auditor.commitment import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
 from auditor.errors import ModelError, ProtocolError
 from auditor.exposure import ExposurePolicy
 
@@ -49,9 +50,12 @@ def train_heads_command(
     stack_traces: Annotated[int, typer.Option(help="traces for the DeepSet (stacking)")] = 300,
     validation_traces: Annotated[int, typer.Option(help="traces for calibration")] = 350,
     target_fpr: Annotated[float, typer.Option(help="false-positive rate to calibrate to")] = 0.01,
+    block_size: Annotated[int, typer.Option(help="tokens per block the heads are trained on")] = 16,
     cache_dir: Annotated[Path, typer.Option()] = DEFAULT_CACHE,
 ) -> None:
     """Train heads A and B and the DeepSet verifier, calibrate every threshold, save the checkpoint."""
+    if not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE:
+        raise typer.BadParameter(f"block-size: {MIN_BLOCK_SIZE}..{MAX_BLOCK_SIZE} tokens (DESIGN §3)")
     _setup()
     from auditor.embedding_cache import CachedEmbedder
     from auditor.heads.models import WEIGHTS_DIR
@@ -73,6 +77,7 @@ def train_heads_command(
             stack_traces=stack_traces,
             validation_traces=validation_traces,
             target_fpr=target_fpr,
+            block_size=block_size,
         )
         bundle = train_heads(
             split.train, split.validation, get_tokenizer("qwen2"), embedder, config, out=out, log=typer.echo

@@ -134,3 +134,6 @@ def test_cli_rejects_bad_options_before_loading_anything(tmp_path):
     assert result.exit_code != 0
     result = runner.invoke(app, [*base, "--rounds", "0"])
     assert result.exit_code != 0 and "at least 1" in result.output
+    result = runner.invoke(app, ["train-heads", "--block-size", "8", "--out", str(tmp_path / "h.pt")])
+    assert result.exit_code != 0 and "16..1024" in result.output
+    assert not (tmp_path / "h.pt").exists()
