@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import ServiceContext
+from api.deps import key_refusal
 from api.errors import ServiceError
 from api.events import ChainWriter, link_pending_events
 from api.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -127,7 +128,10 @@ def _unavailable(detail: str) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def schema_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def schema_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        refusal = await key_refusal(request)
+        if refusal is not None:
+            return _error(refusal.status_code, refusal.detail, headers=dict(refusal.headers or {}))
         # Field-level messages without echoing the input back.
         detail = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}

@@ -11,7 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
@@ -165,6 +168,32 @@ async def require_provider_key(context: ContextDep, credentials: CredentialsDep)
     if _is_admin(context, token) or _is_receipt_token(token):
         raise forbidden(_NEEDS_PROVIDER)
     return ProviderKey(token)
+
+
+def _depends_on(dependant: Dependant, call: object) -> bool:
+    return any(d.call is call or _depends_on(d, call) for d in dependant.dependencies)
+
+
+async def key_refusal(request: Request) -> HTTPException | None:
+    """The 401/403 that the bearer token of `request` gets, for endpoints that check a provider key only
+    inside their unit of work (`ProviderKeyDep`) — after FastAPI has validated the body. Asked when the
+    body is invalid, so that a bad key is refused as a bad key there too, as on every other endpoint;
+    None when the key is good or the endpoint checks keys before the body anyway."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not _depends_on(route.dependant, require_provider_key):
+        return None
+    context = await get_context(request)
+    try:
+        key = await require_provider_key(context, await bearer_scheme(request))
+
+        def authenticate() -> None:
+            with context.db.unit_of_work() as session:
+                key.provider(session)
+
+        await to_thread.run_sync(authenticate)
+    except HTTPException as refusal:
+        return refusal
+    return None
 
 
 AdminDep = Annotated[Caller, Depends(require_admin)]

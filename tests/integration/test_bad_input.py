@@ -115,3 +115,18 @@ def test_random_reports_never_500(client, make_provider, report_template, body, 
     ):
         response = client.post("/v1/reports", json=candidate, headers=provider.headers)
         assert response.status_code < 500, (candidate, response.text)
+
+
+def test_a_bad_key_is_refused_before_the_body_is_judged(client, make_provider):
+    """Intake checks the key inside its unit of work, after FastAPI has validated the body; an invalid
+    body must still get the key's refusal (401/403), not a 422 that a key holder would get."""
+    provider = make_provider()
+    last = provider.key[-1]
+    wrong_secret = {"Authorization": f"Bearer {provider.key[:-1]}{'a' if last != 'a' else 'b'}"}
+    for path, body in (("/v1/reports", {"request_id": 5}), ("/v1/reports/batch", {"reports": "x"})):
+        refused = client.post(path, json=body, headers=wrong_secret)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer", refused.text
+        assert client.post(path, json=body).status_code == 401
+        assert client.post(path, json=body, headers=ADMIN).status_code == 403
+        judged = client.post(path, json=body, headers=provider.headers)
+        assert judged.status_code == 422 and judged.json()["detail"][0]["loc"], judged.text
