@@ -6,6 +6,7 @@ Every secret is compared in constant time; an unknown key and a wrong key look t
 """
 
 import enum
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,11 +18,14 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, joinedload
 
 from api.context import ServiceContext
 from api.models import ApiKey, Provider
 from api.security import RECEIPT_TOKEN_PREFIX, constant_time_equal, sha256_hex, split_api_key
+
+log = logging.getLogger(__name__)
 
 
 async def get_context(request: Request) -> ServiceContext:
@@ -193,6 +197,10 @@ async def key_refusal(request: Request) -> HTTPException | None:
         await to_thread.run_sync(authenticate)
     except HTTPException as refusal:
         return refusal
+    except SQLAlchemyError:
+        # The store cannot check the key now (this runs inside an error handler, where nothing would
+        # turn the failure into a 503); the body's own error still stands.
+        log.warning("provider key not checked on an invalid request: the database is unavailable")
     return None
 
 

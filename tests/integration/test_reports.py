@@ -201,8 +201,11 @@ def test_no_free_database_connection_is_503_with_retry_after(settings, make_prov
     try:
         with context.db.engine.connect():  # the pool's only connection, busy
             response = overloaded.post("/v1/reports", json=make_request(0).report, headers=provider.headers)
+            # An invalid body's key cannot be checked either: the body's own error stands, never a 500.
+            invalid = overloaded.post("/v1/reports", json={"request_id": 5}, headers=provider.headers)
         assert response.status_code == 503, response.text
         assert response.headers["Retry-After"] == "1"
+        assert invalid.status_code == 422, invalid.text
         # Once a connection is free again, the same request goes through.
         retried = overloaded.post("/v1/reports", json=make_request(0).report, headers=provider.headers)
         assert retried.status_code == 201, retried.text
