@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from auditor.attacks import ATTACKS
-from auditor.commitment import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
+from auditor.commitment import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
 from auditor.errors import ModelError, ProtocolError
 from auditor.exposure import ExposurePolicy
 
@@ -50,7 +50,9 @@ def train_heads_command(
     stack_traces: Annotated[int, typer.Option(help="traces for the DeepSet (stacking)")] = 300,
     validation_traces: Annotated[int, typer.Option(help="traces for calibration")] = 350,
     target_fpr: Annotated[float, typer.Option(help="false-positive rate to calibrate to")] = 0.01,
-    block_size: Annotated[int, typer.Option(help="tokens per block the heads are trained on")] = 16,
+    block_size: Annotated[
+        int, typer.Option(help="tokens per block the heads are trained on")
+    ] = DEFAULT_BLOCK_SIZE,
     cache_dir: Annotated[Path, typer.Option()] = DEFAULT_CACHE,
 ) -> None:
     """Train heads A and B and the DeepSet verifier, calibrate every threshold, save the checkpoint."""
@@ -104,7 +106,7 @@ def eval_command(
     traces_per_cell: Annotated[int, typer.Option(help="traces per attack x IR cell")] = 50,
     honest_traces: Annotated[int | None, typer.Option(help="honest traces (default: all)")] = None,
     verifier: Annotated[str, typer.Option(help="deepset or rule")] = "deepset",
-    block_size: Annotated[int, typer.Option()] = 16,
+    block_size: Annotated[int, typer.Option()] = DEFAULT_BLOCK_SIZE,
     rounds: Annotated[
         int, typer.Option(help="exposure rounds: 1 reveals the whole budget at once, no early stop")
     ] = ExposurePolicy.rounds,
