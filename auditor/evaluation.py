@@ -23,7 +23,7 @@ import json
 import math
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from auditor.commitment import (
 from auditor.embedding_cache import CachedEmbedder, PlannedEmbedder
 from auditor.exposure import ExposurePlan, ExposurePolicy, plan_exposure
 from auditor.fingerprint import EmbeddingModel
+from auditor.heads.train import calibrate_on_reference
 from auditor.merkle import BLAKE3, MerkleTree
 from auditor.semantic import SemanticSuite, VerifierKind
 from auditor.traces import Trace, stable_fraction
@@ -64,6 +65,9 @@ class EvalConfig:
     seed: int = 0
     verifier: VerifierKind = "deepset"
     policy: ExposurePolicy = field(default_factory=ExposurePolicy)
+    # > 0: this share of the questions is held back as honest reference traces and every domain's
+    # thresholds are re-fit on its own reference traces (`reference_suites`); 0: the shipped calibration.
+    reference_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,17 @@ def _verifier_figure(verification: Verification) -> float | None:
 class Auditor:
     """Runs single audits: simulated provider (commit, open) and the real verifier path."""
 
-    def __init__(self, embedder: EmbeddingModel, suite: SemanticSuite, config: EvalConfig) -> None:
+    def __init__(
+        self,
+        embedder: EmbeddingModel,
+        suite: SemanticSuite,
+        config: EvalConfig,
+        domain_suites: Mapping[str, SemanticSuite] | None = None,
+    ) -> None:
         self.embedder = embedder
         self.suite = suite
         self.config = config
+        self.domain_suites = dict(domain_suites or {})
 
     def audit(
         self, trace: Trace, tokens: Sequence[bytes], inflated: InflatedTrace | None, rng: random.Random
@@ -124,6 +135,7 @@ class Auditor:
         claimed = inflated.claimed_size if inflated else len(tokens)
         plan = plan_exposure(claimed, self.config.block_size, self.config.policy, rng)
         structural = inflated.structural if inflated else "none"
+        suite = self.domain_suites.get(trace.domain, self.suite)
         verification: Verification | None = None
         rounds = 0
         for r in range(plan.rounds):
@@ -143,7 +155,7 @@ class Auditor:
             else:
                 public, response = _structural_response(public, openings, claimed, structural, plan, r)
             verification = verify_response(
-                public, challenge, response, embedder=self.embedder, semantic_checks=self.suite.checks()
+                public, challenge, response, embedder=self.embedder, semantic_checks=suite.checks()
             )
             if verification.verdict != "inconclusive":
                 break
@@ -203,6 +215,34 @@ def _structural_response(
     return public, Response(tuple(out))
 
 
+def reference_suites(
+    reference: Sequence[Trace], suite: SemanticSuite, embedder: EmbeddingModel, config: EvalConfig
+) -> dict[str, SemanticSuite]:
+    """One suite per domain of `reference`: the same heads, every threshold re-fit on that domain's
+    honest reference traces at the shipped target rate (`auditor.heads.train.calibrate_on_reference`)."""
+    by_domain: dict[str, list[Trace]] = defaultdict(list)
+    for trace in reference:
+        by_domain[trace.domain].append(trace)
+    target_fpr = suite.heads.calibration["target_fpr"]
+    return {
+        domain: SemanticSuite(
+            calibrate_on_reference(
+                suite.heads,
+                traces,
+                suite.tokenizer,
+                embedder,
+                config.policy,
+                target_fpr=target_fpr,
+                seed=config.seed,
+            ),
+            suite.tokenizer,
+            suite.policy,
+            suite.verifier,
+        )
+        for domain, traces in sorted(by_domain.items())
+    }
+
+
 def _cell_traces(traces: Sequence[Trace], n: int | None, seed: int, salt: str) -> list[Trace]:
     ranked = sorted(traces, key=lambda t: stable_fraction(f"{salt}:{t.id}", seed))
     return ranked if n is None else ranked[:n]
@@ -214,11 +254,13 @@ def run_evaluation(
     suite: SemanticSuite,
     config: EvalConfig,
     *,
+    domain_suites: Mapping[str, SemanticSuite] | None = None,
     save_every: int = 200,
 ) -> list[AuditOutcome]:
-    """Audit every honest trace (or `honest_traces` of them) and `traces_per_cell` traces per cell."""
+    """Audit every honest trace (or `honest_traces` of them) and `traces_per_cell` traces per cell,
+    each domain with its own suite where `domain_suites` has one (else `suite`)."""
     ctx = AttackContext(suite.tokenizer, traces, config.block_size)
-    auditor = Auditor(embedder, suite, config)
+    auditor = Auditor(embedder, suite, config, domain_suites)
     honest = _cell_traces(traces, config.honest_traces, config.seed, HONEST)
     attacked = _cell_traces(traces, config.traces_per_cell, config.seed, "attacked")
     jobs: list[tuple[Trace, str, float]] = [(t, HONEST, 0.0) for t in honest]
@@ -354,6 +396,16 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _calibration_line(reference_traces: dict[str, int] | None) -> str:
+    if not reference_traces:
+        return "Calibration: the shipped thresholds (honest validation traces of the training domains)."
+    counts = ", ".join(f"{domain} {n}" for domain, n in sorted(reference_traces.items()))
+    return (
+        "Calibration: per domain, on honest reference traces of questions the evaluation never sees "
+        f"({counts} traces)."
+    )
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# CoIn Audit evaluation", ""]
     meta = report["meta"]
@@ -362,6 +414,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Verifier: {report['config']['verifier']}; block size {report['config']['block_size']}; "
         f"budget {_pct(report['config']['policy']['max_block_fraction'])} of blocks, "
         f"{_pct(report['config']['policy']['max_token_fraction'])} of tokens; seed {report['config']['seed']}.",
+        _calibration_line(meta.get("reference_traces")),
         "",
         "## Summary",
         "",

@@ -6,6 +6,7 @@ Both run on a CPU: one torch thread (the machine is shared), embeddings cached o
 
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -112,6 +113,13 @@ def eval_command(
     ] = ExposurePolicy.rounds,
     seed: Annotated[int, typer.Option()] = 0,
     heads: Annotated[Path | None, typer.Option(help="head checkpoint (default: the packaged one)")] = None,
+    reference_share: Annotated[
+        float,
+        typer.Option(
+            help="hold back this share of the questions as honest reference traces and calibrate each "
+            "domain on its own (0: the checkpoint's calibration)"
+        ),
+    ] = 0.0,
     cache_dir: Annotated[Path, typer.Option()] = DEFAULT_CACHE,
 ) -> None:
     """Run the whole protocol on honest and inflated traces and write the report."""
@@ -123,13 +131,15 @@ def eval_command(
         raise typer.BadParameter("verifier: deepset or rule")
     if rounds < 1:
         raise typer.BadParameter("rounds: at least 1")
+    if not 0 <= reference_share < 1:
+        raise typer.BadParameter("reference-share: in [0, 1)")
     irs = _floats(ir, "ir")
     _setup()
     from auditor.embedding_cache import CachedEmbedder
-    from auditor.evaluation import EvalConfig, run_evaluation, write_report
+    from auditor.evaluation import EvalConfig, reference_suites, run_evaluation, write_report
     from auditor.heads.models import load_heads
     from auditor.semantic import SemanticSuite
-    from auditor.traces import load_traces, trace_files
+    from auditor.traces import load_traces, split_reference, trace_files
 
     started = time.monotonic()
     try:
@@ -148,9 +158,19 @@ def eval_command(
             seed=seed,
             verifier="rule" if verifier == "rule" else "deepset",
             policy=ExposurePolicy(rounds=rounds),
+            reference_share=reference_share,
         )
         suite = SemanticSuite.for_tokenizer(bundle, "qwen2", config.policy, config.verifier)
-        outcomes = run_evaluation(loaded, embedder, suite, config)
+        domain_suites, reference_counts = None, None
+        if reference_share:
+            reference, evaluated = split_reference(loaded, reference_share, seed=seed)
+            loaded = list(evaluated)
+            reference_counts = dict(Counter(t.domain for t in reference))
+            missing = sorted({t.domain for t in loaded} - set(reference_counts))
+            if missing:
+                raise ProtocolError(f"no reference traces for {missing}; raise --reference-share")
+            domain_suites = reference_suites(reference, suite, embedder, config)
+        outcomes = run_evaluation(loaded, embedder, suite, config, domain_suites=domain_suites)
         meta = {
             "trace_files": [str(f) for f in files],
             "domains": sorted({t.domain for t in loaded}),
@@ -158,6 +178,8 @@ def eval_command(
             "embd_id": embedder.embd_id,
             "seconds": round(time.monotonic() - started, 1),
         }
+        if reference_counts:
+            meta["reference_traces"] = reference_counts
         report = write_report(outcomes, config, out, meta, log=typer.echo)
     except (ProtocolError, ModelError) as exc:
         typer.echo(f"error: {exc}", err=True)

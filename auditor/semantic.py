@@ -3,7 +3,8 @@
 4. `tokens_to_block`: the Tokens-to-Block head scores each revealed token against its revealed block.
 5. `block_to_answer`: the Block-to-Answer head scores each revealed block against the answer embedding.
    Checks 4 and 5 report evidence; the verifier (8) turns it, with everything else, into the decision.
-6. `duplicate_blocks`: near-identical revealed block embeddings (self-repetition passes CoIn).
+6. `duplicate_blocks`: near-identical revealed block embeddings (self-repetition passes CoIn), and
+   `repeated_token`: a revealed block whose text is one token repeated (CoIn's own padding attack).
 7. `tokenization`: revealed tokens must be vocabulary tokens of the declared tokenizer, and adjacent
    revealed tokens must not merge when re-tokenized (a word split into more tokens than the tokenizer
    makes — the re-tokenization attack).
@@ -26,10 +27,10 @@ import numpy.typing as npt
 
 from auditor.errors import ModelError, ProtocolError
 from auditor.exposure import ExposurePolicy
-from auditor.fingerprint import EMBED_DIM, Int8Array, cosine
+from auditor.fingerprint import EMBED_DIM, Int8Array, cosine, decode_token, quantize
 from auditor.heads.models import HeadBundle
 from auditor.tokenize import Tokenizer, get_tokenizer
-from auditor.verify import CheckResult, OpenedTrace, Outcome, SemanticCheck
+from auditor.verify import TOKEN_COSINE_THRESHOLD, CheckResult, OpenedTrace, Outcome, SemanticCheck
 
 FEATURE_NAMES = (
     "tokens_to_block_mean",
@@ -290,6 +291,7 @@ class SemanticSuite:
             TokensToBlockCheck(self),
             BlockToAnswerCheck(self),
             DuplicateBlocksCheck(self),
+            RepeatedTokenCheck(self),
             TokenizationCheck(self),
             VerifierCheck(self),
         ]
@@ -352,6 +354,46 @@ class DuplicateBlocksCheck:
         repeats = float(_column(evidence, "repeat_fraction").mean())
         detail = f"max cosine {worst:.3f} (threshold {threshold:.3f}); repeated adjacent tokens {repeats:.2f}"
         return CheckResult(self.name, outcome, worst, detail)
+
+
+def repeated_token_texts(revealed: Revealed, size: int, block_size: int) -> dict[int, str]:
+    """For each revealed block of two or more tokens whose opened tokens are all the same token t: the
+    text the block would have if it were t repeated over its whole length (blocks are [jB, min((j+1)B,
+    m)), DESIGN §3)."""
+    texts = {}
+    for block in revealed.blocks:
+        length = min(block_size, size - block.index * block_size)
+        if length >= 2 and len(set(block.tokens)) == 1:
+            texts[block.index] = decode_token(block.tokens[0] * length)
+    return texts
+
+
+@dataclass
+class RepeatedTokenCheck:
+    """Check 6 inside a block: a revealed block that is one token repeated — the padding CoIn leaves open
+    (the last token repeated under fresh indices), or any one-token filler. The auditor rebuilds the text
+    such a block would have from its opened token, embeds it with its own Embd and compares it with the
+    committed block embedding at check 3's tolerance: a match identifies the block's text, so no
+    calibration is involved. One-token blocks are exempt (they are trivially their own token)."""
+
+    suite: SemanticSuite
+    name: str = "repeated_token"
+
+    def __call__(self, opened: OpenedTrace) -> CheckResult:
+        revealed = self.suite.evidence(opened).revealed
+        texts = repeated_token_texts(revealed, opened.challenge.size, opened.challenge.block_size)
+        if not texts:
+            return CheckResult(self.name, "pass", None, "no revealed block opens a single repeated token")
+        indices = sorted(texts)
+        rebuilt = quantize(opened.embedder.embed_texts([texts[j] for j in indices]))
+        similarity = cosine(rebuilt, np.stack([opened.block_codes[j] for j in indices]))
+        matched = [j for j, value in zip(indices, similarity, strict=True) if value >= TOKEN_COSINE_THRESHOLD]
+        worst = float(similarity.max())
+        if matched:
+            detail = f"blocks {matched[:10]} are their opened token repeated (cosine {worst:.3f})"
+            return CheckResult(self.name, "fail", worst, detail)
+        detail = f"{len(indices)} blocks tested; max cosine to their token repeated {worst:.3f}"
+        return CheckResult(self.name, "pass", worst, detail)
 
 
 @dataclass

@@ -120,3 +120,16 @@ def split_traces(
         and stable_fraction("m:" + t.model, seed) >= held_out_model_fraction
     )
     return TraceSplit(train, validation, test)
+
+
+def split_reference(
+    traces: Sequence[Trace], share: float, *, seed: int = 0
+) -> tuple[tuple[Trace, ...], tuple[Trace, ...]]:
+    """(reference, evaluated): a `share` of the *questions* and all their traces become the honest
+    reference traces an auditor calibrates on; the evaluation never sees them, so no question is both
+    calibrated on and judged."""
+    if not 0 < share < 1:
+        raise ProtocolError(f"reference share {share} is not in (0, 1)")
+    reference = tuple(t for t in traces if stable_fraction("ref:" + t.question, seed) < share)
+    evaluated = tuple(t for t in traces if stable_fraction("ref:" + t.question, seed) >= share)
+    return reference, evaluated

@@ -47,11 +47,13 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class OpenedTrace:
-    """What the semantic checks may see: the public commitment, the challenge and verified openings."""
+    """What the semantic checks may see: the public commitment, the challenge and verified openings,
+    and the auditor's own Embd (to embed text rebuilt from what was revealed)."""
 
     public: PublicCommitment
     challenge: Challenge
     content: tuple[Opening, ...]
+    embedder: EmbeddingModel
     block_codes: dict[int, Int8Array] = field(default_factory=dict)
 
     @property
@@ -193,6 +195,6 @@ def verify_response(
         consistency, blocks = _check_blocks(challenge, content)
         checks += [consistency, _check_token_embeddings(content, embd)]
         if all(c.passed for c in checks):
-            opened = OpenedTrace(public, challenge, content, blocks)
+            opened = OpenedTrace(public, challenge, content, embd, blocks)
             checks += [check(opened) for check in semantic_checks]
     return Verification(tuple(checks), detection_probability(0.05, k))

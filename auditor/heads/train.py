@@ -14,8 +14,9 @@ honest or comes from an inflated trace.
 """
 
 import random
+import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from torch import nn
 from tqdm import tqdm
 
 from auditor.attacks import ATTACKS, AttackContext, InflatedTrace, inflate
+from auditor.commitment import DEFAULT_BLOCK_SIZE
 from auditor.embedding_cache import CachedEmbedder
+from auditor.errors import ModelError
 from auditor.exposure import ExposurePlan, ExposurePolicy, plan_exposure
 from auditor.fingerprint import EmbeddingModel, Int8Array, block_texts, decode_token, quantize
 from auditor.heads.models import CHECKPOINT_NAME, WEIGHTS_DIR, DeepSet, HeadBundle, PairHead
@@ -131,15 +134,17 @@ def collect_samples(
     attacked_per_trace: int,
     block_size: int,
     max_blocks: int = 16,
+    min_tokens: int | None = None,
     desc: str = "samples",
 ) -> list[Sample]:
-    """For each trace: the honest sample and `attacked_per_trace` inflated ones (random attack and IR)."""
+    """For each trace of at least `min_tokens` tokens (default: two blocks): the honest sample and
+    `attacked_per_trace` inflated ones (random attack and IR)."""
     samples: list[Sample] = []
     answers = quantize(embedder.embed_texts([t.answer for t in traces]))
     for k, trace in enumerate(tqdm(traces, desc=desc, unit="trace")):
         rng = random.Random(f"{seed}:{trace.id}")
         genuine = ctx.tokens(trace)
-        if len(genuine) < 2 * block_size:
+        if len(genuine) < (2 * block_size if min_tokens is None else min_tokens):
             continue
         samples.append(
             make_sample(trace, None, genuine, answers[k], embedder, policy, rng, block_size, max_blocks)
@@ -390,6 +395,48 @@ def calibrate(
         calibration[f"{kind}_fail"] = threshold_below(lowest, 0.75 * target_fpr)
         calibration[f"{kind}_pass"] = max(calibration[f"{kind}_fail"], float(np.quantile(final, 0.1)))
     return calibration
+
+
+def calibrate_on_reference(
+    bundle: HeadBundle,
+    reference: Sequence[Trace],
+    tokenizer: Tokenizer,
+    embedder: EmbeddingModel,
+    policy: ExposurePolicy,
+    *,
+    target_fpr: float,
+    seed: int,
+) -> HeadBundle:
+    """The same heads with every threshold re-fit on honest `reference` traces of one kind of traffic.
+
+    Calibration on other domains does not transfer reliably: checkpoints calibrated to the same rate
+    on the validation domains landed at 0.8–2.7% on the held-out ones (docs/evaluation.md). A deployment
+    calibrates on honest traces of its own kind of task that the auditor produced itself — never on
+    the provider's traffic, whose honesty is the question. Unlike training, every trace counts (short
+    ones are part of the honest tail) and the whole exposure plan is followed, as in a real audit."""
+    if not reference:
+        raise ModelError("calibration: no reference traces")
+    if not 0 < target_fpr < 1:
+        raise ModelError(f"calibration: target false-positive rate {target_fpr} is not in (0, 1)")
+    block_size = int(bundle.metrics.get("config", {}).get("block_size", DEFAULT_BLOCK_SIZE))
+    samples = collect_samples(
+        reference,
+        AttackContext(tokenizer, reference, block_size),
+        embedder,
+        policy,
+        seed=seed,
+        attacked_per_trace=0,
+        block_size=block_size,
+        max_blocks=sys.maxsize,
+        min_tokens=2,
+        desc="reference traces",
+    )
+    honest = [(s, block_features(s.revealed, bundle, tokenizer)) for s in samples]
+    calibration = calibrate(honest, bundle, tokenizer, target_fpr=target_fpr)
+    source = {"traces": len(samples), "domains": sorted({t.domain for t in reference}), "seed": seed}
+    return replace(
+        bundle, calibration=calibration, metrics={**bundle.metrics, "reference_calibration": source}
+    )
 
 
 # --- the whole pipeline -------------------------------------------------------------------------------

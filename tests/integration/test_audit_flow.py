@@ -35,7 +35,7 @@ def test_honest_provider_passes_with_a_signed_verdict(client, make_provider, mak
     checks = {c["name"]: c for c in verdict["statement"]["evidence"]["checks"]}
     assert checks.keys() == {
         "proof", "block_consistency", "token_embedding",  # DESIGN §3 checks 1-3
-        "tokens_to_block", "block_to_answer", "duplicate_blocks", "tokenization", "verifier",  # 4-8
+        "tokens_to_block", "block_to_answer", "duplicate_blocks", "repeated_token", "tokenization", "verifier",  # 4-8
     }  # fmt: skip
     assert all(c["outcome"] == "pass" for c in checks.values())
     exposure = verdict["statement"]["evidence"]["exposure"]

@@ -10,19 +10,22 @@ from pathlib import Path
 import pytest
 
 from auditor.attacks import AttackContext, inflate
+from auditor.errors import ModelError, ProtocolError
 from auditor.evaluation import (
     Auditor,
     AuditOutcome,
     EvalConfig,
+    reference_suites,
     run_evaluation,
     summarise,
     wilson,
     write_report,
 )
 from auditor.heads.models import load_heads
+from auditor.heads.train import calibrate_on_reference
 from auditor.semantic import SemanticSuite
 from auditor.tokenize import get_tokenizer
-from auditor.traces import load_traces, split_traces
+from auditor.traces import load_traces, split_reference, split_traces
 
 from .test_semantic import HashEmbedder
 
@@ -119,6 +122,40 @@ def test_split_holds_out_domains_and_questions():
     assert not {t.id for t in split.train} & {t.id for t in split.validation}
 
 
+def test_reference_traces_share_no_question_with_the_evaluated_ones():
+    traces = load_traces([TRACES / "thinkingllms_general_r1distill.jsonl"])
+    reference, evaluated = split_reference(traces, 0.3, seed=0)
+    assert len(reference) + len(evaluated) == len(traces)
+    assert not {t.question for t in reference} & {t.question for t in evaluated}
+    assert 0.2 < len(reference) / len(traces) < 0.4
+    assert split_reference(traces, 0.3, seed=0) == (reference, evaluated)  # stable
+    with pytest.raises(ProtocolError, match="share"):
+        split_reference(traces, 0.0)
+
+
+def test_per_domain_calibration_refits_thresholds_on_reference_traces(setup):
+    embedder, suite, traces = setup
+    shipped = dict(suite.heads.calibration)
+    config = EvalConfig(attacks=("random_tokens",), irs=(1.0,), traces_per_cell=2, honest_traces=3)
+    suites = reference_suites(traces[:12], suite, embedder, config)
+    assert set(suites) == {"general_reasoning"}
+    refit = suites["general_reasoning"].heads
+    assert refit.calibration.keys() == shipped.keys() and refit.calibration != shipped
+    assert refit.calibration["target_fpr"] == shipped["target_fpr"]
+    assert refit.metrics["reference_calibration"]["traces"] == 12
+    assert suite.heads.calibration == shipped  # the shipped bundle is untouched
+    outcomes = run_evaluation(traces[12:], embedder, suite, config, domain_suites=suites)
+    assert len(outcomes) == 3 + 2
+    with pytest.raises(ModelError, match="no reference traces"):
+        calibrate_on_reference(
+            suite.heads, [], suite.tokenizer, embedder, config.policy, target_fpr=0.01, seed=0
+        )
+    with pytest.raises(ModelError, match="target"):
+        calibrate_on_reference(
+            suite.heads, traces[:2], suite.tokenizer, embedder, config.policy, target_fpr=1.0, seed=0
+        )
+
+
 def test_cli_rejects_bad_options_before_loading_anything(tmp_path):
     from typer.testing import CliRunner
 
@@ -134,6 +171,8 @@ def test_cli_rejects_bad_options_before_loading_anything(tmp_path):
     assert result.exit_code != 0
     result = runner.invoke(app, [*base, "--rounds", "0"])
     assert result.exit_code != 0 and "at least 1" in result.output
+    result = runner.invoke(app, [*base, "--reference-share", "1.5"])
+    assert result.exit_code != 0 and "reference-share" in result.output
     result = runner.invoke(app, ["train-heads", "--block-size", "8", "--out", str(tmp_path / "h.pt")])
     assert result.exit_code != 0 and "16..1024" in result.output
     assert not (tmp_path / "h.pt").exists()

@@ -159,20 +159,44 @@ def words(n):
     return [(" " + VOCABULARY[k % len(VOCABULARY)]).encode() for k in range(n)]
 
 
+def check(suite, name):
+    """The suite's check called `name`."""
+    return next(c for c in suite.checks() if c.name == name)
+
+
 def test_duplicate_blocks_are_caught(suite, tokenizer):
     assert all(tokenizer.is_token(t) for t in words(64))
     honest = words(64)
     copied = honest[:16] + honest[16:32] + honest[:16] + honest[48:]  # block 2 repeats block 0
     challenge = challenge_for(64, [0, 2], [3, 35])
-    assert suite.checks()[2](opened_for(honest, challenge)).passed
-    result = suite.checks()[2](opened_for(copied, challenge))
+    assert check(suite, "duplicate_blocks")(opened_for(honest, challenge)).passed
+    result = check(suite, "duplicate_blocks")(opened_for(copied, challenge))
     assert result.outcome == "fail" and result.figure == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_block_of_one_repeated_token_is_caught(suite):
+    repeated = check(suite, "repeated_token")
+    honest = words(64)
+    padded = honest[:40] + [b"."] * 24  # CoIn's padding: the last token repeated, blocks 3 and the tail
+    # Block 3 (tokens 48..63) is all padding; block 2 (32..47) is mixed; one opened token in each.
+    assert repeated(opened_for(honest, challenge_for(64, [2, 3], [33, 50]))).passed
+    result = repeated(opened_for(padded, challenge_for(64, [2, 3], [41, 50])))
+    assert (
+        result.outcome == "fail" and "[3]" in result.detail and result.figure == pytest.approx(1.0, abs=1e-3)
+    )
+    # A mixed block whose opened token is a pad token is not the token repeated.
+    assert repeated(opened_for(padded, challenge_for(64, [2], [41]))).passed
+    # Two different opened tokens cannot be one token repeated: nothing to test.
+    result = repeated(opened_for(honest, challenge_for(64, [1], [20, 21])))
+    assert result.passed and result.figure is None
+    # A one-token last block is trivially its own token: exempt, not a false alarm.
+    assert repeated(opened_for(words(33), challenge_for(33, [2], [32]))).passed
 
 
 def test_tokens_outside_the_vocabulary_are_caught(suite):
     tokens = words(32)
     tokens[5] = b"\xff\xfe-not-a-token-\xfd"
-    result = suite.checks()[3](opened_for(tokens, challenge_for(32, [0], [5])))
+    result = check(suite, "tokenization")(opened_for(tokens, challenge_for(32, [0], [5])))
     assert result.outcome == "fail" and "outside" in result.detail
 
 
@@ -183,9 +207,9 @@ def test_split_words_are_caught_by_retokenization(suite, tokenizer):
     assert not merges_when_retokenized(b"\xe4", b"\xbd", tokenizer)  # not whole UTF-8 text
     tokens = words(32)
     tokens[8:9] = [b" comput", b"ation"]
-    check = suite.checks()[3]
-    assert check(opened_for(tokens, challenge_for(33, [0], [8, 9]))).outcome == "fail"
-    assert check(opened_for(words(32), challenge_for(32, [0], [8, 9]))).passed
+    tokenization = check(suite, "tokenization")
+    assert tokenization(opened_for(tokens, challenge_for(33, [0], [8, 9]))).outcome == "fail"
+    assert tokenization(opened_for(words(32), challenge_for(32, [0], [8, 9]))).passed
 
 
 def test_checks_report_figures_and_the_verifier_is_sequential(suite):
@@ -197,13 +221,15 @@ def test_checks_report_figures_and_the_verifier_is_sequential(suite):
         "tokens_to_block",
         "block_to_answer",
         "duplicate_blocks",
+        "repeated_token",
         "tokenization",
         "verifier",
     ]
-    assert all(r.figure is not None for r in results)
+    # repeated_token has a figure only when some revealed block opens one token alone or twice.
+    assert all(r.figure is not None for r in results if r.name != "repeated_token")
     last = opened_for(tokens, plan.challenge(plan.rounds - 1))
     # At the end of the budget the verifier never asks for more.
-    assert suite.checks()[4](last).outcome in ("pass", "fail")
+    assert check(suite, "verifier")(last).outcome in ("pass", "fail")
 
 
 def test_bad_evidence_is_a_typed_error(heads, tokenizer):
@@ -247,7 +273,7 @@ def test_empty_traces_and_mismatches_are_refused(suite, heads):
         load_heads(embd_id="all-MiniLM-L6-v2@not-this-one-000")
     opened = opened_for(tokens, challenge_for(40, [0], [1]))
     with pytest.raises(ProtocolError, match="embd_id"):
-        SemanticSuite(other, suite.tokenizer).checks()[0](opened)
+        check(SemanticSuite(other, suite.tokenizer), "tokens_to_block")(opened)
     assert revealed_from_opened(opened).blocks[0].tokens == (tokens[1],)
 
 
