@@ -349,11 +349,12 @@ def _fit_deepset(
 
 def threshold_below(values: Sequence[float], rate: float) -> float:
     """A threshold t with at most `rate` of `values` strictly below it (fail when value < t): the
-    rate-quantile, or just under the minimum when the sample is too small to resolve `rate`."""
+    rate-quantile, or the minimum itself when the sample is too small to resolve `rate` (then no value
+    of the sample fails, and a new one fails with probability about 1/(n+1)). A margin below the
+    minimum would be wrong for probabilities: honest ones reach 1e-9, and any fixed margin takes the
+    threshold below zero, where the check could never fail."""
     ordered = np.sort(np.asarray(values, dtype=np.float64))
     k = int(np.floor(rate * len(ordered)))
-    if k == 0:
-        return float(ordered[0] - 1e-6 - 0.05 * abs(ordered[0]))
     return float(ordered[k])
 
 
