@@ -411,6 +411,8 @@ ATTACKS: dict[str, AttackSpec] = {
         AttackSpec("coin_padding", "structural", Placement.APPEND, None),
     )
 }
+# The attacks only the semantic checks can catch (the structural ones fail the count proofs).
+CONTENT_ATTACKS = tuple(name for name, spec in ATTACKS.items() if spec.kind != "structural")
 
 
 def _split_token(token: bytes, tokenizer: Tokenizer, rng: random.Random) -> tuple[bytes, bytes] | None:

@@ -65,8 +65,8 @@ class EvalConfig:
     seed: int = 0
     verifier: VerifierKind = "deepset"
     policy: ExposurePolicy = field(default_factory=ExposurePolicy)
-    # > 0: this share of the questions is held back as honest reference traces and every domain's
-    # thresholds are re-fit on its own reference traces (`reference_suites`); 0: the shipped calibration.
+    # Recorded in the report. > 0: `coin eval` held back this share of the questions as honest reference
+    # traces (`split_reference`) and re-fit each domain's thresholds on them (`reference_suites`).
     reference_share: float = 0.0
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from auditor.attacks import ATTACKS
+from auditor.attacks import ATTACKS, CONTENT_ATTACKS
 from auditor.commitment import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
 from auditor.errors import ModelError, ProtocolError
 from auditor.exposure import ExposurePolicy
@@ -54,11 +54,22 @@ def train_heads_command(
     block_size: Annotated[
         int, typer.Option(help="tokens per block the heads are trained on")
     ] = DEFAULT_BLOCK_SIZE,
+    attacks: Annotated[
+        str,
+        typer.Option(
+            help="content attacks to train on, comma-separated, or 'all' (leave one out to test transfer)"
+        ),
+    ] = "all",
     cache_dir: Annotated[Path, typer.Option()] = DEFAULT_CACHE,
 ) -> None:
     """Train heads A and B and the DeepSet verifier, calibrate every threshold, save the checkpoint."""
     if not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE:
         raise typer.BadParameter(f"block-size: {MIN_BLOCK_SIZE}..{MAX_BLOCK_SIZE} tokens (DESIGN §3)")
+    train_attacks = (
+        CONTENT_ATTACKS if attacks == "all" else tuple(a.strip() for a in attacks.split(",") if a.strip())
+    )
+    if not train_attacks or not set(train_attacks) <= set(CONTENT_ATTACKS):
+        raise typer.BadParameter(f"attacks: some of {', '.join(CONTENT_ATTACKS)}")
     _setup()
     from auditor.embedding_cache import CachedEmbedder
     from auditor.heads.models import WEIGHTS_DIR
@@ -81,6 +92,7 @@ def train_heads_command(
             validation_traces=validation_traces,
             target_fpr=target_fpr,
             block_size=block_size,
+            attacks=train_attacks,
         )
         bundle = train_heads(
             split.train, split.validation, get_tokenizer("qwen2"), embedder, config, out=out, log=typer.echo

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from auditor.attacks import ATTACKS, AttackContext, InflatedTrace, inflate
+from auditor.attacks import CONTENT_ATTACKS, AttackContext, InflatedTrace, inflate
 from auditor.commitment import DEFAULT_BLOCK_SIZE
 from auditor.embedding_cache import CachedEmbedder
 from auditor.errors import ModelError
@@ -46,7 +46,6 @@ from auditor.semantic import (
 from auditor.tokenize import Tokenizer
 from auditor.traces import Trace, stable_fraction
 
-CONTENT_ATTACKS = tuple(name for name, spec in ATTACKS.items() if spec.kind != "structural")
 TRAIN_IRS = (0.1, 0.25, 0.5, 1.0, 3.0)
 DEEPSET_MIN_IR = 0.25
 FloatArray = npt.NDArray[np.float32]
@@ -135,10 +134,11 @@ def collect_samples(
     block_size: int,
     max_blocks: int = 16,
     min_tokens: int | None = None,
+    attacks: Sequence[str] = CONTENT_ATTACKS,
     desc: str = "samples",
 ) -> list[Sample]:
     """For each trace of at least `min_tokens` tokens (default: two blocks): the honest sample and
-    `attacked_per_trace` inflated ones (random attack and IR)."""
+    `attacked_per_trace` inflated ones (an attack of `attacks` and an IR, drawn at random)."""
     samples: list[Sample] = []
     answers = quantize(embedder.embed_texts([t.answer for t in traces]))
     for k, trace in enumerate(tqdm(traces, desc=desc, unit="trace")):
@@ -150,7 +150,7 @@ def collect_samples(
             make_sample(trace, None, genuine, answers[k], embedder, policy, rng, block_size, max_blocks)
         )
         for _ in range(attacked_per_trace):
-            attack = rng.choice(CONTENT_ATTACKS)
+            attack = rng.choice(attacks)
             inflated = inflate(trace, attack, rng.choice(TRAIN_IRS), rng, ctx)
             samples.append(
                 make_sample(
@@ -349,12 +349,14 @@ def _fit_deepset(
 
 def threshold_below(values: Sequence[float], rate: float) -> float:
     """A threshold t with at most `rate` of `values` strictly below it (fail when value < t): the
-    rate-quantile, or the minimum itself when the sample is too small to resolve `rate` (then no value
-    of the sample fails, and a new one fails with probability about 1/(n+1)). A margin below the
-    minimum would be wrong for probabilities: honest ones reach 1e-9, and any fixed margin takes the
-    threshold below zero, where the check could never fail."""
+    rate-quantile, or, when the sample is too small to resolve `rate`, 5% (relative) under the minimum,
+    so no value of the sample fails and a little room is left beyond it. The margin is relative only: an
+    absolute one takes a threshold on probabilities (honest ones reach 1e-9) below zero, where the check
+    could never fail."""
     ordered = np.sort(np.asarray(values, dtype=np.float64))
     k = int(np.floor(rate * len(ordered)))
+    if k == 0:
+        return float(ordered[0] - 0.05 * abs(ordered[0]))
     return float(ordered[k])
 
 
@@ -455,6 +457,8 @@ class TrainConfig:
     head_epochs: int = 20
     deepset_epochs: int = 40
     target_fpr: float = 0.01
+    # The attack families the heads and the DeepSet see; leaving one out measures transfer to it.
+    attacks: tuple[str, ...] = CONTENT_ATTACKS
 
 
 def _subsample(traces: Sequence[Trace], n: int, seed: int, salt: str) -> list[Trace]:
@@ -504,6 +508,7 @@ def train_heads(
             policy,
             seed=config.seed,
             attacked_per_trace=config.attacked_per_trace,
+            attacks=config.attacks,
             block_size=config.block_size,
             max_blocks=config.max_blocks,
             desc=desc,

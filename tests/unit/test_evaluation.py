@@ -175,4 +175,6 @@ def test_cli_rejects_bad_options_before_loading_anything(tmp_path):
     assert result.exit_code != 0 and "reference-share" in result.output
     result = runner.invoke(app, ["train-heads", "--block-size", "8", "--out", str(tmp_path / "h.pt")])
     assert result.exit_code != 0 and "16..1024" in result.output
+    result = runner.invoke(app, ["train-heads", "--attacks", "overclaim", "--out", str(tmp_path / "h.pt")])
+    assert result.exit_code != 0 and "attacks: some of" in result.output
     assert not (tmp_path / "h.pt").exists()
