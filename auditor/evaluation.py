@@ -232,6 +232,7 @@ def reference_suites(
                 suite.tokenizer,
                 embedder,
                 config.policy,
+                block_size=config.block_size,
                 target_fpr=target_fpr,
                 seed=config.seed,
             ),

@@ -41,6 +41,11 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
     return values
 
 
+def _names(text: str, every: tuple[str, ...]) -> tuple[str, ...]:
+    """`every` for 'all', else the comma-separated names (checked by the caller)."""
+    return every if text == "all" else tuple(a.strip() for a in text.split(",") if a.strip())
+
+
 @app.command("train-heads")
 def train_heads_command(
     traces: Annotated[list[Path] | None, typer.Option(help="traces files or folders (repeatable)")] = None,
@@ -65,9 +70,7 @@ def train_heads_command(
     """Train heads A and B and the DeepSet verifier, calibrate every threshold, save the checkpoint."""
     if not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE:
         raise typer.BadParameter(f"block-size: {MIN_BLOCK_SIZE}..{MAX_BLOCK_SIZE} tokens (DESIGN §3)")
-    train_attacks = (
-        CONTENT_ATTACKS if attacks == "all" else tuple(a.strip() for a in attacks.split(",") if a.strip())
-    )
+    train_attacks = _names(attacks, CONTENT_ATTACKS)
     if not train_attacks or not set(train_attacks) <= set(CONTENT_ATTACKS):
         raise typer.BadParameter(f"attacks: some of {', '.join(CONTENT_ATTACKS)}")
     _setup()
@@ -135,7 +138,7 @@ def eval_command(
     cache_dir: Annotated[Path, typer.Option()] = DEFAULT_CACHE,
 ) -> None:
     """Run the whole protocol on honest and inflated traces and write the report."""
-    names = tuple(ATTACKS) if attacks == "all" else tuple(a.strip() for a in attacks.split(",") if a.strip())
+    names = _names(attacks, tuple(ATTACKS))
     unknown = [a for a in names if a not in ATTACKS]
     if unknown:
         raise typer.BadParameter(f"unknown attacks {unknown}; known: {', '.join(ATTACKS)}")

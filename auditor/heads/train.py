@@ -27,7 +27,6 @@ from torch import nn
 from tqdm import tqdm
 
 from auditor.attacks import CONTENT_ATTACKS, AttackContext, InflatedTrace, inflate
-from auditor.commitment import DEFAULT_BLOCK_SIZE
 from auditor.embedding_cache import CachedEmbedder
 from auditor.errors import ModelError
 from auditor.exposure import ExposurePlan, ExposurePolicy, plan_exposure
@@ -407,6 +406,7 @@ def calibrate_on_reference(
     embedder: EmbeddingModel,
     policy: ExposurePolicy,
     *,
+    block_size: int,
     target_fpr: float,
     seed: int,
 ) -> HeadBundle:
@@ -421,7 +421,6 @@ def calibrate_on_reference(
         raise ModelError("calibration: no reference traces")
     if not 0 < target_fpr < 1:
         raise ModelError(f"calibration: target false-positive rate {target_fpr} is not in (0, 1)")
-    block_size = int(bundle.metrics.get("config", {}).get("block_size", DEFAULT_BLOCK_SIZE))
     samples = collect_samples(
         reference,
         AttackContext(tokenizer, reference, block_size),

@@ -148,11 +148,18 @@ def test_per_domain_calibration_refits_thresholds_on_reference_traces(setup):
     assert len(outcomes) == 3 + 2
     with pytest.raises(ModelError, match="no reference traces"):
         calibrate_on_reference(
-            suite.heads, [], suite.tokenizer, embedder, config.policy, target_fpr=0.01, seed=0
+            suite.heads, [], suite.tokenizer, embedder, config.policy, block_size=16, target_fpr=0.01, seed=0
         )
     with pytest.raises(ModelError, match="target"):
         calibrate_on_reference(
-            suite.heads, traces[:2], suite.tokenizer, embedder, config.policy, target_fpr=1.0, seed=0
+            suite.heads,
+            traces[:2],
+            suite.tokenizer,
+            embedder,
+            config.policy,
+            block_size=16,
+            target_fpr=1.0,
+            seed=0,
         )
 
 
