@@ -19,6 +19,9 @@ shown: revealed block codes, revealed token codes and bytes, and the answer comm
 """
 
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,7 +30,7 @@ import numpy.typing as npt
 
 from auditor.errors import ModelError, ProtocolError
 from auditor.exposure import ExposurePolicy
-from auditor.fingerprint import EMBED_DIM, Int8Array, cosine, decode_token, quantize
+from auditor.fingerprint import EMBED_DIM, EmbeddingModel, Int8Array, cosine, decode_token, quantize
 from auditor.heads.models import HeadBundle
 from auditor.tokenize import Tokenizer, get_tokenizer
 from auditor.verify import TOKEN_COSINE_THRESHOLD, CheckResult, OpenedTrace, Outcome, SemanticCheck
@@ -55,6 +58,8 @@ FEATURE_NAMES = (
 )
 FloatMatrix = npt.NDArray[np.float32]
 VerifierKind = Literal["deepset", "rule"]
+# Rebuilt texts whose codes a suite keeps (int8, 384 bytes each: ~6 MB).
+REBUILT_CACHE_SIZE = 16_384
 
 
 @dataclass(frozen=True)
@@ -248,6 +253,8 @@ class SemanticSuite:
     policy: ExposurePolicy = field(default_factory=ExposurePolicy)
     verifier: VerifierKind = "deepset"
     _last: tuple[OpenedTrace, Evidence] | None = field(default=None, repr=False)
+    _rebuilt: OrderedDict[str, Int8Array] = field(default_factory=OrderedDict, repr=False)
+    _rebuilt_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def for_tokenizer(
@@ -280,6 +287,23 @@ class SemanticSuite:
                 block_features(revealed_from_opened(opened), self.heads, self.tokenizer),
             )
         return self._last[1]
+
+    def rebuilt_codes(self, texts: Sequence[str], embedder: EmbeddingModel) -> Int8Array:
+        """q(Embd(text)) for texts the auditor rebuilt from openings, through a bounded LRU cache: the
+        same common tokens come back audit after audit, and every round re-verifies the earlier rounds'
+        blocks; without it this Embd call is most of a verification's CPU. Keyed by text alone: callers
+        have checked, through `evidence`, that the commitment's embd_id is these heads'."""
+        with self._rebuilt_lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._rebuilt]
+        codes = quantize(embedder.embed_texts(missing))
+        with self._rebuilt_lock:
+            self._rebuilt.update(zip(missing, codes, strict=True))
+            for text in texts:
+                self._rebuilt.move_to_end(text)
+            rebuilt = np.stack([self._rebuilt[t] for t in texts])
+            while len(self._rebuilt) > REBUILT_CACHE_SIZE:
+                self._rebuilt.popitem(last=False)
+        return rebuilt
 
     def benign_probability(self, evidence: Evidence) -> float:
         if self.verifier == "rule":
@@ -385,7 +409,7 @@ class RepeatedTokenCheck:
         if not texts:
             return CheckResult(self.name, "pass", None, "no revealed block opens a single repeated token")
         indices = sorted(texts)
-        rebuilt = quantize(opened.embedder.embed_texts([texts[j] for j in indices]))
+        rebuilt = self.suite.rebuilt_codes([texts[j] for j in indices], opened.embedder)
         similarity = cosine(rebuilt, np.stack([opened.block_codes[j] for j in indices]))
         matched = [j for j, value in zip(indices, similarity, strict=True) if value >= TOKEN_COSINE_THRESHOLD]
         worst = float(similarity.max())

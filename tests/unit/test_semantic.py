@@ -193,6 +193,27 @@ def test_a_block_of_one_repeated_token_is_caught(suite):
     assert repeated(opened_for(words(33), challenge_for(33, [2], [32]))).passed
 
 
+def test_rebuilt_texts_are_embedded_once_and_the_cache_is_bounded(heads, tokenizer, monkeypatch):
+    class Counting(HashEmbedder):
+        def __init__(self):
+            self.texts = []
+
+        def embed_texts(self, texts):
+            self.texts.extend(texts)
+            return super().embed_texts(texts)
+
+    suite = SemanticSuite(heads, tokenizer)
+    embedder = Counting()
+    first = suite.rebuilt_codes(["a a", "b b", "a a"], embedder)
+    assert embedder.texts == ["a a", "b b"]  # each distinct text once
+    assert np.array_equal(suite.rebuilt_codes(["b b", "a a"], embedder), first[[1, 0]])
+    assert embedder.texts == ["a a", "b b"]  # served from the cache
+    monkeypatch.setattr("auditor.semantic.REBUILT_CACHE_SIZE", 2)
+    suite.rebuilt_codes(["c c"], embedder)  # evicts the least recently used, "b b"
+    suite.rebuilt_codes(["a a", "b b"], embedder)
+    assert embedder.texts == ["a a", "b b", "c c", "b b"]
+
+
 def test_tokens_outside_the_vocabulary_are_caught(suite):
     tokens = words(32)
     tokens[5] = b"\xff\xfe-not-a-token-\xfd"
