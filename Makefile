@@ -22,11 +22,12 @@ demo: $(STAMP)
 	$(BIN)/coin demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check auditor api workers tests bench
-	$(BIN)/ruff format --check auditor api workers tests bench
+	$(BIN)/ruff check auditor service api workers migrations tests bench
+	$(BIN)/ruff format --check auditor service api workers migrations tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy auditor api workers
+	$(BIN)/mypy auditor service api workers
+	$(BIN)/lint-imports
 
 # `docker compose config` must accept docker/compose.yaml; there is no Docker engine here, only the
 # client, so the check installs Debian's docker-compose when no compose is present (CI runs as root).

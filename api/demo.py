@@ -17,11 +17,21 @@ import httpx
 import typer
 import uvicorn
 
-from auditor.challenge import Challenge
-from auditor.demo import BEHAVIOURS, SimulatedReport, demo_traces, simulate
-from auditor.fingerprint import get_embedder
+from api.simulation import BEHAVIOURS, SimulatedReport, demo_traces, simulate
+from auditor.protocol.challenge import Challenge
+from auditor.protocol.fingerprint import get_embedder
 
 DEMO_DATABASE = Path("var/demo.sqlite3")
+# Where the traces lie beside a checkout: ../shared/data/traces, seen from the working directory or from
+# the source tree this module was loaded from.
+_TRACES = Path("..") / "shared" / "data" / "traces"
+
+
+def find_traces_dir() -> Path | None:
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (base / _TRACES).is_dir():
+            return (base / _TRACES).resolve()
+    return None
 
 
 def report_body(report: SimulatedReport, answer_tokens: int) -> dict[str, Any]:
@@ -81,12 +91,13 @@ def run_demo(
     traces_dir: Path, per_behaviour: int, serve: bool, database: Path = DEMO_DATABASE
 ) -> dict[str, list[str]]:
     """Run the demo and return each behaviour's verdicts."""
+    database = database.resolve()
     database.parent.mkdir(parents=True, exist_ok=True)
     database.unlink(missing_ok=True)
     os.environ["COIN_DATABASE_URL"] = f"sqlite:///{database}"
     os.environ.pop("COIN_BROKER_URL", None)
-    from api.migrate import upgrade_database
-    from api.settings import get_settings
+    from service.migrate import upgrade_database
+    from service.settings import get_settings
 
     get_settings.cache_clear()
     settings = get_settings()
@@ -133,7 +144,10 @@ def run_demo(
     typer.echo("\nsummary (what each simulated provider got):")
     for behaviour, verdicts in outcomes.items():
         typer.echo(f"  {behaviour:<16} {', '.join(verdicts)}")
-    typer.echo("Every step is in the hash-chained audit trail: `coin verify-chain` checks it.")
+    typer.echo(
+        "Every step is in the hash-chained audit trail; check it with\n"
+        f"  COIN_DATABASE_URL={settings.database_url} coin verify-chain"
+    )
     if serve:
         typer.echo(f"API still serving on {base}/docs — Ctrl-C to stop")
         try:

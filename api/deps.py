@@ -21,9 +21,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, joinedload
 
-from api.context import ServiceContext
-from api.models import ApiKey, Provider
-from api.security import RECEIPT_TOKEN_PREFIX, constant_time_equal, sha256_hex, split_api_key
+from service.context import ServiceContext
+from service.models import ApiKey, Provider
+from service.security import RECEIPT_TOKEN_PREFIX, constant_time_equal, sha256_hex, split_api_key
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,5 @@
-"""CoIn Audit protocol library: the byte-exact protocol of DESIGN §3 and the science behind it.
+"""CoIn Audit: the byte-exact protocol (`protocol`), the semantic checks built on it (`semantic`),
+the research harness that trains and evaluates them (`research`) and the `coin` command (`cli`).
 
-This package imports no web, database or queue code; `api/` and `workers/` are thin layers over it.
+This package imports no web, database or queue code; the service core (`service`) builds on it.
 """
-
-PROTOCOL_VERSION = "coin/1"

@@ -19,9 +19,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from auditor.commitment import commit, new_secret
-from auditor.fingerprint import Embedder, block_texts
-from auditor.tokenize import get_tokenizer
+from auditor.protocol.commitment import commit, new_secret
+from auditor.protocol.fingerprint import Embedder, block_texts
+from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID, get_tokenizer
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 
@@ -39,7 +39,7 @@ def run(
     device: str, traces: list[dict[str, str]], warmup: list[dict[str, str]], block: int
 ) -> dict[str, float]:
     embedder = Embedder(device=device)
-    tokenizer = get_tokenizer("qwen2")
+    tokenizer = get_tokenizer(DEFAULT_TOKENIZER_ID)
     tokenized = [tokenizer.tokenize(t["reasoning"]) for t in traces]
     n_tokens = sum(len(t) for t in tokenized)
     texts = [[*block_texts(t, block), r["answer"]] for t, r in zip(tokenized, traces, strict=True)]

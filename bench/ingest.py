@@ -38,11 +38,11 @@ import sqlalchemy as sa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from api.migrate import upgrade_database  # noqa: E402
-from api.models import AuditEvent, PendingEvent, Report  # noqa: E402
-from api.reporting import accepted_embd_id, new_report, received_event, report_digest  # noqa: E402
-from api.security import Signer  # noqa: E402
-from api.settings import DEV_ADMIN_TOKEN, DEV_SIGNING_KEY  # noqa: E402
+from service.migrate import upgrade_database  # noqa: E402
+from service.models import AuditEvent, PendingEvent, Report  # noqa: E402
+from service.reports.service import accepted_embd_id, new_report, received_event, report_digest  # noqa: E402
+from service.security import Signer  # noqa: E402
+from service.settings import DEV_ADMIN_TOKEN, DEV_SIGNING_KEY  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/coin_bench"
 

@@ -28,7 +28,7 @@ from pymerkle import InmemoryTree
 from pymerkle import verify_inclusion as pm_verify_inclusion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without `pip install -e .`
-from auditor.merkle import BLAKE3, SHA256, MerkleTree, verify_inclusion
+from auditor.protocol.merkle import BLAKE3, SHA256, MerkleTree, verify_inclusion
 
 LEAF_BYTES = 800
 PYMERKLE_BUDGET_S = 60.0  # skip pymerkle at a size whose predicted build time exceeds this

@@ -1,15 +1,16 @@
-"""Alembic environment: migrates the database of COIN_DATABASE_URL to `api.models`."""
+"""Alembic environment: migrates the database of COIN_DATABASE_URL to `service.models`."""
 
 from logging.config import fileConfig
 
 from alembic import context
 
-from api.database import make_engine
-from api.models import Base
-from api.settings import Settings
+from service.database import make_engine
+from service.models import Base
+from service.settings import Settings
 
 config = context.config
-if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+# Only when run by the `alembic` command with alembic.ini; `coin migrate` keeps the service's logging.
+if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata

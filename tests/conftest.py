@@ -39,7 +39,7 @@ def short_traces() -> list[dict[str, Any]]:
 def embedder() -> Iterator[Any]:
     import torch
 
-    from auditor.fingerprint import get_embedder
+    from auditor.protocol.fingerprint import get_embedder
 
     torch.set_num_threads(1)
     yield get_embedder("cpu")

@@ -1,36 +1,79 @@
-"""The Celery application (`celery -A workers.app worker -Q cpu,gpu`).
+"""The Celery application: one task per registered job, beat's schedule from the same registry.
 
-Delivery is at-least-once (late acknowledgement, re-queue when the worker process dies) and every task
-is idempotent against the database, which is the source of truth: a duplicate message finds the audit
-already moved on and does nothing.
+`coin worker` runs `celery -A workers.app worker -Q cpu,gpu`; `coin beat` runs its scheduler. Nothing
+here decides anything about an audit: the jobs (`service.jobs`) do, against the database.
 """
 
-from celery import Celery
+import os
+from functools import cache
+from typing import Any
 
-from api.settings import Settings, get_settings
-from workers.beat import beat_schedule
-from workers.names import QUEUE_CPU, QUEUE_OF_TASK
+from celery import Celery
+from celery.signals import worker_process_init
+
+from service.context import ServiceContext
+from service.jobs import Job, celery_app, registered_jobs
+from service.logging import configure_logging
+from service.settings import Settings, get_settings
+
+
+@cache
+def worker_context() -> ServiceContext:
+    """One context per worker process, built lazily so a forked child never shares its parent's pool."""
+    return ServiceContext.from_settings(get_settings())
+
+
+def _task(job: Job) -> Any:
+    def run(*args: str) -> object:
+        return job(worker_context(), *args)
+
+    run.__name__ = run.__qualname__ = job.run.__name__
+    run.__doc__ = job.run.__doc__
+    return run
 
 
 def make_celery(settings: Settings) -> Celery:
-    celery = Celery("coin", broker=settings.broker_url or "memory://", include=["workers.tasks"])
-    celery.conf.update(
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_ignore_result=True,
-        task_default_queue=QUEUE_CPU,
-        task_routes={name: {"queue": queue} for name, queue in QUEUE_OF_TASK.items()},
-        task_soft_time_limit=settings.task_soft_time_limit_seconds,
-        task_time_limit=settings.task_time_limit_seconds,
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_seconds},
-        broker_connection_retry_on_startup=True,
-        # A publish after a commit must not hang a request when Redis is down: the sweeper re-sends.
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
-        beat_schedule=beat_schedule(settings),
-        worker_hijack_root_logger=False,
-    )
-    return celery
+    app = celery_app(settings)
+    jobs = registered_jobs()
+    for job in jobs.values():
+        app.task(
+            name=job.name,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            soft_time_limit=settings.task_soft_time_limit_seconds,
+            time_limit=settings.task_time_limit_seconds,
+        )(_task(job))
+    app.conf.task_routes = {job.name: {"queue": job.queue.value} for job in jobs.values()}
+    app.conf.beat_schedule = {
+        job.name: {
+            "task": job.name,
+            "schedule": job.every(settings),
+            # A run that waited longer than one period is superseded by the next.
+            "options": {"queue": job.queue.value, "expires": job.every(settings)},
+        }
+        for job in jobs.values()
+        if job.every is not None
+    }
+    return app
 
 
+def _limit_torch_threads(**_: object) -> None:
+    # Several pool processes on one machine must not each claim every core for torch.
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def _preload_models(**_: object) -> None:
+    from service.audits.verification import preload_models
+
+    preload_models(worker_context().settings)
+
+
+worker_process_init.connect(_limit_torch_threads, weak=False)
+worker_process_init.connect(_preload_models, weak=False)
+
+configure_logging(get_settings())
 app = make_celery(get_settings())

@@ -1,8 +1,9 @@
 """Integration fixtures: the real PostgreSQL and Redis of this machine, and a real Celery worker process.
 
 A test that needs a service FAILS when the service is down and CI is set, and is skipped otherwise.
-Each test starts from empty tables (TRUNCATE) in a dedicated database `coin_test`, migrated once per
-session with alembic, and a dedicated Redis database number.
+The servers are shared, so the session creates what it uses and removes only that: a database named
+for this run (migrated once with alembic, dropped at the end) and a Redis key prefix of its own for
+the broker (its keys deleted at the end). Each test starts from empty tables (TRUNCATE).
 """
 
 import os
@@ -16,9 +17,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.database import Database
-from api.migrate import upgrade_database
-from api.settings import Settings
+from service.database import Database
+from service.migrate import upgrade_database
+from service.settings import Settings
 from tests.integration.support import (
     ADMIN,
     DATABASE_URL,
@@ -31,6 +32,7 @@ from tests.integration.support import (
     CommittedRequest,
     ProviderAccount,
     WorkerProcess,
+    delete_broker_keys,
     shortest_traces,
     truncate_all,
 )
@@ -43,29 +45,40 @@ def _service_missing(what: str, exc: Exception) -> None:
     pytest.skip(message)
 
 
+def _admin_connection() -> psycopg.Connection:
+    return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)
+
+
 @pytest.fixture(scope="session")
-def postgres() -> str:
-    """The migrated test database (dropped and re-created once per session)."""
+def postgres() -> Iterator[str]:
+    """This session's migrated database, dropped at the end of the session."""
     try:
-        admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)
+        admin = _admin_connection()
     except psycopg.OperationalError as exc:
         _service_missing("PostgreSQL at 127.0.0.1:5432", exc)
     with admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {TEST_DATABASE}")
-    upgrade_database(DATABASE_URL)
-    return DATABASE_URL
+    try:
+        upgrade_database(DATABASE_URL)
+        yield DATABASE_URL
+    finally:
+        with _admin_connection() as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")
-def redis_client() -> redis.Redis:
+def redis_client() -> Iterator[redis.Redis]:
+    """Redis, for this session's broker keys (deleted at the end of the session)."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.ping()
     except redis.RedisError as exc:
         _service_missing("Redis at 127.0.0.1:6379", exc)
-    client.flushdb()
-    return client
+    try:
+        yield client
+    finally:
+        delete_broker_keys(client)
+        client.close()
 
 
 @pytest.fixture(scope="session")
@@ -118,8 +131,8 @@ def make_provider(client: TestClient) -> Callable[..., ProviderAccount]:
 
 @pytest.fixture(scope="session")
 def make_request(embedder: Any) -> Callable[..., CommittedRequest]:
-    """Commit a real short trace with the provider SDK (`auditor.commitment.commit`) and build its report."""
-    from auditor.commitment import commit, new_secret
+    """Commit a real short trace with the provider SDK (`auditor.protocol.commitment.commit`) and build its report."""
+    from auditor.protocol.commitment import commit, new_secret
 
     traces = shortest_traces()
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,17 +15,19 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from api.database import Database
-from api.models import Base
+from service.database import Database
+from service.models import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRACES_DIR = REPO_ROOT / ".." / "shared" / "data" / "traces"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
-# Overridable so that two test runs on one machine (a clean-clone check beside a developer's) do not
-# drop each other's database or flush each other's queue.
-TEST_DATABASE = os.environ.get("COIN_TEST_DATABASE", "coin_test")
+# PostgreSQL and Redis are shared with whatever else runs on the machine: each test session creates a
+# database and a Redis key prefix of its own, and removes only those.
+RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+TEST_DATABASE = f"coin_test_{RUN_ID}"
 DATABASE_URL = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{TEST_DATABASE}"
-REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('COIN_TEST_REDIS_DB', '13')}"  # its own, flushed freely
+REDIS_URL = "redis://127.0.0.1:6379/0"
+BROKER_KEY_PREFIX = f"coin-test-{RUN_ID}:"
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
 # What the API in the test process and the worker subprocess share (the worker reads it from its env).
@@ -32,6 +35,7 @@ TEST_ENV = {
     "COIN_ENV": "test",
     "COIN_DATABASE_URL": DATABASE_URL,
     "COIN_BROKER_URL": REDIS_URL,
+    "COIN_BROKER_KEY_PREFIX": BROKER_KEY_PREFIX,
     "COIN_SECRET_KEY": "test-secret-key-for-receipt-tokens",
     "COIN_SIGNING_KEY": "5e" * 32,
     "COIN_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -43,6 +47,13 @@ TEST_ENV = {
     "COIN_BROKER_VISIBILITY_TIMEOUT_SECONDS": "60",
     "COIN_MAX_BODY_BYTES": str(4 * 1024 * 1024),
 }
+
+
+def delete_broker_keys(client: Any) -> int:
+    """Delete every Redis key of this session's broker (what a flushed Redis would lose), and nothing
+    else; returns how many there were."""
+    keys = list(client.scan_iter(match=f"{BROKER_KEY_PREFIX}*", count=1000))
+    return int(client.delete(*keys)) if keys else 0
 
 
 def truncate_all(database: Database) -> None:

@@ -5,9 +5,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from api.events import verify_chain
-from api.models import AuditEvent, Verdict
-from api.security import verify_signature
+from service.events import verify_chain
+from service.models import AuditEvent, Verdict
+from service.security import verify_signature
 from tests.integration.support import (
     ADMIN,
     answer_until_verdict,

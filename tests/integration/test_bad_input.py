@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from api.models import AuditEvent, Report
+from service.models import AuditEvent, Report
 from tests.integration.support import ADMIN
 
 json_values = st.recursive(
@@ -129,4 +129,4 @@ def test_a_bad_key_is_refused_before_the_body_is_judged(client, make_provider):
         assert client.post(path, json=body).status_code == 401
         assert client.post(path, json=body, headers=ADMIN).status_code == 403
         judged = client.post(path, json=body, headers=provider.headers)
-        assert judged.status_code == 422 and judged.json()["detail"][0]["loc"], judged.text
+        assert judged.status_code == 422 and judged.json()["errors"][0]["loc"], judged.text

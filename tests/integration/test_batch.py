@@ -6,8 +6,8 @@ import threading
 
 from sqlalchemy import func, select
 
-from api.events import verify_chain
-from api.models import AuditEvent, PendingEvent, Report
+from service.events import verify_chain
+from service.models import AuditEvent, PendingEvent, Report
 from tests.integration.support import wait_for
 
 

@@ -8,11 +8,11 @@ from nacl.signing import SigningKey
 from sqlalchemy import func, select
 
 from api.app import create_app
-from api.context import ServiceContext
-from api.database import Database, PoolLimits
-from api.models import AuditEvent, Report
-from api.security import sha256_hex, verify_signature
-from auditor.encoding import canonical_json
+from auditor.protocol.encoding import canonical_json
+from service.context import ServiceContext
+from service.database import Database, PoolLimits
+from service.models import AuditEvent, Report
+from service.security import sha256_hex, verify_signature
 from tests.integration.support import ADMIN, bearer
 
 
@@ -103,11 +103,11 @@ def test_schema_errors_are_422_with_the_field(client, make_provider, make_reques
         "/v1/reports", json=_bad(report, ["usage", "reasoning_tokens"], "12"), headers=provider.headers
     )
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "usage", "reasoning_tokens"]
+    assert response.json()["errors"][0]["loc"] == ["body", "usage", "reasoning_tokens"]
     missing = {k: v for k, v in report.items() if k != "commitment"}
     response = client.post("/v1/reports", json=missing, headers=provider.headers)
     assert response.status_code == 422
-    assert ["body", "commitment"] in [e["loc"] for e in response.json()["detail"]]
+    assert ["body", "commitment"] in [e["loc"] for e in response.json()["errors"]]
 
 
 def test_signed_reports(client, make_provider, make_request):

@@ -6,11 +6,11 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from api.app import create_app, run_periodic_jobs
-from api.database import Database
-from api.events import verify_chain
-from api.migrate import upgrade_database
-from api.models import Verdict
-from api.settings import Settings
+from service.database import Database
+from service.events import verify_chain
+from service.migrate import upgrade_database
+from service.models import Verdict
+from service.settings import Settings
 from tests.integration.support import ADMIN
 
 

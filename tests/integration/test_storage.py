@@ -6,8 +6,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from api.events import NewEvent, append_event, defer_events, event_hash, link_pending_events, verify_chain
-from api.models import AuditEvent, Base, PendingEvent
+from service.events import NewEvent, append_event, defer_events, event_hash, link_pending_events, verify_chain
+from service.models import AuditEvent, Base, PendingEvent
 from tests.integration.support import wait_for
 
 

@@ -1,14 +1,14 @@
-"""The attack suite (auditor.attacks): requested IR, determinism, genuine tokens kept in order."""
+"""The attack suite (auditor.research.attacks): requested IR, determinism, genuine tokens kept in order."""
 
 import random
 from pathlib import Path
 
 import pytest
 
-from auditor.attacks import ATTACKS, AttackContext, Placement, inflate, place, retokenize
-from auditor.errors import ProtocolError
-from auditor.tokenize import get_tokenizer
-from auditor.traces import Trace, load_traces
+from auditor.protocol.errors import ProtocolError
+from auditor.protocol.tokenize import get_tokenizer
+from auditor.research.attacks import ATTACKS, AttackContext, Placement, inflate, place, retokenize
+from auditor.research.traces import Trace, load_traces
 
 TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces"
 CONTENT = [name for name, spec in ATTACKS.items() if spec.kind != "structural"]

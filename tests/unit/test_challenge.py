@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from auditor.challenge import Challenge, detection_probability, draw_challenge, required_sample_size
-from auditor.errors import ChallengeError, ProofError, ProtocolError
-from auditor.merkle import BLAKE3, MerkleTree, verify_inclusion
+from auditor.protocol.challenge import Challenge, detection_probability, draw_challenge, required_sample_size
+from auditor.protocol.errors import ChallengeError, ProofError, ProtocolError
+from auditor.protocol.merkle import BLAKE3, MerkleTree, verify_inclusion
 
 
 def test_sample_size_rule():

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.cli import app
+from auditor.cli import build_app
+
+app = build_app()
 
 runner = CliRunner()
 SECRET = "ab" * 32
@@ -41,7 +43,7 @@ def test_commit_prints_the_report_commitment(workdir):
 
 
 def test_tokens_json_gives_the_same_root_as_text(workdir):
-    from auditor.tokenize import get_tokenizer
+    from auditor.protocol.tokenize import get_tokenizer
 
     tokens = get_tokenizer("qwen2").tokenize((workdir / "trace.txt").read_text(encoding="utf-8"))
     (workdir / "tokens.json").write_text(json.dumps([base64.b64encode(t).decode() for t in tokens]))

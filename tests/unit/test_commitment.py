@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditor.challenge import Challenge, draw_challenge
-from auditor.commitment import (
+from auditor.protocol.challenge import Challenge, draw_challenge
+from auditor.protocol.commitment import (
     Commitment,
     Opening,
     Openings,
@@ -21,11 +21,11 @@ from auditor.commitment import (
     new_secret,
     salt_for,
 )
-from auditor.errors import ChallengeError, EncodingError, ProtocolError
-from auditor.fingerprint import quantize
-from auditor.merkle import MerkleTree, verify_inclusion
-from auditor.tokenize import get_tokenizer
-from auditor.verify import verify_response
+from auditor.protocol.errors import ChallengeError, EncodingError, ProtocolError
+from auditor.protocol.fingerprint import quantize
+from auditor.protocol.merkle import MerkleTree, verify_inclusion
+from auditor.protocol.tokenize import get_tokenizer
+from auditor.protocol.verify import verify_response
 
 BLOCK = 32
 

@@ -8,7 +8,7 @@ from tests.conftest import TRACES_DIR
 
 
 def test_demo_audits_every_behaviour_through_the_api(tmp_path: Path, embedder, monkeypatch):
-    from api.settings import get_settings
+    from service.settings import get_settings
 
     # the demo configures the process through the environment; restore it for the tests after this one
     monkeypatch.delenv("COIN_BROKER_URL", raising=False)

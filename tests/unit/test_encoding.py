@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.encoding import canonical_json
+from auditor.protocol.encoding import canonical_json
 
 
 def reference(value: object) -> bytes:

@@ -1,4 +1,4 @@
-"""The evaluation harness (auditor.evaluation): statistics, the simulated providers, the report.
+"""The evaluation harness (auditor.research.evaluation): statistics, the simulated providers, the report.
 
 The end-to-end runs use the hash stand-in for Embd from test_semantic (fast, deterministic): they test
 the protocol plumbing and the report, not detection quality (that is `coin eval`'s job)."""
@@ -9,23 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from auditor.attacks import AttackContext, inflate
-from auditor.errors import ModelError, ProtocolError
-from auditor.evaluation import (
+from auditor.protocol.errors import ModelError, ProtocolError
+from auditor.protocol.tokenize import get_tokenizer
+from auditor.research.attacks import AttackContext, inflate
+from auditor.research.evaluation.report import write_report
+from auditor.research.evaluation.run import (
     Auditor,
     AuditOutcome,
     EvalConfig,
     reference_suites,
     run_evaluation,
-    summarise,
-    wilson,
-    write_report,
 )
-from auditor.heads.models import load_heads
-from auditor.heads.train import calibrate_on_reference
-from auditor.semantic import SemanticSuite
-from auditor.tokenize import get_tokenizer
-from auditor.traces import load_traces, split_reference, split_traces
+from auditor.research.evaluation.summary import summarise, wilson
+from auditor.research.traces import load_traces, split_reference, split_traces
+from auditor.research.training import calibrate_on_reference
+from auditor.semantic.checks import SemanticSuite
+from auditor.semantic.heads import load_heads
 
 from .test_semantic import HashEmbedder
 
@@ -166,7 +165,7 @@ def test_per_domain_calibration_refits_thresholds_on_reference_traces(setup):
 def test_cli_rejects_bad_options_before_loading_anything(tmp_path):
     from typer.testing import CliRunner
 
-    from auditor.science_cli import app
+    from auditor.cli.science import app
 
     runner = CliRunner()
     base = ["eval", "--traces", str(TRACES), "--out", str(tmp_path)]

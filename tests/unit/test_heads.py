@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.errors import ChallengeError, ModelError
-from auditor.exposure import ExposurePolicy, plan_exposure
-from auditor.heads.models import CHECKPOINT_NAME, WEIGHTS_DIR, DeepSet, HeadBundle, PairHead, load_heads
-from auditor.heads.train import auc, threshold_below
-from auditor.semantic import FEATURE_NAMES
+from auditor.protocol.errors import ChallengeError, ModelError
+from auditor.research.training import auc
+from auditor.semantic.calibration import threshold_below
+from auditor.semantic.checks import FEATURE_NAMES
+from auditor.semantic.exposure import ExposurePolicy, plan_exposure
+from auditor.semantic.heads import CHECKPOINT_NAME, WEIGHTS_DIR, DeepSet, HeadBundle, PairHead, load_heads
 
 
 def small_bundle(embd_id: str = "all-MiniLM-L6-v2@0000000000000000") -> HeadBundle:

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from pymerkle import InmemoryTree
 from pymerkle import verify_consistency as pymerkle_verify_consistency
 
-from auditor.errors import ProofError, ProtocolError
-from auditor.merkle import (
+from auditor.protocol.errors import ProofError, ProtocolError
+from auditor.protocol.merkle import (
     BLAKE3,
     SHA256,
     Hasher,

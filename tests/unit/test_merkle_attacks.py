@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 from blake3 import blake3
 
-from auditor.errors import ProofError
-from auditor.merkle import BLAKE3, MerkleTree, inclusion_proof_length, verify_inclusion
+from auditor.protocol.errors import ProofError
+from auditor.protocol.merkle import BLAKE3, MerkleTree, inclusion_proof_length, verify_inclusion
 
 
 def H(data: bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""Semantic checks 4–8 (auditor.semantic) through the real protocol path.
+"""Semantic checks 4–8 (auditor.semantic.checks) through the real protocol path.
 
 Most tests use a deterministic stand-in for Embd (hash-seeded unit vectors: identical texts get
 identical embeddings, different texts unrelated ones) so that the rule checks are tested without the
@@ -11,15 +11,16 @@ import blake3
 import numpy as np
 import pytest
 
-from auditor.attacks import AttackContext
-from auditor.challenge import Challenge
-from auditor.commitment import commit
-from auditor.errors import ChallengeError, ModelError, ProtocolError
-from auditor.evaluation import Auditor, EvalConfig
-from auditor.exposure import ExposurePolicy, plan_exposure
-from auditor.fingerprint import EMBED_DIM
-from auditor.heads.models import load_heads
-from auditor.semantic import (
+from auditor.protocol.challenge import Challenge
+from auditor.protocol.commitment import commit
+from auditor.protocol.errors import ChallengeError, ModelError, ProtocolError
+from auditor.protocol.fingerprint import EMBED_DIM
+from auditor.protocol.tokenize import get_tokenizer
+from auditor.protocol.verify import OpenedTrace, verify_response
+from auditor.research.attacks import AttackContext
+from auditor.research.evaluation.run import Auditor, EvalConfig
+from auditor.research.traces import load_traces
+from auditor.semantic.checks import (
     FEATURE_NAMES,
     Revealed,
     RevealedBlock,
@@ -28,9 +29,8 @@ from auditor.semantic import (
     merges_when_retokenized,
     revealed_from_opened,
 )
-from auditor.tokenize import get_tokenizer
-from auditor.traces import load_traces
-from auditor.verify import OpenedTrace, verify_response
+from auditor.semantic.exposure import ExposurePolicy, plan_exposure
+from auditor.semantic.heads import load_heads
 
 TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces"
 B = 16
@@ -78,7 +78,7 @@ def opened_for(tokens, challenge, answer="The answer is 42."):
 
     def capture(opened: OpenedTrace):
         captured.append(opened)
-        from auditor.verify import CheckResult
+        from auditor.protocol.verify import CheckResult
 
         return CheckResult("capture", "pass")
 
@@ -208,7 +208,7 @@ def test_rebuilt_texts_are_embedded_once_and_the_cache_is_bounded(heads, tokeniz
     assert embedder.texts == ["a a", "b b"]  # each distinct text once
     assert np.array_equal(suite.rebuilt_codes(["b b", "a a"], embedder), first[[1, 0]])
     assert embedder.texts == ["a a", "b b"]  # served from the cache
-    monkeypatch.setattr("auditor.semantic.REBUILT_CACHE_SIZE", 2)
+    monkeypatch.setattr("auditor.semantic.checks.REBUILT_CACHE_SIZE", 2)
     suite.rebuilt_codes(["c c"], embedder)  # evicts the least recently used, "b b"
     suite.rebuilt_codes(["a a", "b b"], embedder)
     assert embedder.texts == ["a a", "b b", "c c", "b b"]
@@ -303,7 +303,7 @@ def test_empty_traces_and_mismatches_are_refused(suite, heads):
 
 @pytest.fixture(scope="module")
 def real():
-    from auditor.fingerprint import get_embedder
+    from auditor.protocol.fingerprint import get_embedder
 
     embedder = get_embedder("cpu")
     bundle = load_heads(embd_id=embedder.embd_id)
@@ -318,7 +318,7 @@ def real():
 
 @pytest.mark.model
 def test_real_honest_traces_pass_and_inflated_ones_fail(real):
-    from auditor.attacks import inflate
+    from auditor.research.attacks import inflate
 
     auditor, ctx, picked = real
     honest = [auditor.audit(t, ctx.tokens(t), None, random.Random(1)) for t in picked]

@@ -1,0 +1,1 @@
+"""The auditor resource: its public key and the parameters it verifies with."""

@@ -1,0 +1,1 @@
+"""The audits resource: opening audits, reading their state and signed verdicts."""

@@ -1,0 +1,116 @@
+"""Request and response schemas of the audits resource."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.models import Audit, AuditStatus, AuditTrigger, ChallengeStatus, Outcome
+
+
+class AuditCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"report_id": "6a0e2b8c-54c7-4b59-8f0e-6f7f4f1b9a21"}]},
+    )
+
+    report_id: uuid.UUID = Field(strict=False, description="the report to audit")
+
+
+class AuditAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"audit_id": "1d4b2f3a-7c55-4e0b-b1a8-2f5c8d9e0a11", "status": "pending", "created": True}
+            ]
+        }
+    )
+
+    audit_id: uuid.UUID
+    status: AuditStatus
+    created: bool = Field(description="False when an audit of this report was already running: that one")
+
+
+class ChallengeSummary(BaseModel):
+    challenge_id: uuid.UUID
+    round: int
+    status: ChallengeStatus
+    issued_at: datetime
+    deadline: datetime
+
+
+class VerdictOut(BaseModel):
+    outcome: Outcome
+    decided_at: datetime
+    statement: dict[str, Any] = Field(
+        description="what is signed: outcome, evidence (every check's figure), ids"
+    )
+    signature: str = Field(description="Ed25519 over canonical_json(statement), hex")
+    signing_key: str = Field(description="the auditor's public key, hex")
+
+
+class AuditOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "audit_id": "1d4b2f3a-7c55-4e0b-b1a8-2f5c8d9e0a11",
+                    "report_id": "6a0e2b8c-54c7-4b59-8f0e-6f7f4f1b9a21",
+                    "provider_id": "0b5e6d1e-3f0c-4d8a-9a57-1c1f8b0e2a44",
+                    "request_id": "chatcmpl-9f2c4e1a",
+                    "status": "done",
+                    "trigger": "admin",
+                    "created_at": "2025-01-01T12:00:00Z",
+                    "updated_at": "2025-01-01T12:00:09Z",
+                    "challenges": [],
+                    "verdict": None,
+                }
+            ]
+        }
+    )
+
+    audit_id: uuid.UUID
+    report_id: uuid.UUID
+    provider_id: uuid.UUID
+    request_id: str
+    status: AuditStatus
+    trigger: AuditTrigger
+    created_at: datetime
+    updated_at: datetime
+    challenges: list[ChallengeSummary]
+    verdict: VerdictOut | None
+
+    @classmethod
+    def of(cls, audit: Audit) -> "AuditOut":
+        verdict = audit.verdict
+        return cls(
+            audit_id=audit.id,
+            report_id=audit.report_id,
+            provider_id=audit.provider_id,
+            request_id=audit.report.request_id,
+            status=audit.status,
+            trigger=audit.trigger,
+            created_at=audit.created_at,
+            updated_at=audit.updated_at,
+            challenges=[
+                ChallengeSummary(
+                    challenge_id=c.id,
+                    round=c.round,
+                    status=c.status,
+                    issued_at=c.issued_at,
+                    deadline=c.deadline,
+                )
+                for c in audit.challenges
+            ],
+            verdict=None
+            if verdict is None
+            else VerdictOut(
+                outcome=verdict.outcome,
+                decided_at=verdict.decided_at,
+                statement=verdict.statement,
+                signature=verdict.signature,
+                signing_key=verdict.signing_key,
+            ),
+        )

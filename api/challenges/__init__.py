@@ -1,0 +1,1 @@
+"""The challenges resource: what a provider must open, and its answers."""

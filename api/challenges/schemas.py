@@ -1,0 +1,92 @@
+"""Request and response schemas of the challenges resource."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.validation import check_storable
+from service.models import AuditStatus, ChallengeStatus
+
+
+class ChallengeOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "challenge_id": "7c1e9d0b-2a44-4f6e-8b3d-5e0f1a2b3c4d",
+                    "audit_id": "1d4b2f3a-7c55-4e0b-b1a8-2f5c8d9e0a11",
+                    "report_id": "6a0e2b8c-54c7-4b59-8f0e-6f7f4f1b9a21",
+                    "request_id": "chatcmpl-9f2c4e1a",
+                    "round": 1,
+                    "status": "open",
+                    "issued_at": "2025-01-01T12:00:01Z",
+                    "deadline": "2025-01-01T13:00:01Z",
+                    "indices": [0, 17, 1186],
+                    "content_indices": [17],
+                    "challenge": {
+                        "size": 1187,
+                        "block_size": 256,
+                        "count_indices": [0, 1186],
+                        "block_indices": [0],
+                        "block_token_indices": [17],
+                    },
+                }
+            ]
+        }
+    )
+
+    challenge_id: uuid.UUID
+    audit_id: uuid.UUID
+    report_id: uuid.UUID
+    request_id: str
+    round: int
+    status: ChallengeStatus
+    issued_at: datetime
+    deadline: datetime
+    indices: list[int] = Field(description="every leaf index to open")
+    content_indices: list[int] = Field(description="indices to open with fingerprint and token")
+    challenge: dict[str, Any] = Field(description="the challenge as drawn (DESIGN §3)")
+
+
+class ResponseIn(BaseModel):
+    """DESIGN §3 "Response"; each opening is checked by the protocol library (400 when malformed)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "openings": [
+                        {
+                            "index": 0,
+                            "salt": "00" * 16,
+                            "fingerprint_digest": "ab" * 32,
+                            "proof": ["cd" * 32],
+                        },
+                        {
+                            "index": 17,
+                            "salt": "11" * 16,
+                            "fingerprint": "<base64 of 768 int8>",
+                            "token": "IHRoZQ==",
+                            "proof": ["ef" * 32],
+                        },
+                    ]
+                }
+            ]
+        },
+    )
+
+    openings: list[dict[str, Any]] = Field(max_length=100_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def storable(cls, data: Any) -> Any:
+        return check_storable(data)
+
+
+class ResponseAccepted(BaseModel):
+    challenge_id: uuid.UUID
+    audit_id: uuid.UUID
+    status: AuditStatus

@@ -1,0 +1,1 @@
+"""The providers resource: registration and API keys (auditor admin)."""

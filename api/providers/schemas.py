@@ -1,0 +1,65 @@
+"""Request and response schemas of the providers resource."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.validation import check_storable
+
+HexKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="Ed25519 public key, lowercase hex")]
+
+
+class ProviderCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"name": "example-llm-inc", "public_key": "3d4017c3e8" + "0" * 54}]},
+    )
+
+    name: str = Field(min_length=1, max_length=200, description="unique display name")
+    public_key: HexKey | None = Field(
+        None, description="if set, every report of this provider must carry an Ed25519 signature by this key"
+    )
+    challenge_deadline_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=30 * 86400,
+        strict=False,
+        description="time this provider has to answer a challenge (default: COIN_CHALLENGE_DEADLINE_SECONDS)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def storable(cls, data: Any) -> Any:
+        return check_storable(data)
+
+
+class ProviderOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    public_key: str | None
+    challenge_deadline_seconds: float | None
+    created_at: datetime
+
+
+class ProviderCreated(ProviderOut):
+    api_key: str = Field(description="the provider's API key; shown once, stored only as a hash")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b5e6d1e-3f0c-4d8a-9a57-1c1f8b0e2a44",
+                    "name": "example-llm-inc",
+                    "public_key": None,
+                    "challenge_deadline_seconds": None,
+                    "created_at": "2025-01-01T00:00:00Z",
+                    "api_key": "coin_9f2c4e1a7b3d5c60_Vx3…",
+                }
+            ]
+        }
+    )

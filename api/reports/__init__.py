@@ -1,0 +1,1 @@
+"""The reports resource: one report per billed request, and its signed receipt."""

@@ -1,1 +1,0 @@
-"""One router per resource; each module holds its request and response schemas beside its endpoints."""

@@ -1,0 +1,101 @@
+"""Simulated providers for the demo: each commits to a real trace with the SDK and answers challenges
+the way an honest or a cheating provider would (`coin demo` sends their reports and responses through
+the REST API)."""
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from auditor.protocol.challenge import Challenge, draw_challenge
+from auditor.protocol.commitment import (
+    DEFAULT_BLOCK_SIZE,
+    Openings,
+    PublicCommitment,
+    Response,
+    commit,
+    new_secret,
+)
+from auditor.protocol.errors import ChallengeError
+from auditor.protocol.fingerprint import Embedder
+from auditor.protocol.verify import verify_response
+
+
+
+@dataclass
+class SimulatedReport:
+    """One billed request as a provider reports it, and how that provider answers challenges."""
+
+    behaviour: str
+    trace_id: str
+    public: PublicCommitment
+    openings: Openings
+    answer_challenge: Callable[[Challenge], Response]
+
+
+def demo_traces(traces_dir: Path, limit: int) -> list[dict[str, Any]]:
+    """Short real traces from several sources, deterministic."""
+    picked: list[dict[str, Any]] = []
+    files = ["thinkingllms_math_r1distill_qwq.jsonl", "thinkingllms_general_r1distill.jsonl"]
+    for name in files:
+        with (traces_dir / name).open(encoding="utf-8") as fh:
+            rows = [json.loads(line) for _, line in zip(range(limit), fh, strict=False)]
+        picked += rows[: -(-limit // len(files))]
+    return picked[:limit]
+
+
+def _honest(openings: Openings) -> Callable[[Challenge], Response]:
+    return lambda challenge: openings.respond(challenge.indices, challenge.content_indices)
+
+
+def _best_effort(openings: Openings) -> Callable[[Challenge], Response]:
+    """An over-claiming provider opens what it has and cannot open the rest."""
+
+    def respond(challenge: Challenge) -> Response:
+        have = len(openings.tokens)
+        return openings.respond(
+            [i for i in challenge.indices if i < have], [i for i in challenge.content_indices if i < have]
+        )
+
+    return respond
+
+
+def _forging(openings: Openings) -> Callable[[Challenge], Response]:
+    """Answers with a fingerprint that is not the committed one (e.g. to hide filler)."""
+
+    def respond(challenge: Challenge) -> Response:
+        honest = openings.respond(challenge.indices, challenge.content_indices)
+        forged = []
+        for opening in honest.openings:
+            if opening.fingerprint is not None:
+                flipped = bytes([opening.fingerprint[0] ^ 0x7F]) + opening.fingerprint[1:]
+                opening = dataclasses.replace(opening, fingerprint=flipped)
+            forged.append(opening)
+        return Response(tuple(forged))
+
+    return respond
+
+
+def simulate(trace: dict[str, Any], behaviour: str, embedder: Embedder) -> SimulatedReport:
+    public, openings = commit(
+        trace["reasoning"], trace["answer"], new_secret(), block_size=DEFAULT_BLOCK_SIZE, embedder=embedder
+    )
+    size = public.commitment.size
+    if behaviour == "honest":
+        return SimulatedReport(behaviour, trace["id"], public, openings, _honest(openings))
+    # a cheating provider bills more leaves than it committed: 1.5x, or CoIn's padding to the next
+    # power of two by repeating the last leaf; it opens what it has
+    billed = {"over-claim 1.5x": size + size // 2, "coin padding": 1 << (size - 1).bit_length()}
+    if behaviour in billed:
+        claimed = dataclasses.replace(
+            public, commitment=dataclasses.replace(public.commitment, size=billed[behaviour])
+        )
+        return SimulatedReport(behaviour, trace["id"], claimed, openings, _best_effort(openings))
+    if behaviour == "forged opening":
+        return SimulatedReport(behaviour, trace["id"], public, openings, _forging(openings))
+    raise ValueError(f"unknown behaviour {behaviour!r}")
+
+
+BEHAVIOURS = ("honest", "over-claim 1.5x", "coin padding", "forged opening")

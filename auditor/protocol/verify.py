@@ -1,0 +1,200 @@
+"""The auditor's checks of a response against a commitment (DESIGN §3, "Verification checks" 1–3).
+
+1. ``proof``: every challenged index is opened (content indices with their fingerprint and token) and
+   every audit path verifies against (root, size) — RFC 9162 §2.1.3.2.
+2. ``block_consistency``: all content openings of one block carry the same block embedding.
+3. ``token_embedding``: q(Embd(token)) matches the committed token half (cosine >= 0.98), so the
+   provider really used Embd — a check CoIn lacks.
+
+Checks 4–8 (matching heads, duplicates, tokenization plausibility, aggregation) plug in through the
+``semantic_checks`` seam: each is a ``SemanticCheck`` that sees the verified openings as an
+``OpenedTrace`` and returns a ``CheckResult``. They run only when checks 1–3 hold, since semantics of
+unproven leaves mean nothing.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from auditor.protocol.challenge import DEFAULT_EPSILON, Challenge, detection_probability
+from auditor.protocol.commitment import Opening, PublicCommitment, Response
+from auditor.protocol.errors import ProofError, ProtocolError
+from auditor.protocol.fingerprint import EMBED_DIM, EmbeddingModel, Int8Array, cosine, get_embedder, quantize
+from auditor.protocol.merkle import BLAKE3, verify_inclusion
+
+TOKEN_COSINE_THRESHOLD = 0.98
+Outcome = Literal["pass", "fail", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's outcome, with the figure it was decided on and a human-readable detail."""
+
+    name: str
+    outcome: Outcome
+    figure: float | None = None
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "pass"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "outcome": self.outcome, "figure": self.figure, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class OpenedTrace:
+    """What the semantic checks may see: the public commitment, the challenge and verified openings,
+    and the auditor's own Embd (to embed text rebuilt from what was revealed)."""
+
+    public: PublicCommitment
+    challenge: Challenge
+    content: tuple[Opening, ...]
+    embedder: EmbeddingModel
+    block_codes: dict[int, Int8Array] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> list[bytes]:
+        return [o.token or b"" for o in self.content]
+
+    @property
+    def token_codes(self) -> Int8Array:
+        if not self.content:
+            return np.zeros((0, EMBED_DIM), dtype=np.int8)
+        return np.stack([o.token_codes for o in self.content])
+
+
+class SemanticCheck(Protocol):
+    name: str
+
+    def __call__(self, opened: OpenedTrace) -> CheckResult: ...
+
+
+@dataclass(frozen=True)
+class Verification:
+    checks: tuple[CheckResult, ...]
+    count_detection_probability: float
+
+    @property
+    def failed(self) -> tuple[CheckResult, ...]:
+        return tuple(c for c in self.checks if c.outcome == "fail")
+
+    @property
+    def verdict(self) -> Outcome:
+        if self.failed:
+            return "fail"
+        return "inconclusive" if any(c.outcome == "inconclusive" for c in self.checks) else "pass"
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "pass"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "checks": [c.to_json() for c in self.checks],
+            "count_detection_probability": self.count_detection_probability,
+        }
+
+
+def _check_proofs(public: PublicCommitment, challenge: Challenge, response: Response) -> CheckResult:
+    commitment = public.commitment
+    by_index: dict[int, Opening] = {}
+    for opening in response.openings:
+        if opening.index in by_index:
+            return CheckResult("proof", "fail", None, f"index {opening.index} opened twice")
+        by_index[opening.index] = opening
+    wanted = set(challenge.indices)
+    missing = sorted(wanted - by_index.keys())
+    extra = sorted(by_index.keys() - wanted)
+    if missing or extra:
+        detail = "; ".join(
+            f"{what} indices {found[:10]}"
+            for what, found in (("missing", missing), ("unrequested", extra))
+            if found
+        )
+        return CheckResult("proof", "fail", len(missing) + len(extra), detail)
+    bare = [i for i in challenge.content_indices if not by_index[i].is_content]
+    if bare:
+        return CheckResult("proof", "fail", len(bare), f"content indices opened without content: {bare[:10]}")
+    bad: list[str] = []
+    for index in sorted(wanted):
+        opening = by_index[index]
+        try:
+            verify_inclusion(
+                opening.leaf_hash, index, commitment.size, opening.proof, commitment.root, BLAKE3
+            )
+        except ProofError as exc:
+            bad.append(f"{index}: {exc}")
+    if bad:
+        return CheckResult("proof", "fail", len(bad), f"{len(bad)} of {len(wanted)} paths fail; {bad[:3]}")
+    return CheckResult(
+        "proof", "pass", 0, f"{len(wanted)} paths verify against (root, size={commitment.size})"
+    )
+
+
+def _check_blocks(
+    challenge: Challenge, content: Sequence[Opening]
+) -> tuple[CheckResult, dict[int, Int8Array]]:
+    blocks: dict[int, Int8Array] = {}
+    inconsistent: set[int] = set()
+    for opening in content:
+        block = opening.index // challenge.block_size
+        codes = opening.block_codes
+        if block in blocks and not np.array_equal(blocks[block], codes):
+            inconsistent.add(block)
+        blocks.setdefault(block, codes)
+    if inconsistent:
+        detail = f"blocks {sorted(inconsistent)[:10]} carry different block embeddings in different leaves"
+        return CheckResult("block_consistency", "fail", len(inconsistent), detail), blocks
+    return CheckResult("block_consistency", "pass", 0, f"{len(blocks)} revealed blocks consistent"), blocks
+
+
+def _check_token_embeddings(content: Sequence[Opening], embedder: EmbeddingModel) -> CheckResult:
+    if not content:
+        return CheckResult("token_embedding", "pass", None, "no content openings")
+    expected = quantize(embedder.embed_tokens([o.token or b"" for o in content]))
+    committed = np.stack([o.token_codes for o in content])
+    sims = cosine(expected, committed)
+    worst = float(sims.min())
+    low = [content[int(k)].index for k in np.flatnonzero(sims < TOKEN_COSINE_THRESHOLD)]
+    if low:
+        detail = f"{len(low)} tokens do not match their committed embedding (indices {low[:10]})"
+        return CheckResult("token_embedding", "fail", worst, detail)
+    return CheckResult(
+        "token_embedding", "pass", worst, f"min cosine {worst:.4f} >= {TOKEN_COSINE_THRESHOLD}"
+    )
+
+
+def verify_response(
+    public: PublicCommitment,
+    challenge: Challenge,
+    response: Response,
+    *,
+    embedder: EmbeddingModel | None = None,
+    semantic_checks: Sequence[SemanticCheck] = (),
+) -> Verification:
+    """Run checks 1–3, then the semantic checks, and return every result with its figure."""
+    commitment = public.commitment
+    if (challenge.size, challenge.block_size) != (commitment.size, commitment.block_size):
+        raise ProtocolError("challenge: size or block_size differ from the commitment's")
+    embd = embedder or get_embedder()
+    if commitment.embd_id != embd.embd_id:
+        raise ProtocolError(
+            f"commitment.embd_id: {commitment.embd_id!r} is not this auditor's {embd.embd_id!r}"
+        )
+    k = len(challenge.count_indices)
+    proof = _check_proofs(public, challenge, response)
+    checks = [proof]
+    if proof.passed:
+        wanted = set(challenge.content_indices)
+        content = tuple(o for o in response.openings if o.index in wanted)
+        consistency, blocks = _check_blocks(challenge, content)
+        checks += [consistency, _check_token_embeddings(content, embd)]
+        if all(c.passed for c in checks):
+            opened = OpenedTrace(public, challenge, content, embd, blocks)
+            checks += [check(opened) for check in semantic_checks]
+    return Verification(tuple(checks), detection_probability(DEFAULT_EPSILON, k))

@@ -1,0 +1,135 @@
+"""Reasoning traces for the evaluation: loading and the train / validation / test split (DESIGN §6).
+
+A traces file is JSON lines with at least `id`, `domain`, `model`, `question`, `reasoning`, `answer`
+(the schema of ../shared/data/traces). The split keeps whole domains out of training (`general_reasoning`
+and the GPT-4o-written `medical` by default) so that held-out figures measure generalisation, and splits
+the remaining domains *by question* — many models answer the same question, so a split by trace would
+leak — and, where a question was answered by several models, also holds some models out of training.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditor.protocol.errors import ProtocolError
+
+REQUIRED_FIELDS = ("id", "domain", "model", "question", "reasoning", "answer")
+DEFAULT_HELD_OUT_DOMAINS = ("general_reasoning", "medical")
+
+
+@dataclass(frozen=True)
+class Trace:
+    id: str
+    domain: str
+    model: str
+    question: str
+    reasoning: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class TraceSplit:
+    """Three disjoint sets: `train` (fit the heads), `validation` (stacking, calibration), `test`."""
+
+    train: tuple[Trace, ...]
+    validation: tuple[Trace, ...]
+    test: tuple[Trace, ...]
+
+
+def trace_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Each path as given, or the `*.jsonl` files inside a folder (sorted, so runs are reproducible)."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.jsonl")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ProtocolError(f"traces: {path} is neither a file nor a folder")
+    if not files:
+        raise ProtocolError("traces: no .jsonl files found")
+    return files
+
+
+def parse_trace(obj: object, where: str) -> Trace:
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{where}: expected a JSON object")
+    values: dict[str, str] = {}
+    for name in REQUIRED_FIELDS:
+        value = obj.get(name)
+        if not isinstance(value, str):
+            raise ProtocolError(f"{where}.{name}: expected a string")
+        values[name] = value
+    if not values["reasoning"].strip():
+        raise ProtocolError(f"{where}.reasoning: empty")
+    return Trace(**values)
+
+
+def load_traces(paths: Iterable[str | Path], *, domains: Sequence[str] | None = None) -> list[Trace]:
+    """Every trace in the files (or folders) given, optionally only those of some domains."""
+    traces: list[Trace] = []
+    seen: set[str] = set()
+    for file in trace_files(paths):
+        with file.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                where = f"{file.name}:{number}"
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ProtocolError(f"{where}: not JSON ({exc.msg})") from None
+                trace = parse_trace(obj, where)
+                if trace.id in seen:
+                    raise ProtocolError(f"{where}.id: duplicate id {trace.id!r}")
+                seen.add(trace.id)
+                if domains is None or trace.domain in domains:
+                    traces.append(trace)
+    return traces
+
+
+def stable_fraction(text: str, seed: int) -> float:
+    """A number in [0, 1) fixed by (text, seed): assignment does not depend on file order."""
+    digest = hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def split_traces(
+    traces: Sequence[Trace],
+    *,
+    held_out_domains: Sequence[str] = DEFAULT_HELD_OUT_DOMAINS,
+    validation_fraction: float = 0.2,
+    held_out_model_fraction: float = 0.15,
+    seed: int = 0,
+) -> TraceSplit:
+    """Split by domain, then by question, then by model (DESIGN §6).
+
+    Test: every trace of `held_out_domains`. Of the rest, a `validation_fraction` of the *questions* go
+    to validation with all their traces; training keeps the other questions but drops the traces of a
+    `held_out_model_fraction` of the models, so validation also sees models training never saw."""
+    test = tuple(t for t in traces if t.domain in held_out_domains)
+    rest = [t for t in traces if t.domain not in held_out_domains]
+    validation = tuple(t for t in rest if stable_fraction("q:" + t.question, seed) < validation_fraction)
+    train = tuple(
+        t
+        for t in rest
+        if stable_fraction("q:" + t.question, seed) >= validation_fraction
+        and stable_fraction("m:" + t.model, seed) >= held_out_model_fraction
+    )
+    return TraceSplit(train, validation, test)
+
+
+def split_reference(
+    traces: Sequence[Trace], share: float, *, seed: int = 0
+) -> tuple[tuple[Trace, ...], tuple[Trace, ...]]:
+    """(reference, evaluated): a `share` of the *questions* and all their traces become the honest
+    reference traces an auditor calibrates on; the evaluation never sees them, so no question is both
+    calibrated on and judged."""
+    if not 0 < share < 1:
+        raise ProtocolError(f"reference share {share} is not in (0, 1)")
+    reference = tuple(t for t in traces if stable_fraction("ref:" + t.question, seed) < share)
+    evaluated = tuple(t for t in traces if stable_fraction("ref:" + t.question, seed) >= share)
+    return reference, evaluated

@@ -1,0 +1,138 @@
+"""Progressive exposure: which blocks and tokens to reveal, a few blocks per round (DESIGN §3, check 8).
+
+The auditor reveals blocks in rounds and stops as soon as the decision is confident — a sequential
+test — never beyond the exposure budget (`max_block_fraction` of the blocks, `max_token_fraction` of the
+tokens). Inside each challenged block it opens a short *contiguous run* of tokens rather than scattered
+ones: the same number of tokens, but adjacent pairs let the tokenization check re-tokenize them and see
+a word split into more tokens than the tokenizer would produce (the re-tokenization attack).
+
+Round k's challenge is cumulative (it re-asks the blocks of earlier rounds, which reveals nothing new),
+so each `verify_response` sees every opening so far and the semantic checks stay stateless.
+
+A clean sample of n blocks bounds the inflated fraction of blocks by 1 - delta^(1/n) at confidence
+1 - delta; when the budget allows more blocks than that bound needs, the first round is sized to reach it (so an
+honest long trace can pass after one round); otherwise the budget is split into even rounds.
+"""
+
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from auditor.protocol.challenge import Challenge, draw_challenge
+from auditor.protocol.errors import ChallengeError, ProtocolError
+
+
+@dataclass(frozen=True)
+class ExposurePolicy:
+    max_block_fraction: float = 0.25
+    max_token_fraction: float = 0.02
+    rounds: int = 3
+    epsilon: float = 0.2
+    delta: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_block_fraction <= 1 or not 0 < self.max_token_fraction <= 1:
+            raise ChallengeError("exposure: budgets must lie in (0, 1]")
+        if self.rounds < 1 or not 0 < self.epsilon < 1 or not 0 < self.delta < 1:
+            raise ChallengeError("exposure: rounds >= 1 and epsilon, delta in (0, 1)")
+
+    def block_budget(self, num_blocks: int) -> int:
+        return max(1, min(num_blocks, math.floor(self.max_block_fraction * num_blocks)))
+
+    def token_budget(self, size: int, blocks: int) -> int:
+        return max(blocks, math.floor(self.max_token_fraction * size))
+
+    @property
+    def confident_blocks(self) -> int:
+        """Clean blocks needed to rule out an inflated block fraction >= epsilon at 1 - delta."""
+        return math.ceil(math.log(self.delta) / math.log1p(-self.epsilon))
+
+
+@dataclass(frozen=True)
+class ExposurePlan:
+    """The whole reveal schedule for one report, drawn before any content is seen."""
+
+    size: int
+    block_size: int
+    count_indices: tuple[int, ...]
+    blocks: tuple[int, ...]
+    runs: tuple[tuple[int, ...], ...]
+    round_ends: tuple[int, ...]
+
+    @property
+    def rounds(self) -> int:
+        return len(self.round_ends)
+
+    def challenge(self, round_index: int) -> Challenge:
+        """The cumulative challenge of round `round_index` (0-based)."""
+        if not 0 <= round_index < self.rounds:
+            raise ChallengeError(f"exposure: round {round_index} outside 0..{self.rounds - 1}")
+        end = self.round_ends[round_index]
+        tokens = sorted(i for run in self.runs[:end] for i in run)
+        return Challenge(
+            self.size, self.block_size, self.count_indices, tuple(sorted(self.blocks[:end])), tuple(tokens)
+        )
+
+    @property
+    def token_positions(self) -> set[int]:
+        return {i for run in self.runs for i in run}
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as the auditor stores it (never sent to the provider: later rounds stay unknown)."""
+        return {
+            "size": self.size,
+            "block_size": self.block_size,
+            "count_indices": list(self.count_indices),
+            "blocks": list(self.blocks),
+            "runs": [list(run) for run in self.runs],
+            "round_ends": list(self.round_ends),
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> "ExposurePlan":
+        if not isinstance(obj, Mapping):
+            raise ProtocolError("exposure plan: expected a JSON object")
+        try:
+            plan = cls(
+                size=int(obj["size"]),
+                block_size=int(obj["block_size"]),
+                count_indices=tuple(int(i) for i in obj["count_indices"]),
+                blocks=tuple(int(b) for b in obj["blocks"]),
+                runs=tuple(tuple(int(i) for i in run) for run in obj["runs"]),
+                round_ends=tuple(int(e) for e in obj["round_ends"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"exposure plan: malformed ({exc})") from None
+        if (
+            len(plan.runs) != len(plan.blocks)
+            or not plan.round_ends
+            or plan.round_ends[-1] > len(plan.blocks)
+        ):
+            raise ProtocolError("exposure plan: runs, blocks and rounds do not fit together")
+        return plan
+
+
+def plan_exposure(size: int, block_size: int, policy: ExposurePolicy, rng: random.Random) -> ExposurePlan:
+    """Draw the count sample (DESIGN §3), an order of blocks up to the budget, and a token run per block."""
+    count = draw_challenge(size, block_size, block_count=0, rng=rng).count_indices
+    num_blocks = -(-size // block_size)
+    budget = policy.block_budget(num_blocks)
+    blocks = rng.sample(range(num_blocks), budget)
+    tokens = policy.token_budget(size, budget)
+    base, extra = divmod(tokens, budget)
+    runs: list[tuple[int, ...]] = []
+    for k, block in enumerate(blocks):
+        start, stop = block * block_size, min((block + 1) * block_size, size)
+        length = max(1, min(stop - start, base + (1 if k < extra else 0)))
+        first = rng.randint(start, stop - length)
+        runs.append(tuple(range(first, first + length)))
+    even = math.ceil(budget / policy.rounds)
+    first_round = policy.confident_blocks if budget > policy.confident_blocks else even
+    rest = budget - first_round
+    later = max(1, math.ceil(rest / max(1, policy.rounds - 1))) if rest else 0
+    ends = [first_round]
+    while ends[-1] < budget:
+        ends.append(min(budget, ends[-1] + later))
+    return ExposurePlan(size, block_size, count, tuple(blocks), tuple(runs), tuple(ends))

@@ -1,0 +1,1 @@
+"""Audits: how they are opened and answered, the state machine the jobs run, verdicts."""

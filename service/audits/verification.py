@@ -1,0 +1,64 @@
+"""The expensive step of an audit: checks 1–8 of DESIGN §3 on a stored response.
+
+Kept apart from the state machine because it loads Embd and the heads (torch): a process that only
+takes requests and hands jobs to the workers never imports it.
+"""
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from auditor.protocol.challenge import Challenge
+from auditor.protocol.commitment import PublicCommitment, Response
+from auditor.protocol.errors import ModelError, ProtocolError
+from auditor.protocol.fingerprint import get_embedder
+from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID
+from auditor.protocol.verify import verify_response
+from auditor.semantic.checks import SemanticSuite
+from auditor.semantic.heads import load_heads
+from service.audits.verdicts import evidence_of
+from service.models import Outcome
+from service.settings import Settings
+
+
+@cache
+def semantic_suite(embd_id: str, tokenizer_id: str) -> SemanticSuite:
+    """Checks 4–8 with the shipped heads, loaded once per process (ModelError if missing or mismatched)."""
+    return SemanticSuite.for_tokenizer(load_heads(embd_id=embd_id), tokenizer_id)
+
+
+def preload_models(settings: Settings) -> None:
+    """Load Embd and the heads when a verifying process starts: a missing or mismatched checkpoint is a
+    clear ModelError at start, not a surprise at the first audit."""
+    embedder = get_embedder(settings.embed_device)
+    semantic_suite(embedder.embd_id, DEFAULT_TOKENIZER_ID)
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    outcome: Outcome
+    evidence: dict[str, Any]
+    wants_more_blocks: bool  # the semantic test is undecided: the next round may settle it
+
+
+def verify_round(
+    settings: Settings, public: PublicCommitment, challenge: Challenge, response_body: dict[str, Any]
+) -> RoundResult:
+    try:
+        embedder = get_embedder(settings.embed_device)
+        suite = semantic_suite(public.commitment.embd_id, public.commitment.tokenizer_id)
+        verification = verify_response(
+            public,
+            challenge,
+            Response.from_json(response_body),
+            embedder=embedder,
+            semantic_checks=suite.checks(),
+        )
+    except (ProtocolError, ModelError) as exc:
+        # The API checked the response's shape on receipt, so what is left is a mismatch on the
+        # auditor's side (e.g. its embedding model or heads changed since the report): no verdict.
+        check = {"name": "protocol", "outcome": "inconclusive", "figure": None, "detail": str(exc)}
+        return RoundResult(Outcome.INCONCLUSIVE, evidence_of(challenge, [check]), wants_more_blocks=False)
+    outcome = Outcome(verification.verdict)
+    evidence = evidence_of(challenge, [check.to_json() for check in verification.checks])
+    return RoundResult(outcome, evidence, wants_more_blocks=outcome == Outcome.INCONCLUSIVE)

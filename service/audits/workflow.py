@@ -1,0 +1,246 @@
+"""The audit state machine, as jobs over the database (DESIGN §2 steps 3–6).
+
+    pending --start_audit--> challenged --(API: response)--> verifying --verify_audit--> done
+                                 ^  \\--expire_challenges (deadline missed)-------------> done (fail)
+                                 \\------- next round (progressive exposure) <-------/
+
+An audit reveals blocks in rounds (DESIGN §3 check 8): its exposure plan is drawn once when it starts,
+each round's challenge is the plan's next blocks (cumulative), and a round whose semantic verdict is
+still `inconclusive` opens the next one until the plan — the exposure budget — is spent.
+
+Each step is a job (`service.jobs`) that the Celery workers and the embedded dispatcher both run, and
+each is idempotent: it locks the audit row and acts only if the audit is still in the state the job
+expects, and a verdict is unique per audit. So a message delivered twice, a worker killed mid-task, or
+a re-enqueue by the sweeper all end in exactly one verdict.
+"""
+
+import random
+import secrets
+import time
+import uuid
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from auditor.protocol.challenge import Challenge as ChallengeSpec
+from auditor.protocol.commitment import PublicCommitment
+from auditor.semantic.exposure import ExposurePlan, ExposurePolicy, plan_exposure
+from service.audits.verdicts import evidence_of, write_verdict
+from service.context import ServiceContext
+from service.events import append_audit_event
+from service.jobs import Job, Queue, job
+from service.models import (
+    Audit,
+    AuditStatus,
+    Challenge,
+    ChallengeResponse,
+    ChallengeStatus,
+    Outcome,
+    Report,
+    utcnow,
+)
+
+log = structlog.get_logger(__name__)
+
+# How many rows one run of a periodic job handles; the next run takes the rest.
+PERIODIC_BATCH = 500
+
+
+def public_commitment_of(report: Report) -> PublicCommitment:
+    return PublicCommitment.from_json(
+        {"commitment": report.body["commitment"], "answer": report.body["answer"]}
+    )
+
+
+def lock_audit(session: Session, audit_id: uuid.UUID) -> Audit | None:
+    """The audit row, locked until the end of the transaction (SELECT ... FOR UPDATE)."""
+    return session.scalars(select(Audit).where(Audit.id == audit_id).with_for_update()).one_or_none()
+
+
+def _challenge_rng(context: ServiceContext, audit_id: uuid.UUID) -> random.Random:
+    """A CSPRNG; tests may pin a seed (refused in production) so that draws are reproducible."""
+    seed = context.settings.challenge_seed
+    return random.Random(f"{seed}/{audit_id}") if seed is not None else secrets.SystemRandom()
+
+
+def open_round(session: Session, context: ServiceContext, audit: Audit, round_index: int) -> Challenge:
+    """Issue round `round_index` (0-based) of the audit's exposure plan, with a fresh deadline."""
+    report = session.get_one(Report, audit.report_id)
+    plan = ExposurePlan.from_json(audit.exposure_plan)
+    deadline_seconds = (
+        report.provider.challenge_deadline_seconds or context.settings.challenge_deadline_seconds
+    )
+    spec = plan.challenge(round_index)
+    now = utcnow()
+    challenge = Challenge(
+        audit_id=audit.id,
+        provider_id=audit.provider_id,
+        round=round_index + 1,
+        body=spec.to_json(),
+        status=ChallengeStatus.OPEN,
+        issued_at=now,
+        deadline=now + timedelta(seconds=deadline_seconds),
+    )
+    session.add(challenge)
+    audit.status = AuditStatus.CHALLENGED
+    audit.updated_at = now
+    session.flush()
+    append_audit_event(
+        session,
+        audit,
+        "challenge.issued",
+        {
+            "challenge_id": str(challenge.id),
+            "round": challenge.round,
+            "indices": len(spec.indices),
+            "deadline": challenge.deadline.isoformat(),
+        },
+    )
+    log.info(
+        "challenge.issued", audit_id=str(audit.id), challenge_id=str(challenge.id), round=challenge.round
+    )
+    return challenge
+
+
+@job("coin.audit.start")
+def start_audit(context: ServiceContext, audit_id: str) -> None:
+    """Draw the exposure plan of a pending audit (after its report is stored) and open its first round."""
+    with context.db.unit_of_work() as session:
+        audit = lock_audit(session, uuid.UUID(audit_id))
+        if audit is None or audit.status != AuditStatus.PENDING:
+            return
+        commitment = public_commitment_of(session.get_one(Report, audit.report_id)).commitment
+        plan = plan_exposure(
+            commitment.size, commitment.block_size, ExposurePolicy(), _challenge_rng(context, audit.id)
+        )
+        audit.exposure_plan = plan.to_json()
+        open_round(session, context, audit, 0)
+
+
+@job("coin.audit.verify", queue=Queue.GPU)
+def verify_audit(context: ServiceContext, audit_id: str) -> None:
+    """Verify the stored response of an audit and write its signed verdict (or open the next round).
+
+    The expensive part runs outside any transaction, so no lock is held while embedding; the verdict
+    is written under the audit lock only if the audit is still waiting for it."""
+    # Imported here: it loads torch, which a process that never verifies (the API with a broker) skips.
+    from service.audits.verification import verify_round
+
+    audit_uuid = uuid.UUID(audit_id)
+    with context.db.unit_of_work() as session:
+        audit = session.get(Audit, audit_uuid)
+        if audit is None or audit.status != AuditStatus.VERIFYING:
+            return
+        report = session.get_one(Report, audit.report_id)
+        challenge, response = session.execute(
+            select(Challenge, ChallengeResponse)
+            .join(ChallengeResponse, ChallengeResponse.challenge_id == Challenge.id)
+            .where(Challenge.audit_id == audit_uuid)
+            .order_by(Challenge.round.desc())
+            .limit(1)
+        ).one()
+        public = public_commitment_of(report)
+        spec = ChallengeSpec.from_json(challenge.body)
+        response_body = response.body
+        round_index = challenge.round - 1
+
+    if context.settings.verify_delay_seconds:
+        time.sleep(context.settings.verify_delay_seconds)
+    result = verify_round(context.settings, public, spec, response_body)
+
+    with context.db.unit_of_work() as session:
+        audit = lock_audit(session, audit_uuid)
+        if audit is None or audit.status != AuditStatus.VERIFYING:
+            return
+        plan = ExposurePlan.from_json(audit.exposure_plan)
+        if result.wants_more_blocks and round_index + 1 < plan.rounds:
+            open_round(session, context, audit, round_index + 1)
+            return
+        write_verdict(session, context.signer, audit, result.outcome, result.evidence)
+    failed = [c["name"] for c in result.evidence["checks"] if c["outcome"] == "fail"]
+    log.info(
+        "audit.verdict",
+        audit_id=audit_id,
+        report_id=str(audit.report_id),
+        provider_id=str(audit.provider_id),
+        outcome=result.outcome.value,
+        failed_checks=failed,
+        rounds=round_index + 1,
+    )
+
+
+@job("coin.challenges.expire", every=lambda settings: settings.expire_interval_seconds)
+def expire_challenges(context: ServiceContext) -> int:
+    """Close every open challenge past its deadline: a missed deadline fails the audit (DESIGN §3)."""
+    now = utcnow()
+    with context.db.unit_of_work() as session:
+        overdue = session.scalars(
+            select(Challenge)
+            .where(Challenge.status == ChallengeStatus.OPEN, Challenge.deadline < now)
+            .order_by(Challenge.deadline)
+            .limit(PERIODIC_BATCH)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for challenge in overdue:
+            challenge.status = ChallengeStatus.EXPIRED
+            audit = lock_audit(session, challenge.audit_id)
+            if audit is None or audit.status != AuditStatus.CHALLENGED:
+                continue
+            append_audit_event(
+                session,
+                audit,
+                "challenge.expired",
+                {"challenge_id": str(challenge.id), "deadline": challenge.deadline.isoformat()},
+            )
+            spec = ChallengeSpec.from_json(challenge.body)
+            check = {
+                "name": "deadline",
+                "outcome": "fail",
+                "figure": None,
+                "detail": f"no response to challenge {challenge.id} by {challenge.deadline.isoformat()}",
+            }
+            write_verdict(session, context.signer, audit, Outcome.FAIL, evidence_of(spec, [check]))
+            log.info(
+                "audit.verdict",
+                audit_id=str(audit.id),
+                outcome=Outcome.FAIL.value,
+                failed_checks=["deadline"],
+            )
+        return len(overdue)
+
+
+# The job that moves an audit out of each working state; CHALLENGED waits on the provider instead.
+_RESUME: dict[AuditStatus, Job] = {AuditStatus.PENDING: start_audit, AuditStatus.VERIFYING: verify_audit}
+
+
+@job("coin.audits.sweep", every=lambda settings: settings.sweep_interval_seconds)
+def sweep_audits(context: ServiceContext) -> int:
+    """Re-enqueue audits left in a working state for longer than `stale_after_seconds`.
+
+    The database, not the broker, says what is outstanding: after a flushed Redis, a lost message or a
+    killed worker, this finds the audit and sends its job again (a duplicate is harmless)."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=context.settings.stale_after_seconds)
+    with context.db.unit_of_work() as session:
+        stuck = session.scalars(
+            select(Audit)
+            .where(Audit.status.in_(list(_RESUME)), Audit.updated_at < cutoff)
+            .order_by(Audit.updated_at)
+            .limit(PERIODIC_BATCH)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for audit in stuck:
+            audit.updated_at = now
+            audit.enqueue_count += 1
+            append_audit_event(
+                session,
+                audit,
+                "audit.requeued",
+                {"status": audit.status.value, "enqueue_count": audit.enqueue_count},
+            )
+            context.dispatcher.enqueue(session, _RESUME[audit.status], str(audit.id))
+        if stuck:
+            log.info("audits.requeued", count=len(stuck))
+        return len(stuck)

@@ -1,0 +1,279 @@
+"""The audit store: one SQLAlchemy model module shared by `api/` and `workers/` through the service core.
+
+PostgreSQL is the source of truth of every audit: the queue only carries hints ("look at audit X"),
+so a lost message or a killed worker delays an audit but never loses it (see `service/audits/workflow.py`).
+Secrets are never stored in clear: API keys and receipt tokens are kept as SHA-256 hashes.
+"""
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Deterministic constraint names, so that migrations can name what they create and drop.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every back end (SQLite stores no zone; we put UTC back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _one_of(column: str, values: type[enum.StrEnum]) -> CheckConstraint:
+    allowed = ", ".join(f"'{v.value}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=f"{column}_valid")
+
+
+def _enum(values: type[enum.StrEnum]) -> Enum:
+    """A VARCHAR(16) column read and written as `values` (the CHECK constraint is `_one_of`'s)."""
+    return Enum(
+        values,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        validate_strings=True,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class AuditStatus(enum.StrEnum):
+    PENDING = "pending"  # asked for; the challenge is not drawn yet
+    CHALLENGED = "challenged"  # challenge open, waiting for the provider
+    VERIFYING = "verifying"  # response stored, verification queued or running
+    DONE = "done"  # verdict written
+
+
+class AuditTrigger(enum.StrEnum):
+    ADMIN = "admin"
+    CUSTOMER = "customer"
+    SCHEDULED = "scheduled"
+
+
+class ChallengeStatus(enum.StrEnum):
+    OPEN = "open"
+    ANSWERED = "answered"
+    EXPIRED = "expired"
+
+
+class Outcome(enum.StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+class Provider(Base):
+    __tablename__ = "providers"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Ed25519 verify key (hex) for report signatures; a provider that registers one must sign.
+    public_key: Mapped[str | None] = mapped_column(String(64))
+    # Time this provider has to answer a challenge, if its agreement differs from the service default.
+    challenge_deadline_seconds: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    api_keys: Mapped[list["ApiKey"]] = relationship(back_populates="provider")
+
+
+class ApiKey(Base):
+    """A provider's API key `coin_<prefix>_<secret>`: looked up by prefix, secret kept as SHA-256."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("providers.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    provider: Mapped[Provider] = relationship(back_populates="api_keys")
+
+
+class Report(Base):
+    """One billed request as the provider reported it, with the signed receipt the auditor returned."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("provider_id", "request_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("providers.id"), index=True)
+    request_id: Mapped[str] = mapped_column(String(256))
+    model: Mapped[str] = mapped_column(String(200))
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONDocument)  # the report as received (normalised)
+    digest: Mapped[str] = mapped_column(String(64))  # blake3(canonical_json(body)), hex
+    receipt: Mapped[dict[str, Any]] = mapped_column(JSONDocument)  # signed receipt, without the token
+    receipt_token_hash: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    provider: Mapped[Provider] = relationship()
+    audits: Mapped[list["Audit"]] = relationship(back_populates="report", order_by="Audit.created_at")
+
+
+class Audit(Base):
+    __tablename__ = "audits"
+    __table_args__ = (
+        _one_of("status", AuditStatus),
+        _one_of("trigger", AuditTrigger),
+        Index("ix_audits_status_updated_at", "status", "updated_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    report_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("reports.id"), index=True)
+    provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("providers.id"), index=True)
+    status: Mapped[AuditStatus] = mapped_column(_enum(AuditStatus), default=AuditStatus.PENDING)
+    trigger: Mapped[AuditTrigger] = mapped_column(_enum(AuditTrigger))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Last time a worker or the API moved this audit on; the sweeper re-enqueues audits left too long.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    enqueue_count: Mapped[int] = mapped_column(Integer, default=0)
+    # auditor.semantic.exposure.ExposurePlan as JSON, drawn when the audit starts; never shown to the provider.
+    exposure_plan: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+
+    report: Mapped[Report] = relationship(back_populates="audits")
+    challenges: Mapped[list["Challenge"]] = relationship(back_populates="audit", order_by="Challenge.round")
+    verdict: Mapped["Verdict | None"] = relationship(back_populates="audit")
+
+
+class Challenge(Base):
+    __tablename__ = "challenges"
+    __table_args__ = (
+        UniqueConstraint("audit_id", "round"),
+        _one_of("status", ChallengeStatus),
+        Index("ix_challenges_status_deadline", "status", "deadline"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    audit_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("audits.id"))
+    provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("providers.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    body: Mapped[dict[str, Any]] = mapped_column(
+        JSONDocument
+    )  # auditor.protocol.challenge.Challenge.to_json()
+    status: Mapped[ChallengeStatus] = mapped_column(_enum(ChallengeStatus), default=ChallengeStatus.OPEN)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    audit: Mapped[Audit] = relationship(back_populates="challenges")
+    response: Mapped["ChallengeResponse | None"] = relationship(back_populates="challenge")
+
+
+class ChallengeResponse(Base):
+    __tablename__ = "responses"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    challenge_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("challenges.id"), unique=True)
+    body: Mapped[dict[str, Any]] = mapped_column(
+        JSONDocument
+    )  # auditor.protocol.commitment.Response.to_json()
+    digest: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    challenge: Mapped[Challenge] = relationship(back_populates="response")
+
+
+class Verdict(Base):
+    """The signed outcome of an audit; at most one per audit (the unique key makes a retry harmless)."""
+
+    __tablename__ = "verdicts"
+    __table_args__ = (_one_of("outcome", Outcome),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    audit_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("audits.id"), unique=True)
+    outcome: Mapped[Outcome] = mapped_column(_enum(Outcome))
+    statement: Mapped[dict[str, Any]] = mapped_column(JSONDocument)  # what the signature covers
+    signature: Mapped[str] = mapped_column(String(128))  # Ed25519 over canonical_json(statement), hex
+    signing_key: Mapped[str] = mapped_column(String(64))  # the auditor's verify key, hex
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    audit: Mapped[Audit] = relationship(back_populates="verdict")
+
+
+class AuditEvent(Base):
+    """Append-only, hash-chained trail of every state change (see `service/events.py`).
+
+    `hash` = BLAKE3(prev_hash || canonical JSON of the row); `prev_hash` is unique, so the chain cannot
+    fork, and the migration adds triggers that refuse UPDATE and DELETE.
+    """
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(64))
+    provider_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    report_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    audit_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class PendingEvent(Base):
+    """An event committed with its cause but not yet linked into the chain (see `service/events.py`).
+
+    Report intake writes these instead of taking the chain lock on every request; the chain writer moves
+    them into `audit_events` in batches. Rows live here for milliseconds, not as a record."""
+
+    __tablename__ = "pending_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(64))
+    provider_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    report_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    audit_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)

@@ -1,0 +1,1 @@
+"""Report intake: validation against the protocol, idempotent storage, signed receipts."""
