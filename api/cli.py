@@ -118,7 +118,7 @@ def demo(
 ) -> None:
     """Simulated providers push real traces through the REST API on the embedded default (SQLite,
     in-process tasks); each is audited and the verdicts are printed."""
-    from api.demo import DEMO_DATABASE, find_traces_dir, run_demo
+    from api.demo.run import DEMO_DATABASE, find_traces_dir, run_demo
 
     found = traces_dir or find_traces_dir()
     if found is None or not found.is_dir():

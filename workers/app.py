@@ -38,6 +38,7 @@ def make_celery(settings: Settings) -> Celery:
     for job in jobs.values():
         app.task(
             name=job.name,
+            shared=False,  # a task of this app only (Celery shares tasks with every app by default)
             acks_late=True,
             reject_on_worker_lost=True,
             soft_time_limit=settings.task_soft_time_limit_seconds,

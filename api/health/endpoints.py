@@ -7,10 +7,11 @@ from sqlalchemy import func, select, text
 
 from api.deps import ContextDep
 from api.health.schemas import BrokerKind, Liveness, Readiness, ReadyOut
+from api.problems import COMMON_PROBLEMS
 from service.metrics import AUDITS_BY_STATUS, OPEN_CHALLENGES
 from service.models import Audit, AuditStatus, Challenge, ChallengeStatus
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=COMMON_PROBLEMS)
 
 
 @router.get("/healthz")

@@ -1,15 +1,11 @@
 """Providers and their API keys (auditor admin)."""
 
 from fastapi import APIRouter, status
-from sqlalchemy import select
 
 from api.deps import AdminDep, ProviderDep, SessionDep
 from api.problems import COMMON_PROBLEMS, problem_responses
 from api.providers.schemas import ProviderCreate, ProviderCreated, ProviderOut
-from service.errors import Conflict
-from service.events import append_event
-from service.models import ApiKey, Provider
-from service.security import new_api_key
+from service.providers.service import list_providers, register_provider
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], responses=COMMON_PROBLEMS)
 
@@ -22,27 +18,18 @@ router = APIRouter(prefix="/v1/providers", tags=["providers"], responses=COMMON_
 )
 def create_provider(payload: ProviderCreate, session: SessionDep, _: AdminDep) -> ProviderCreated:
     """Register a provider and issue its first API key (returned once, never stored in clear)."""
-    if session.scalars(select(Provider.id).where(Provider.name == payload.name)).first() is not None:
-        raise Conflict(f"a provider named {payload.name!r} already exists")
-    provider = Provider(
-        name=payload.name,
-        public_key=payload.public_key,
-        challenge_deadline_seconds=payload.challenge_deadline_seconds,
+    provider, key = register_provider(
+        session, payload.name, payload.public_key, payload.challenge_deadline_seconds
     )
-    session.add(provider)
-    session.flush()
-    key = new_api_key()
-    session.add(ApiKey(provider_id=provider.id, prefix=key.prefix, secret_hash=key.secret_hash))
-    append_event(session, "provider.created", provider_id=provider.id, payload={"name": provider.name})
-    append_event(session, "api_key.issued", provider_id=provider.id, payload={"prefix": key.prefix})
-    return ProviderCreated(**ProviderOut.model_validate(provider).model_dump(), api_key=key.key)
+    return ProviderCreated.model_validate(
+        {**ProviderOut.model_validate(provider).model_dump(), "api_key": key.key}
+    )
 
 
 @router.get("", response_model=list[ProviderOut], responses=problem_responses(401, 403))
-def list_providers(session: SessionDep, _: AdminDep) -> list[ProviderOut]:
-    return [
-        ProviderOut.model_validate(p) for p in session.scalars(select(Provider).order_by(Provider.created_at))
-    ]
+def get_providers(session: SessionDep, _: AdminDep) -> list[ProviderOut]:
+    """Every registered provider, oldest first."""
+    return [ProviderOut.model_validate(provider) for provider in list_providers(session)]
 
 
 @router.get("/me", response_model=ProviderOut, responses=problem_responses(401, 403))

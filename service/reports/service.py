@@ -28,6 +28,7 @@ from service.context import ServiceContext
 from service.database import streamed_insert
 from service.errors import Conflict
 from service.events import NewEvent, append_with_commit
+from service.metrics import REPORTS
 from service.models import Provider, Report, utcnow
 from service.security import Signer, constant_time_equal, sha256_hex, verify_signature
 
@@ -246,7 +247,22 @@ def submit_reports(
         except Conflict as exc:
             outcomes.append(exc)
     append_with_commit(session, [received_event(new[request_id].row) for request_id in created])
+    _count(outcomes)
     return outcomes
+
+
+def _count(outcomes: Sequence[Submission | Conflict | ProtocolError]) -> None:
+    """`coin_reports_total` by outcome: stored, replayed, conflict, invalid (counted before the commit:
+    a rolled-back intake is counted too, as a submission the service answered)."""
+    tally: dict[str, int] = {}
+    for outcome in outcomes:
+        if isinstance(outcome, Submission):
+            kind = "stored" if outcome.created else "replayed"
+        else:
+            kind = "conflict" if isinstance(outcome, Conflict) else "invalid"
+        tally[kind] = tally.get(kind, 0) + 1
+    for kind, count in tally.items():
+        REPORTS.labels(kind).inc(count)
 
 
 def submit_report(

@@ -14,15 +14,27 @@ from service.settings import Settings
 from tests.integration.support import ADMIN
 
 
-def test_health_ready_and_metrics(client, settings):
+def _counter(text: str, sample: str) -> float:
+    line = next((line for line in text.splitlines() if line.startswith(sample + " ")), None)
+    return float(line.split()[-1]) if line else 0.0
+
+
+def test_health_ready_and_metrics(client, settings, make_provider, make_request):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["broker"] == "redis"
-    client.post("/v1/providers", json={"name": "metrics-provider"}, headers=ADMIN)
+    stored = 'coin_reports_total{outcome="stored"}'
+    before = _counter(client.get("/metrics").text, stored)
+    provider = make_provider("metrics-provider")
+    request = make_request(0)
+    assert client.post("/v1/reports", json=request.report, headers=provider.headers).status_code == 201
+    assert client.post("/v1/reports", json=request.report, headers=provider.headers).status_code == 200
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert 'coin_http_requests_total{method="POST",route="/v1/providers",status="201"}' in metrics.text
     assert 'coin_audits{status="pending"}' in metrics.text
+    assert _counter(metrics.text, stored) == before + 1
+    assert _counter(metrics.text, 'coin_reports_total{outcome="replayed"}') >= 1
 
 
 def test_readyz_reports_a_dead_broker(settings):
@@ -45,10 +57,61 @@ def test_openapi_documents_every_endpoint_with_examples(client):
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
 
 
+def test_openapi_documents_problems_on_every_operation_and_enum_statuses(client):
+    schema = client.get("/openapi.json").json()
+    problem = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            # /readyz answers 503 with its own body: which dependency is down.
+            for code in ("422", "500") if path == "/readyz" else ("422", "500", "503"):
+                assert responses[code]["content"] == {"application/problem+json": {"schema": problem}}, (
+                    method,
+                    path,
+                    code,
+                )
+    components = schema["components"]["schemas"]
+    assert "HTTPValidationError" not in components  # the one error model replaces FastAPI's own
+    assert set(components["Problem"]["required"]) == {"title", "status", "detail"}
+    assert components["AuditStatus"]["enum"] == ["pending", "challenged", "verifying", "done"]
+    assert components["Outcome"]["enum"] == ["pass", "fail", "inconclusive"]
+    assert components["ChallengeStatus"]["enum"] == ["open", "answered", "expired"]
+    assert components["AuditOut"]["properties"]["status"] == {"$ref": "#/components/schemas/AuditStatus"}
+
+
+def test_errors_are_problem_details(client, make_provider):
+    missing = client.get("/v1/audits/6a0e2b8c-54c7-4b59-8f0e-6f7f4f1b9a21", headers=ADMIN)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.json() == {
+        "type": "about:blank",
+        "title": "Not Found",
+        "status": 404,
+        "detail": "audit not found",
+    }
+    unknown_route = client.get("/v1/nowhere")
+    assert unknown_route.status_code == 404 and unknown_route.json()["title"] == "Not Found"
+    no_key = client.get("/v1/challenges")
+    assert no_key.status_code == 401 and no_key.headers["www-authenticate"] == "Bearer"
+    assert no_key.headers["content-type"] == "application/problem+json"
+    bad = client.post("/v1/providers", json={"name": 5}, headers=ADMIN)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "name"]
+    duplicate = make_provider("twice")
+    again = client.post("/v1/providers", json={"name": duplicate.name}, headers=ADMIN)
+    assert again.status_code == 409 and "already exists" in again.json()["detail"]
+
+
 def test_refuses_default_secrets_outside_development(monkeypatch):
     for name in ("COIN_SECRET_KEY", "COIN_SIGNING_KEY", "COIN_ADMIN_TOKEN", "COIN_ENV"):
         monkeypatch.delenv(name, raising=False)
     assert Settings().env == "development"  # the demo needs no configuration
+    for unknown in ("prod", "staging", "dev"):
+        with pytest.raises(ValidationError, match="development"):
+            Settings(env=unknown)
+    assert (
+        Settings(env="PRODUCTION ", secret_key="s" * 32, signing_key="ab" * 32, admin_token="t" * 32).env
+        == "production"
+    )
     with pytest.raises(ValidationError, match="refuses the published default secrets"):
         Settings(env="production")
     with pytest.raises(ValidationError, match="COIN_ADMIN_TOKEN"):

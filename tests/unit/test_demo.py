@@ -3,7 +3,7 @@ in-process); honest providers pass and every cheating behaviour fails."""
 
 from pathlib import Path
 
-from api.demo import run_demo
+from api.demo.run import run_demo
 from tests.conftest import TRACES_DIR
 
 

@@ -17,7 +17,7 @@ import httpx
 import typer
 import uvicorn
 
-from api.simulation import BEHAVIOURS, SimulatedReport, demo_traces, simulate
+from api.demo.providers import BEHAVIOURS, SimulatedReport, demo_traces, simulate
 from auditor.protocol.challenge import Challenge
 from auditor.protocol.fingerprint import get_embedder
 

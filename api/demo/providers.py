@@ -4,12 +4,12 @@ the REST API)."""
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auditor.protocol.challenge import Challenge, draw_challenge
+from auditor.protocol.challenge import Challenge
 from auditor.protocol.commitment import (
     DEFAULT_BLOCK_SIZE,
     Openings,
@@ -18,10 +18,7 @@ from auditor.protocol.commitment import (
     commit,
     new_secret,
 )
-from auditor.protocol.errors import ChallengeError
 from auditor.protocol.fingerprint import Embedder
-from auditor.protocol.verify import verify_response
-
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""`coin demo`: simulated providers (`providers`) push real traces through the REST API (`run`)."""

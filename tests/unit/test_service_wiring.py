@@ -1,0 +1,67 @@
+"""How the service is put together: one job registry for the dispatcher, Celery and beat; settings that
+refuse a bad configuration in one line without echoing a secret."""
+
+import pytest
+from typer.testing import CliRunner
+
+from auditor.cli import build_app
+from service.jobs import Queue, registered_jobs
+from service.settings import Settings, SettingsError, get_settings, load_settings
+
+EXPECTED_JOBS = {
+    "coin.audit.start": Queue.CPU,
+    "coin.audit.verify": Queue.GPU,
+    "coin.challenges.expire": Queue.CPU,
+    "coin.audits.sweep": Queue.CPU,
+    "coin.events.link": Queue.CPU,
+}
+
+
+def test_every_job_is_declared_once_with_its_queue():
+    jobs = registered_jobs()
+    assert {name: job.queue for name, job in jobs.items()} == EXPECTED_JOBS
+    periodic = {name for name, job in jobs.items() if job.every is not None}
+    assert periodic == {"coin.challenges.expire", "coin.audits.sweep", "coin.events.link"}
+
+
+def test_the_celery_app_and_beat_come_from_the_registry():
+    from workers.app import make_celery
+
+    settings = Settings(expire_interval_seconds=7, sweep_interval_seconds=11)
+    app = make_celery(settings)
+    jobs = registered_jobs()
+    for name, job in jobs.items():
+        task = app.tasks[name]
+        assert task.acks_late and task.reject_on_worker_lost, name
+        assert (task.soft_time_limit, task.time_limit) == (540.0, 600.0), name
+        assert app.conf.task_routes[name] == {"queue": job.queue.value}
+    schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
+    assert schedule == {"coin.challenges.expire": 7, "coin.audits.sweep": 11, "coin.events.link": 11}
+
+
+def test_a_bad_configuration_is_one_line_that_never_echoes_a_secret(monkeypatch):
+    typo = "0123456789abcdef" * 3 + "0123456789abcde"  # 63 hex characters: one short
+    monkeypatch.setenv("COIN_ENV", "production")
+    monkeypatch.setenv("COIN_SIGNING_KEY", typo)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert "COIN_SIGNING_KEY" in message and "64 hex" in message
+    assert typo[:8] not in message and "\n" not in message
+
+    monkeypatch.setenv("COIN_SIGNING_KEY", "ab" * 32)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(build_app(), ["migrate"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: ") and "refuses the published default secrets" in line
+    assert "COIN_SECRET_KEY" in line and "ab" * 32 not in line
+
+
+def test_an_unknown_environment_is_refused(monkeypatch):
+    monkeypatch.setenv("COIN_ENV", "staging")
+    with pytest.raises(SettingsError, match="COIN_ENV"):
+        load_settings()
