@@ -122,6 +122,8 @@ class Settings(BaseSettings):
             )
         if len(self.admin_token.get_secret_value()) < 16:
             raise ValueError("COIN_ADMIN_TOKEN must be at least 16 characters outside development")
+        if len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("COIN_SECRET_KEY must be at least 32 characters outside development")
         if self.verify_delay_seconds and self.env == Environment.PRODUCTION:
             raise ValueError("COIN_VERIFY_DELAY_SECONDS is a test knob; it must be 0 in production")
         if self.challenge_seed is not None and self.env == Environment.PRODUCTION:

@@ -118,6 +118,8 @@ def test_refuses_default_secrets_outside_development(monkeypatch):
         Settings(env="production", secret_key="s" * 32, signing_key="ab" * 32)
     with pytest.raises(ValidationError, match="64 hex"):
         Settings(signing_key="not-a-seed")
+    with pytest.raises(ValidationError, match="COIN_SECRET_KEY must be at least 32"):
+        Settings(env="production", secret_key="s" * 31, signing_key="ab" * 32, admin_token="t" * 32)
     ok = Settings(env="production", secret_key="s" * 32, signing_key="ab" * 32, admin_token="t" * 32)
     assert ok.embedded
 
