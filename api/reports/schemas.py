@@ -7,11 +7,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.schemas import StrictModel
-from api.validation import check_storable
+from api.validation import MAX_JSON_INTEGER, check_storable
 from service.models import AuditStatus, AuditTrigger, Outcome, Report
 
 MAX_BATCH = 1000
-MAX_TOKENS = 2**53  # far beyond any real request; keeps every count inside a BIGINT and a JSON double
+# Far beyond any real request; the largest integer RFC 8785 canonical JSON (an IEEE double) holds exactly.
+MAX_TOKENS = MAX_JSON_INTEGER
 
 TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 
@@ -98,7 +99,7 @@ class ReceiptOut(BaseModel):
                 {
                     "report_id": "6a0e2b8c-54c7-4b59-8f0e-6f7f4f1b9a21",
                     "receipt": {
-                        "version": "coin-receipt/1",
+                        "version": "coin-receipt/2",
                         "report_id": "6a0e2b8c-54c7-4b59-8f0e-6f7f4f1b9a21",
                         "provider_id": "0b5e6d1e-3f0c-4d8a-9a57-1c1f8b0e2a44",
                         "request_id": "chatcmpl-9f2c4e1a",

@@ -32,7 +32,7 @@ from service.metrics import REPORTS
 from service.models import Provider, Report, utcnow
 from service.security import Signer, constant_time_equal, sha256_hex, verify_signature
 
-RECEIPT_VERSION = "coin-receipt/1"
+RECEIPT_VERSION = "coin-receipt/2"  # 2: the digest is BLAKE3 of the RFC 8785 canonical report
 # Reports per insert statement of a batch: small enough that the server's insert of one chunk overlaps
 # the signing of the next, large enough that the per-statement cost stays small.
 INSERT_CHUNK_ROWS = 200
