@@ -106,7 +106,21 @@ class ChallengeStatus(enum.StrEnum):
 
 
 class Outcome(enum.StrEnum):
+    """The outcome of an audit, in its signed verdict (coin-verdict/2).
+
+    - `pass`: every check holds.
+    - `suspect`: statistical evidence (a calibrated check such as the verifier or near-duplicate blocks
+      flagged the revealed text, with a known false-positive rate). It raises the provider's monitoring
+      and sampling rate; it accuses nobody.
+    - `fail`: proof of inflation: a check that cannot fire on honest text failed (an inclusion proof or
+      count opening, block consistency, token re-embedding, a block rebuilt as one repeated token, a
+      token outside the declared vocabulary), or the provider missed the challenge's deadline.
+    - `inconclusive`: no decision: a check still wanted more revealed blocks when the audit's exposure
+      plan was spent, or the auditor could not verify (e.g. its models changed since the report).
+    """
+
     PASS = "pass"
+    SUSPECT = "suspect"
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
 

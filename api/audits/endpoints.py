@@ -12,7 +12,7 @@ from api.deps import CallerDep, ContextDep, Role, SessionDep, StaffDep, forbidde
 from api.problems import COMMON_PROBLEMS, problem_responses
 from service.audits.service import request_audit
 from service.errors import NotFound
-from service.models import Audit, AuditStatus, AuditTrigger, Report
+from service.models import Audit, AuditStatus, AuditTrigger, Outcome, Report, Verdict
 from service.reports.service import holds_receipt
 
 router = APIRouter(prefix="/v1/audits", tags=["audits"], responses=COMMON_PROBLEMS)
@@ -64,10 +64,14 @@ def list_audits(
     caller: StaffDep,
     provider: Annotated[uuid.UUID | None, Query(description="only this provider's audits")] = None,
     audit_status: Annotated[AuditStatus | None, Query(alias="status")] = None,
+    outcome: Annotated[
+        Outcome | None,
+        Query(description="only audits whose verdict has this outcome (fail = proof, suspect = statistical)"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[AuditOut]:
-    """Audits, newest first. A provider sees only its own."""
+    """Audits, newest first, optionally by status or by verdict outcome. A provider sees only its own."""
     if caller.role == Role.PROVIDER:
         if provider is not None and provider != caller.provider_id:
             raise forbidden("a provider can only list its own audits")
@@ -77,4 +81,6 @@ def list_audits(
         query = query.where(Audit.provider_id == provider)
     if audit_status is not None:
         query = query.where(Audit.status == audit_status)
+    if outcome is not None:
+        query = query.join(Verdict, Verdict.audit_id == Audit.id).where(Verdict.outcome == outcome)
     return [AuditOut.of(audit) for audit in session.scalars(query)]

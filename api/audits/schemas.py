@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.models import Audit, AuditStatus, AuditTrigger, ChallengeStatus, Outcome
+from service.models import Audit, AuditStatus, AuditTrigger, ChallengeStatus, Outcome, Verdict
 
 
 class AuditCreate(BaseModel):
@@ -42,13 +42,38 @@ class ChallengeSummary(BaseModel):
 
 
 class VerdictOut(BaseModel):
-    outcome: Outcome
+    outcome: Outcome = Field(
+        description="fail = proof of inflation (a proof check failed); suspect = statistical evidence, "
+        "which raises the provider's monitoring and accuses nobody; pass; inconclusive = no decision"
+    )
+    proof_failures: list[str] = Field(
+        description="the proof checks that failed (each is proof of inflation): why the outcome is fail; "
+        "empty for coin-verdict/1 statements, which did not tell proof from statistics"
+    )
+    statistical_flags: list[str] = Field(
+        description="the statistical checks that flagged the trace (evidence for monitoring, no "
+        "accusation): why the outcome is suspect; their figures and thresholds are in the statement"
+    )
     decided_at: datetime
     statement: dict[str, Any] = Field(
-        description="what is signed: outcome, evidence (every check's figure), ids"
+        description="what is signed (coin-verdict/2): outcome, evidence (every check with its kind, "
+        "figure and threshold), decided_by (embedding model and head checkpoint), ids"
     )
-    signature: str = Field(description="Ed25519 over canonical_json(statement), hex")
+    signature: str = Field(description="Ed25519 over the RFC 8785 canonical JSON of statement, hex")
     signing_key: str = Field(description="the auditor's public key, hex")
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> "VerdictOut":
+        evidence = verdict.statement.get("evidence", {})
+        return cls(
+            outcome=verdict.outcome,
+            proof_failures=evidence.get("proof_failures", []),
+            statistical_flags=evidence.get("statistical_flags", []),
+            decided_at=verdict.decided_at,
+            statement=verdict.statement,
+            signature=verdict.signature,
+            signing_key=verdict.signing_key,
+        )
 
 
 class AuditOut(BaseModel):
@@ -104,13 +129,5 @@ class AuditOut(BaseModel):
                 )
                 for c in audit.challenges
             ],
-            verdict=None
-            if verdict is None
-            else VerdictOut(
-                outcome=verdict.outcome,
-                decided_at=verdict.decided_at,
-                statement=verdict.statement,
-                signature=verdict.signature,
-                signing_key=verdict.signing_key,
-            ),
+            verdict=None if verdict is None else VerdictOut.of(verdict),
         )

@@ -95,4 +95,7 @@ def simulate(trace: dict[str, Any], behaviour: str, embedder: Embedder) -> Simul
     raise ValueError(f"unknown behaviour {behaviour!r}")
 
 
+# What each should get: honest -> pass; the three cheats -> fail, each caught by a proof check (the
+# over-claims cannot open the count indices they never committed, the forgery's leaves miss the root),
+# never by a statistical one, which could only make an audit `suspect`.
 BEHAVIOURS = ("honest", "over-claim 1.5x", "coin padding", "forged opening")

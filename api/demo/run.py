@@ -3,7 +3,9 @@
 One process: a fresh SQLite file, tasks run in-process after each commit, uvicorn on a loopback port.
 The auditor admin registers one provider per behaviour; each provider reports its requests, the admin
 orders an audit of each, the provider fetches its open challenge and answers it (honestly or not), and
-the verdict comes back signed. With `--serve` the API stays up afterwards.
+the verdict comes back signed: `fail` names the proof check that caught the provider, `suspect` the
+statistical checks that flagged it with their figures and thresholds. With `--serve` the API stays up
+afterwards.
 """
 
 import os
@@ -81,10 +83,24 @@ def _answer_until_verdict(
     raise RuntimeError(f"audit {audit_id} has no verdict after {timeout:.0f}s")
 
 
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 def _reason(verdict: dict[str, Any]) -> str:
-    checks = verdict["statement"].get("evidence", {}).get("checks", [])
-    failed = [f"{c['name']}: {c['detail']}" for c in checks if c.get("outcome") == "fail"]
-    return "; ".join(failed) or verdict["statement"].get("reason") or "all checks hold"
+    """Why the verdict is what it is: for fail, the proof check that caught it; for suspect, each
+    statistical check that flagged, its figure against its threshold."""
+    checks = {c["name"]: c for c in verdict["statement"].get("evidence", {}).get("checks", [])}
+    if verdict["outcome"] == "fail":
+        return "; ".join(f"caught by {name}: {checks[name]['detail']}" for name in verdict["proof_failures"])
+    if verdict["outcome"] == "suspect":
+        return "; ".join(
+            f"flagged by {name}: {_figure(checks[name]['figure'])} vs threshold "
+            f"{_figure(checks[name]['threshold'])}"
+            for name in verdict["statistical_flags"]
+        )
+    undecided = [f"{c['name']}: {c['detail']}" for c in checks.values() if c["outcome"] == "inconclusive"]
+    return "; ".join(undecided) or "all checks hold"
 
 
 def run_demo(
@@ -116,7 +132,7 @@ def run_demo(
         .json()
         for behaviour in BEHAVIOURS
     }
-    typer.echo(f"{'provider':<16} {'trace':<26} {'billed':>6} {'verdict':<7} evidence")
+    typer.echo(f"{'provider':<16} {'trace':<26} {'billed':>6} {'verdict':<12} evidence")
     traces = demo_traces(traces_dir, per_behaviour * len(BEHAVIOURS))
     outcomes: dict[str, list[str]] = {b: [] for b in BEHAVIOURS}
     for k, trace in enumerate(traces):
@@ -132,8 +148,8 @@ def run_demo(
         outcomes[report.behaviour].append(verdict["outcome"])
         billed = report.public.commitment.size
         typer.echo(
-            f"{report.behaviour:<16} {report.trace_id[:26]:<26} {billed:>6} {verdict['outcome']:<7} "
-            f"{_reason(verdict)[:100]}"
+            f"{report.behaviour:<16} {report.trace_id[:26]:<26} {billed:>6} {verdict['outcome']:<12} "
+            f"{_reason(verdict)[:110]}"
         )
         status = httpx.get(
             f"{base}/v1/reports/{receipt['report_id']}/status",
@@ -144,6 +160,10 @@ def run_demo(
     typer.echo("\nsummary (what each simulated provider got):")
     for behaviour, verdicts in outcomes.items():
         typer.echo(f"  {behaviour:<16} {', '.join(verdicts)}")
+    typer.echo(
+        "fail = proof: a check that cannot fire on honest text caught the provider; suspect = statistical\n"
+        "evidence: it raises the provider's monitoring and accuses nobody (figure vs calibrated threshold)."
+    )
     typer.echo(
         "Every step is in the hash-chained audit trail; check it with\n"
         f"  COIN_DATABASE_URL={settings.database_url} coin verify-chain"

@@ -146,7 +146,10 @@ class AuditSummary(BaseModel):
     status: AuditStatus
     trigger: AuditTrigger
     created_at: datetime
-    outcome: Outcome | None
+    outcome: Outcome | None = Field(
+        description="the verdict, once decided: fail = proof of inflation; suspect = statistical "
+        "evidence, which raises the provider's monitoring and accuses nobody"
+    )
     decided_at: datetime | None
 
 

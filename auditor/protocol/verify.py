@@ -25,24 +25,43 @@ from auditor.protocol.fingerprint import EMBED_DIM, EmbeddingModel, Int8Array, c
 from auditor.protocol.merkle import BLAKE3, verify_inclusion
 
 TOKEN_COSINE_THRESHOLD = 0.98
-Outcome = Literal["pass", "fail", "inconclusive"]
+# `fail`: a proof check found evidence that identifies inflation; `suspect`: a statistical check flags the
+# trace (evidence for monitoring, no accusation); `inconclusive`: more revealed blocks are wanted.
+Outcome = Literal["pass", "suspect", "fail", "inconclusive"]
+# `proof`: cannot fire on honest text (argued and measured in docs/protocol.md); `statistical`: a
+# calibrated judgement with a false-positive rate.
+CheckKind = Literal["proof", "statistical"]
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One check's outcome, with the figure it was decided on and a human-readable detail."""
+    """One check's outcome, with the figure it was decided on, the threshold it was compared with, and a
+    human-readable detail. Only a proof check may fail an audit; a statistical one may only flag it."""
 
     name: str
     outcome: Outcome
     figure: float | None = None
     detail: str = ""
+    kind: CheckKind = "proof"
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind, self.outcome) in (("proof", "suspect"), ("statistical", "fail")):
+            raise ValueError(f"check {self.name}: a {self.kind} check cannot say {self.outcome!r}")
 
     @property
     def passed(self) -> bool:
         return self.outcome == "pass"
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "outcome": self.outcome, "figure": self.figure, "detail": self.detail}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "figure": self.figure,
+            "threshold": self.threshold,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -83,10 +102,18 @@ class Verification:
         return tuple(c for c in self.checks if c.outcome == "fail")
 
     @property
+    def flagged(self) -> tuple[CheckResult, ...]:
+        return tuple(c for c in self.checks if c.outcome == "suspect")
+
+    @property
     def verdict(self) -> Outcome:
+        """`fail` on any proof; else `inconclusive` while a check wants more blocks (progressive exposure
+        reveals them, and may still find a proof); else `suspect` on any statistical flag; else `pass`."""
         if self.failed:
             return "fail"
-        return "inconclusive" if any(c.outcome == "inconclusive" for c in self.checks) else "pass"
+        if any(c.outcome == "inconclusive" for c in self.checks):
+            return "inconclusive"
+        return "suspect" if self.flagged else "pass"
 
     @property
     def passed(self) -> bool:
@@ -163,9 +190,13 @@ def _check_token_embeddings(content: Sequence[Opening], embedder: EmbeddingModel
     low = [content[int(k)].index for k in np.flatnonzero(sims < TOKEN_COSINE_THRESHOLD)]
     if low:
         detail = f"{len(low)} tokens do not match their committed embedding (indices {low[:10]})"
-        return CheckResult("token_embedding", "fail", worst, detail)
+        return CheckResult("token_embedding", "fail", worst, detail, threshold=TOKEN_COSINE_THRESHOLD)
     return CheckResult(
-        "token_embedding", "pass", worst, f"min cosine {worst:.4f} >= {TOKEN_COSINE_THRESHOLD}"
+        "token_embedding",
+        "pass",
+        worst,
+        f"min cosine {worst:.4f} >= {TOKEN_COSINE_THRESHOLD}",
+        threshold=TOKEN_COSINE_THRESHOLD,
     )
 
 

@@ -122,14 +122,27 @@ def split_traces(
     return TraceSplit(train, validation, test)
 
 
-def split_reference(
-    traces: Sequence[Trace], share: float, *, seed: int = 0
-) -> tuple[tuple[Trace, ...], tuple[Trace, ...]]:
-    """(reference, evaluated): a `share` of the *questions* and all their traces become the honest
-    reference traces an auditor calibrates on; the evaluation never sees them, so no question is both
-    calibrated on and judged."""
-    if not 0 < share < 1:
-        raise ProtocolError(f"reference share {share} is not in (0, 1)")
-    reference = tuple(t for t in traces if stable_fraction("ref:" + t.question, seed) < share)
-    evaluated = tuple(t for t in traces if stable_fraction("ref:" + t.question, seed) >= share)
-    return reference, evaluated
+# Model families, by a substring of the upstream model name (lowercase), first match wins.
+MODEL_FAMILIES = (
+    ("gpt-4o", "gpt-4o"),
+    ("gpt-oss", "gpt-oss"),
+    ("sky-t1", "sky-t1"),
+    ("qwq", "qwq"),
+    ("distill", "r1-distill"),
+    ("deepseek", "deepseek"),
+    ("qwen", "qwen"),
+    ("glm", "glm"),
+    ("grok", "grok"),
+    ("kimi", "kimi"),
+    ("phi", "phi"),
+    ("minimax", "minimax"),
+    ("magistral", "mistral"),
+    ("mistral", "mistral"),
+    ("nemotron", "nemotron"),
+)
+
+
+def model_family(model: str) -> str:
+    """A coarse family of the model that wrote a trace (`other` when none matches)."""
+    name = model.lower()
+    return next((family for key, family in MODEL_FAMILIES if key in name), "other")

@@ -1,9 +1,11 @@
 """Training and calibration of the matching heads and the verifier (DESIGN §3 checks 4, 5, 8; §6).
 
-Data: the traces split by `auditor.research.traces.split_traces` (whole domains held out for the test; the rest
-split by question and model). The training questions are split again by question into a part that fits
-the two pair heads and a part that fits the DeepSet on the heads' *out-of-sample* outputs (stacking);
-the validation questions calibrate every threshold to the target false-positive rate on honest traces.
+Data: the traces split by `auditor.research.traces.split_traces` (held-out domains kept out entirely; the
+rest split by question and model). The training questions are split again by question into a part that
+fits the three pair heads and a part that fits the verifier's block model on the heads' *out-of-sample*
+outputs (stacking); every trace of the validation questions, honest, calibrates the statistical checks
+(`auditor.semantic.calibration`). The shipped checkpoint is the final fit of the leave-one-domain-out
+procedure (`auditor.research.evaluation.lodo`): every domain, none held out.
 
 Every training example is what a verifier would actually see: each trace (honest, and inflated by a
 content attack of `auditor.research.attacks` at a random IR) is put through the exposure plan of
@@ -14,9 +16,9 @@ honest or comes from an inflated trace.
 """
 
 import random
-import sys
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,28 +29,29 @@ from torch import nn
 from tqdm import tqdm
 
 from auditor.protocol.commitment import DEFAULT_BLOCK_SIZE
-from auditor.protocol.errors import ModelError
 from auditor.protocol.fingerprint import EmbeddingModel, Int8Array, block_texts, decode_token, quantize
 from auditor.protocol.tokenize import Tokenizer
 from auditor.research.attacks import CONTENT_ATTACKS, AttackContext, InflatedTrace, inflate
 from auditor.research.embedding_cache import CachedEmbedder
 from auditor.research.traces import Trace, stable_fraction
-from auditor.semantic.calibration import calibrate, prefix_sets
+from auditor.semantic.calibration import Alphas, calibrate, merge_rate, null_scores
 from auditor.semantic.checks import (
     FEATURE_NAMES,
+    MEASURES,
     Evidence,
     Revealed,
     RevealedBlock,
-    block_features,
+    block_measures,
     context_codes,
-    deepset_benign_probability,
-    rule_benign_probability,
+    evidence_of,
+    gaps_to_others,
 )
 from auditor.semantic.exposure import ExposurePlan, ExposurePolicy, plan_exposure
-from auditor.semantic.heads import CHECKPOINT_NAME, WEIGHTS_DIR, DeepSet, HeadBundle, PairHead
+from auditor.semantic.heads import CHECKPOINT_NAME, WEIGHTS_DIR, HeadBundle, PairHead
 
 TRAIN_IRS = (0.1, 0.25, 0.5, 1.0, 3.0)
-DEEPSET_MIN_IR = 0.25
+# A block counts as injected, for the block model, when at least this share of its tokens are.
+INJECTED_BLOCK = 0.5
 FloatArray = npt.NDArray[np.float32]
 
 
@@ -187,7 +190,7 @@ def _fit_pair_head(
             loss = loss_fn(head(tx[idx], ty[idx]), tl[idx])
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         losses.append(total / len(tl))
     head.eval()
     return head, losses
@@ -282,94 +285,49 @@ def auc(scores: Sequence[float], labels: Sequence[float]) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-# --- the DeepSet verifier -----------------------------------------------------------------------------
+# --- the verifier's block model -------------------------------------------------------------------------
 
 
-def prefix_injected(sample: Sample) -> list[bool]:
-    """Whether any block revealed by the end of each round holds injected tokens."""
-    rank = {b: k for k, b in enumerate(sample.plan.blocks)}
-    hit = [rank[b.index] for b, f in zip(sample.revealed.blocks, sample.block_injected, strict=True) if f > 0]
-    first = min(hit, default=len(rank))
-    return [first < end for end in sample.plan.round_ends]
+def feature_scale(measures: Sequence[FloatArray]) -> FloatArray:
+    """Per feature, the robust spread (1.4826 MAD) of honest blocks' gaps to their other blocks: the unit
+    the block model reads each gap in."""
+    gaps = np.concatenate([gaps_to_others(m) for m in measures if len(m) > 1])
+    mad = np.median(np.abs(gaps - np.median(gaps, axis=0)), axis=0)
+    scale: FloatArray = np.maximum(1.4826 * mad, 1e-3).astype(np.float32)
+    return scale
 
 
-def _fit_deepset(
-    sets: Sequence[FloatArray],
-    labels: Sequence[float],
-    mean: FloatArray,
-    std: FloatArray,
-    *,
-    seed: int,
-    epochs: int,
-) -> DeepSet:
+def block_examples(samples: Sequence[Sample], evidence: Sequence[Evidence]) -> tuple[FloatArray, FloatArray]:
+    """(features, injected?) for the blocks of honest traces (0) and the blocks of inflated traces that
+    are at least half injected (1). The clean blocks of inflated traces are left out: next to injected
+    ones they look unusual, and learning that would teach the model to distrust honest outliers."""
+    rows, labels = [], []
+    for sample, ev in zip(samples, evidence, strict=True):
+        if len(ev.revealed.blocks) < 2:
+            continue
+        for k, fraction in enumerate(sample.block_injected):
+            if sample.attack == "honest" or fraction >= INJECTED_BLOCK:
+                rows.append(ev.features[k])
+                labels.append(0.0 if sample.attack == "honest" else 1.0)
+    return np.asarray(rows, dtype=np.float32), np.asarray(labels, dtype=np.float32)
+
+
+def _fit_block_model(x: FloatArray, y: FloatArray, *, seed: int, epochs: int) -> nn.Linear:
+    """Logistic regression, class-balanced, with a little L2: few parameters, so little to overfit to the
+    training domains."""
     torch.manual_seed(seed)
-    model = DeepSet(len(FEATURE_NAMES))
-    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-5)
-    y = torch.tensor(labels, dtype=torch.float32)
+    model = nn.Linear(x.shape[1], 1)
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.05, weight_decay=1e-4)
     positives = float(y.sum())
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(y) - positives) / max(positives, 1.0)))
-    width = max(len(s) for s in sets)
-    x = torch.zeros(len(sets), width, len(FEATURE_NAMES))
-    mask = torch.zeros(len(sets), width, dtype=torch.bool)
-    for k, rows in enumerate(sets):
-        x[k, : len(rows)] = torch.from_numpy((rows - mean) / std)
-        mask[k, : len(rows)] = True
-    generator = torch.Generator().manual_seed(seed)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     model.train()
-    for _ in tqdm(range(epochs), desc="deepset", unit="epoch"):
-        order = torch.randperm(len(y), generator=generator)
-        for start in range(0, len(order), 128):
-            idx = order[start : start + 128]
-            optimiser.zero_grad()
-            loss_fn(model(x[idx], mask[idx]), y[idx]).backward()
-            optimiser.step()
+    for _ in range(epochs):
+        optimiser.zero_grad()
+        loss_fn(model(tx).squeeze(-1), ty).backward()
+        optimiser.step()
     model.eval()
     return model
-
-
-# --- calibration --------------------------------------------------------------------------------------
-
-
-def calibrate_on_reference(
-    bundle: HeadBundle,
-    reference: Sequence[Trace],
-    tokenizer: Tokenizer,
-    embedder: EmbeddingModel,
-    policy: ExposurePolicy,
-    *,
-    block_size: int,
-    target_fpr: float,
-    seed: int,
-) -> HeadBundle:
-    """The same heads with every threshold re-fit on honest `reference` traces of one kind of traffic.
-
-    Calibration on other domains does not transfer reliably: checkpoints calibrated to the same rate
-    on the validation domains landed at 0.8–2.7% on the held-out ones (docs/evaluation.md). A deployment
-    calibrates on honest traces of its own kind of task that the auditor produced itself — never on
-    the provider's traffic, whose honesty is the question. Unlike training, every trace counts (short
-    ones are part of the honest tail) and the whole exposure plan is followed, as in a real audit."""
-    if not reference:
-        raise ModelError("calibration: no reference traces")
-    if not 0 < target_fpr < 1:
-        raise ModelError(f"calibration: target false-positive rate {target_fpr} is not in (0, 1)")
-    samples = collect_samples(
-        reference,
-        AttackContext(tokenizer, reference, block_size),
-        embedder,
-        policy,
-        seed=seed,
-        attacked_per_trace=0,
-        block_size=block_size,
-        max_blocks=sys.maxsize,
-        min_tokens=2,
-        desc="reference traces",
-    )
-    honest = [(s, block_features(s.revealed, bundle, tokenizer)) for s in samples]
-    calibration = calibrate([(s.plan, e) for s, e in honest], bundle, tokenizer, target_fpr=target_fpr)
-    source = {"traces": len(samples), "domains": sorted({t.domain for t in reference}), "seed": seed}
-    return replace(
-        bundle, calibration=calibration, metrics={**bundle.metrics, "reference_calibration": source}
-    )
 
 
 # --- the whole pipeline -------------------------------------------------------------------------------
@@ -380,14 +338,13 @@ class TrainConfig:
     seed: int = 0
     block_size: int = DEFAULT_BLOCK_SIZE
     heads_traces: int = 500
-    stack_traces: int = 300
-    validation_traces: int = 350
+    model_traces: int = 300
     attacked_per_trace: int = 2
     max_blocks: int = 12
     head_epochs: int = 20
-    deepset_epochs: int = 40
-    target_fpr: float = 0.01
-    # The attack families the heads and the DeepSet see; leaving one out measures transfer to it.
+    model_epochs: int = 300
+    alphas: Alphas = field(default_factory=Alphas)
+    # The attack families the heads and the block model see; leaving one out measures transfer to it.
     attacks: tuple[str, ...] = CONTENT_ATTACKS
 
 
@@ -405,6 +362,18 @@ def _subsample(traces: Sequence[Trace], n: int, seed: int, salt: str) -> list[Tr
     return out[:n]
 
 
+def domain_merge_rate(traces: Sequence[Trace], tokenizer: Tokenizer) -> float:
+    """The highest per-domain rate of honest adjacent pairs that merge when re-tokenized: the
+    retokenization check's null must hold in every domain trained on, not only on average."""
+    by_domain: dict[str, list[Trace]] = defaultdict(list)
+    for trace in traces:
+        by_domain[trace.domain].append(trace)
+    return max(
+        merge_rate((tokenizer.tokenize(t.reasoning) for t in domain), tokenizer)
+        for domain in by_domain.values()
+    )
+
+
 def train_heads(
     train: Sequence[Trace],
     validation: Sequence[Trace],
@@ -415,51 +384,50 @@ def train_heads(
     out: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> HeadBundle:
-    """Fit heads A and B, the DeepSet, calibrate, and save the checkpoint (see the module docstring)."""
+    """Fit the pair heads and the block model, calibrate on every validation trace, save (see the module
+    docstring). `out=None` saves over the shipped checkpoint."""
     policy = ExposurePolicy()
     heads_part = [t for t in train if stable_fraction("stack:" + t.question, config.seed) >= 0.35]
-    stack_part = [t for t in train if stable_fraction("stack:" + t.question, config.seed) < 0.35]
+    model_part = [t for t in train if stable_fraction("stack:" + t.question, config.seed) < 0.35]
     heads_traces = _subsample(heads_part, config.heads_traces, config.seed, "heads")
-    stack_traces = _subsample(stack_part, config.stack_traces, config.seed, "stack")
-    val_traces = _subsample(validation, config.validation_traces, config.seed, "validation")
-    log(f"traces: {len(heads_traces)} heads, {len(stack_traces)} stacking, {len(val_traces)} validation")
+    model_traces = _subsample(model_part, config.model_traces, config.seed, "stack")
+    log(f"traces: {len(heads_traces)} heads, {len(model_traces)} block model, {len(validation)} calibration")
 
     def save_cache() -> None:
         # Keep the embeddings paid for so far even if a later stage fails.
         if isinstance(embedder, CachedEmbedder):
             embedder.save()
 
-    def collect(traces: Sequence[Trace], pool: Sequence[Trace], desc: str) -> list[Sample]:
-        ctx = AttackContext(tokenizer, pool, config.block_size)
-        return collect_samples(
+    def collect(traces: Sequence[Trace], pool: Sequence[Trace], desc: str, attacked: int) -> list[Sample]:
+        samples = collect_samples(
             traces,
-            ctx,
+            AttackContext(tokenizer, pool, config.block_size),
             embedder,
             policy,
             seed=config.seed,
-            attacked_per_trace=config.attacked_per_trace,
+            attacked_per_trace=attacked,
             attacks=config.attacks,
             block_size=config.block_size,
             max_blocks=config.max_blocks,
             desc=desc,
         )
+        save_cache()
+        return samples
 
-    heads_samples = collect(heads_traces, heads_part, "heads data")
-    save_cache()
-    stack_samples = collect(stack_traces, stack_part, "stacking data")
-    save_cache()
-    val_samples = collect(val_traces, validation, "validation data")
-    chosen = {t.id for t in val_traces}
-    # Calibration needs the tail of the honest distribution: every validation trace, honest.
-    calibration_extra = collect_samples(
-        [t for t in validation if t.id not in chosen],
+    heads_samples = collect(heads_traces, heads_part, "heads data", config.attacked_per_trace)
+    model_samples = collect(model_traces, model_part, "block model data", config.attacked_per_trace)
+    # Calibration needs the tail of the honest distribution: every validation trace, honest, through
+    # its whole exposure plan, as a real audit would reveal it.
+    calibration_samples = collect_samples(
+        validation,
         AttackContext(tokenizer, validation, config.block_size),
         embedder,
         policy,
         seed=config.seed,
         attacked_per_trace=0,
         block_size=config.block_size,
-        max_blocks=config.max_blocks,
+        max_blocks=10**9,
+        min_tokens=2,
         desc="calibration data",
     )
     save_cache()
@@ -473,77 +441,60 @@ def train_heads(
     head_b, loss_b = _fit_pair_head(
         ba, bb, bl, seed=config.seed, epochs=config.head_epochs, desc="block-to-answer"
     )
-
     ca, cb, cl = context_pairs(heads_samples)
     head_c, loss_c = _fit_pair_head(
         ca, cb, cl, seed=config.seed, epochs=config.head_epochs, desc="block-to-trace"
     )
 
-    ones = np.ones(len(FEATURE_NAMES), dtype=np.float32)
     bundle = HeadBundle(
-        embedder.embd_id,
-        head_a,
-        head_b,
-        head_c,
-        DeepSet(len(FEATURE_NAMES)),
-        FEATURE_NAMES,
-        ones * 0,
-        ones,
-        {},
-        {},
+        embd_id=embedder.embd_id,
+        tokens_to_block=head_a,
+        block_to_answer=head_b,
+        block_to_trace=head_c,
+        block_model=nn.Linear(len(FEATURE_NAMES), 1),
+        feature_names=FEATURE_NAMES,
+        feature_scale=np.ones(len(FEATURE_NAMES), dtype=np.float32),
+        null_scores=np.zeros(0),
+        null_outliers=np.zeros(0),
+        calibration={},
+        metrics={},
     )
-    stack_evidence = [block_features(s.revealed, bundle, tokenizer) for s in stack_samples]
-    rows = np.concatenate([e.features for e in stack_evidence])
-    bundle.feature_mean = rows.mean(0).astype(np.float32)
-    bundle.feature_std = np.maximum(rows.std(0), 1e-3).astype(np.float32)
-    sets, labels = [], []
-    for sample, evidence in zip(stack_samples, stack_evidence, strict=True):
-        # An inflated trace whose revealed blocks hold no injected token looks honest by construction, and
-        # one at IR 0.1 shows one or two injected blocks at most; training on them as "inflated" would
-        # mostly teach the verifier to distrust the odd block of an honest trace.
-        for prefix, injected in zip(
-            prefix_sets(sample.plan, evidence, bundle, tokenizer), prefix_injected(sample), strict=True
-        ):
-            if sample.attack == "honest" or (injected and sample.ir >= DEEPSET_MIN_IR):
-                sets.append(prefix.features)
-                labels.append(1.0 if sample.attack == "honest" else 0.0)
-    bundle.deepset = _fit_deepset(
-        sets, labels, bundle.feature_mean, bundle.feature_std, seed=config.seed, epochs=config.deepset_epochs
-    )
+    honest_measures = [
+        block_measures(s.revealed, bundle, tokenizer)[0] for s in model_samples if s.attack == "honest"
+    ]
+    bundle.feature_scale = feature_scale(honest_measures)
+    model_evidence = [evidence_of(s.revealed, bundle, tokenizer) for s in model_samples]
+    x, y = block_examples(model_samples, model_evidence)
+    bundle.block_model = _fit_block_model(x, y, seed=config.seed, epochs=config.model_epochs)
     bundle.__post_init__()
 
-    val_evidence = [block_features(s.revealed, bundle, tokenizer) for s in val_samples]
-    honest = [(s, e) for s, e in zip(val_samples, val_evidence, strict=True) if s.attack == "honest"]
-    honest += [(s, block_features(s.revealed, bundle, tokenizer)) for s in calibration_extra]
+    honest = [(s.plan, evidence_of(s.revealed, bundle, tokenizer)) for s in calibration_samples]
+    bundle.null_scores, bundle.null_outliers = null_scores(honest, bundle, tokenizer)
     bundle.calibration = calibrate(
-        [(sample.plan, evidence) for sample, evidence in honest],
-        bundle,
-        tokenizer,
-        target_fpr=config.target_fpr,
+        honest, bundle, honest_merge_rate=domain_merge_rate(train, tokenizer), alphas=config.alphas
     )
-    bundle.metrics = validation_metrics(val_samples, val_evidence, bundle, tokenizer)
-    bundle.metrics.update(
-        {
-            "config": config.__dict__,
-            "train_traces": {
-                "heads": len(heads_traces),
-                "stacking": len(stack_traces),
-                "validation": len(val_traces),
-                "calibration_honest": len(honest),
-            },
-            "examples": {
-                "tokens_to_block": len(tl),
-                "block_to_answer": len(bl),
-                "block_to_trace": len(cl),
-                "deepset_sets": len(sets),
-            },
-            "final_loss": {
-                "tokens_to_block": loss_a[-1],
-                "block_to_answer": loss_b[-1],
-                "block_to_trace": loss_c[-1],
-            },
-        }
-    )
+    bundle.metrics = {
+        **validation_metrics(heads_samples, model_samples, model_evidence, bundle),
+        "config": {**asdict(config), "alphas": asdict(config.alphas)},
+        "domains": sorted({t.domain for t in train}),
+        "train_traces": {
+            "heads": len(heads_traces),
+            "block_model": len(model_traces),
+            "calibration": len(honest),
+        },
+        "examples": {
+            "tokens_to_block": len(tl),
+            "block_to_answer": len(bl),
+            "block_to_trace": len(cl),
+            "block_model": len(y),
+            "null_scores": len(bundle.null_scores),
+        },
+        "final_loss": {
+            "tokens_to_block": loss_a[-1],
+            "block_to_answer": loss_b[-1],
+            "block_to_trace": loss_c[-1],
+        },
+    }
     target = out or WEIGHTS_DIR / CHECKPOINT_NAME
     bundle.save(target)
     log(f"saved {target} ({target.stat().st_size / 1e6:.2f} MB)")
@@ -551,40 +502,32 @@ def train_heads(
 
 
 def validation_metrics(
-    samples: Sequence[Sample], evidence: Sequence[Evidence], bundle: HeadBundle, tokenizer: Tokenizer
+    heads_samples: Sequence[Sample],
+    model_samples: Sequence[Sample],
+    model_evidence: Sequence[Evidence],
+    bundle: HeadBundle,
 ) -> dict[str, Any]:
-    """Held-out-question AUCs of each head and verifier, and the per-attack detection at the full plan."""
+    """In-sample AUCs of the heads and of the block model (how well each fit; the held-out figures are
+    the evaluation's), and the block model's weight on each feature."""
     rng = random.Random(1)
-    ta, tb, tl = token_pairs(samples, rng)
-    ba, bb, bl = block_pairs(samples, rng)
-    ca, cb, cl = context_pairs(samples)
-    metrics: dict[str, Any] = {
+    ta, tb, tl = token_pairs(heads_samples, rng)
+    ba, bb, bl = block_pairs(heads_samples, rng)
+    ca, cb, cl = context_pairs(heads_samples)
+    x, y = block_examples(model_samples, model_evidence)
+    weights = bundle.block_model.weight.detach().numpy()[0]
+    return {
         "auc_tokens_to_block": auc(bundle.pair_logits(bundle.tokens_to_block, ta, tb).tolist(), tl.tolist()),
         "auc_block_to_answer": auc(bundle.pair_logits(bundle.block_to_answer, ba, bb).tolist(), bl.tolist()),
         "auc_block_to_trace": auc(bundle.pair_logits(bundle.block_to_trace, ca, cb).tolist(), cl.tolist()),
+        "auc_block_model": auc(bundle.block_scores(x).tolist(), y.tolist()),
+        "block_model_weights": dict(zip(FEATURE_NAMES, (float(w) for w in weights), strict=True)),
     }
-    labels = [1.0 if s.attack == "honest" else 0.0 for s in samples]
-    for kind in ("deepset", "rule"):
-        scores = [
-            deepset_benign_probability(e, bundle)
-            if kind == "deepset"
-            else rule_benign_probability(e, bundle.calibration)
-            for e in evidence
-        ]
-        metrics[f"auc_{kind}"] = auc(scores, labels)
-        per_attack: dict[str, list[bool]] = {}
-        for sample, score in zip(samples, scores, strict=True):
-            per_attack.setdefault(sample.attack, []).append(score < bundle.calibration[f"{kind}_fail"])
-        metrics[f"flag_rate_{kind}"] = {a: float(np.mean(v)) for a, v in sorted(per_attack.items())}
-    return metrics
 
 
-def write_model_card(bundle: HeadBundle, path: Path, held_out_domains: Sequence[str]) -> None:
-    """MODEL_CARD.md: what the shipped heads were trained on, how, and how well they did."""
+def write_model_card(bundle: HeadBundle, path: Path) -> None:
+    """MODEL_CARD.md: what the shipped heads were trained on, how, and how well they fit."""
     m = bundle.metrics
     config = m.get("config", {})
-    rates = m.get("flag_rate_deepset", {})
-    calibration = bundle.calibration
     lines = [
         "# Model card: CoIn Audit matching heads and verifier",
         "",
@@ -597,50 +540,46 @@ def write_model_card(bundle: HeadBundle, path: Path, held_out_domains: Sequence[
         "- **Block-to-Answer head** (CoIn model B, check 5): the same architecture on (block, answer) codes.",
         "- **Block-to-Trace head** (ours): the same architecture on (block, mean code of the other revealed",
         "  blocks) → logit(block belongs with the rest of the trace).",
-        "- **DeepSet verifier** (check 8): ρ(mean φ, max φ) over per-block evidence vectors"
-        f" ({', '.join(bundle.feature_names)}) → P(benign).",
+        "- **Block model** (check 8): logistic regression on each revealed block's measures minus their median",
+        f"  over the other revealed blocks ({', '.join(MEASURES)}), in units of the honest spread →",
+        "  logit(block is injected). The verifier's p-value compares a block's score with the",
+        f"  {len(bundle.null_scores)} honest calibration block scores kept in the checkpoint; so is an",
+        "  unsupervised outlier score (the squared length of the block's scaled gap vector) and its null.",
         f"- Embedding model: `{bundle.embd_id}` (frozen). Loading these heads for another embd_id is refused.",
         "",
-        "## Data and split",
+        "## Data",
         "",
         "- Source: `../shared/data/traces` (see its README for provenance and licences).",
-        f"- Test: the whole held-out domains {', '.join(held_out_domains)} — never seen in training.",
-        "- The rest is split by question (20% of questions → validation), and 15% of models are dropped from",
-        "  training so validation also sees unseen models. Training questions are split again by question:",
-        "  65% fit the pair heads, 35% fit the DeepSet on the heads' out-of-sample outputs.",
-        f"- Traces used (subsampled by question for CPU time): {m.get('train_traces')}; seed {config.get('seed')}.",
-        f"- Every trace contributes its honest version and {config.get('attacked_per_trace')} versions inflated by a"
-        f" random content attack at IR ∈ {list(TRAIN_IRS)}; only what the exposure plan reveals (≤"
-        f" {config.get('max_blocks')} blocks, block size {config.get('block_size')}) is embedded.",
+        f"- Domains trained on: {', '.join(m.get('domains', []))}. The leave-one-domain-out evaluation",
+        "  (docs/evaluation.md) trains the same way without each domain in turn; this is its final fit.",
+        "- Split by question (20% of questions → calibration), and 15% of models are dropped from training so",
+        "  calibration also sees unseen models. Training questions are split again by question: 65% fit the",
+        "  pair heads, 35% fit the block model on the heads' out-of-sample outputs.",
+        f"- Traces used: {m.get('train_traces')}; seed {config.get('seed')}.",
+        f"- Every training trace contributes its honest version and {config.get('attacked_per_trace')} versions"
+        f" inflated by a random content attack at IR ∈ {list(TRAIN_IRS)}; only what the exposure plan reveals",
+        f"  (≤ {config.get('max_blocks')} blocks, block size {config.get('block_size')}) is embedded.",
         f"- Examples: {m.get('examples')}.",
         "",
-        "## Calibration (validation, honest traces, all rounds of progressive exposure)",
-        "",
-        f"Target false-positive rate {calibration.get('target_fpr')}: the duplicate and tokenization checks at ≤"
-        " target/8 each, the verifier at ≤ 3/4 target.",
+        "## Calibration (every calibration trace, honest, all rounds of progressive exposure)",
         "",
         "| threshold | value |",
         "|---|---:|",
-        *[f"| {k} | {v:.4g} |" for k, v in sorted(calibration.items())],
+        *[f"| {k} | {v:.4g} |" for k, v in sorted(bundle.calibration.items())],
         "",
-        "## Validation metrics (held-out questions and models of the training domains)",
+        "## Fit (in-sample AUCs; the held-out figures are in docs/evaluation.md)",
         "",
-        f"- AUC tokens-to-block: {m.get('auc_tokens_to_block', float('nan')):.3f}",
-        f"- AUC block-to-answer: {m.get('auc_block_to_answer', float('nan')):.3f}",
-        f"- AUC block-to-trace: {m.get('auc_block_to_trace', float('nan')):.3f}",
-        f"- AUC DeepSet (honest vs inflated trace, full plan): {m.get('auc_deepset', float('nan')):.3f}",
-        f"- AUC rule verifier: {m.get('auc_rule', float('nan')):.3f}",
-        "- Share of validation samples the DeepSet flags at its calibrated threshold, per attack (IR mixed):",
-        "",
-        "| attack | flagged |",
-        "|---|---:|",
-        *[f"| {a} | {r:.1%} |" for a, r in rates.items()],
+        f"- tokens-to-block {m.get('auc_tokens_to_block', float('nan')):.3f}, block-to-answer"
+        f" {m.get('auc_block_to_answer', float('nan')):.3f}, block-to-trace {m.get('auc_block_to_trace', float('nan')):.3f},"
+        f" block model {m.get('auc_block_model', float('nan')):.3f}",
+        "- Block model weights: "
+        + ", ".join(f"{k} {v:+.2f}" for k, v in m.get("block_model_weights", {}).items()),
         "",
         "## Limits",
         "",
         "- The heads are trained on this project's attack generators; an attacker with a different generator",
-        "  may score differently. The held-out-domain evaluation (docs/evaluation.md) measures transfer to",
-        "  unseen domains, not to unseen attack families.",
+        "  may score differently. Leave-one-domain-out measures transfer to unseen domains, not to unseen",
+        "  attack families.",
         "- The medical domain is GPT-4o-written o1-style text, not a native reasoning model.",
         "",
     ]

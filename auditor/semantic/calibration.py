@@ -1,42 +1,35 @@
-"""Calibration of the semantic checks: thresholds fit on honest traces to a target false-positive rate.
+"""Calibration of the statistical checks on honest traces (DESIGN §3 checks 4–8).
 
-Every threshold the checks of `auditor.semantic.checks` read comes from here, fit on the evidence of
-honest traces followed through every round of their exposure plan, as a real audit would see them.
+Every statistical check has a share of the false-positive budget (`Alphas`). The checks' thresholds
+and the verifier's null distribution are fit on the evidence of honest traces that nothing else was
+fit on, each followed through every round of its exposure plan as a real audit would see it. The
+budget is half the `suspect` rate the auditor promises on honest traffic: the other half is room for
+domains unlike the calibration's (what leave-one-domain-out evaluation measures).
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
+import numpy.typing as npt
 
 from auditor.protocol.tokenize import Tokenizer
-from auditor.semantic.checks import (
-    FEATURE_NAMES,
-    Evidence,
-    Revealed,
-    block_features,
-    deepset_benign_probability,
-    rule_benign_probability,
-)
+from auditor.semantic.checks import Evidence, Revealed, evidence_of, merges_when_retokenized, outlier_scores
 from auditor.semantic.exposure import ExposurePlan
 from auditor.semantic.heads import HeadBundle
 
+# The honest `suspect` rate the auditor promises, per domain and trace length.
+TARGET_SUSPECT_RATE = 0.02
 
-def prefix_sets(
-    plan: ExposurePlan, evidence: Evidence, heads: HeadBundle, tokenizer: Tokenizer
-) -> list[Evidence]:
-    """The evidence the verifier sees after each round of `plan`, recomputed on the blocks revealed so
-    far (some features compare a block with the other revealed ones)."""
-    rank = {b: k for k, b in enumerate(plan.blocks)}
-    ordered = sorted(evidence.revealed.blocks, key=lambda b: rank[b.index])
-    out = []
-    for end in plan.round_ends:
-        if end == len(ordered):
-            out.append(evidence)
-            continue
-        shown = sorted(ordered[:end], key=lambda b: b.index)
-        revealed = Revealed(evidence.revealed.num_blocks, evidence.revealed.answer_codes, tuple(shown))
-        out.append(block_features(revealed, heads, tokenizer))
-    return out
+
+@dataclass(frozen=True)
+class Alphas:
+    """Each statistical check's share of the false-positive budget (together half the target)."""
+
+    verifier: float = 0.006
+    duplicates: float = 0.002
+    retokenization: float = 0.002
 
 
 def threshold_below(values: Sequence[float], rate: float) -> float:
@@ -52,45 +45,69 @@ def threshold_below(values: Sequence[float], rate: float) -> float:
     return float(ordered[k])
 
 
+def prefix_sets(
+    plan: ExposurePlan, evidence: Evidence, heads: HeadBundle, tokenizer: Tokenizer
+) -> list[Evidence]:
+    """The evidence the checks see after each round of `plan`, recomputed on the blocks revealed so far
+    (the verifier compares each block with the other revealed ones)."""
+    rank = {b: k for k, b in enumerate(plan.blocks)}
+    ordered = sorted(evidence.revealed.blocks, key=lambda b: rank[b.index])
+    out = []
+    for end in plan.round_ends:
+        if end >= len(ordered):
+            out.append(evidence)
+            break
+        shown = sorted(ordered[:end], key=lambda b: b.index)
+        revealed = Revealed(evidence.revealed.num_blocks, evidence.revealed.answer_codes, tuple(shown))
+        out.append(evidence_of(revealed, heads, tokenizer))
+    return out
+
+
+def merge_rate(token_lists: Iterable[Sequence[bytes]], tokenizer: Tokenizer) -> float:
+    """The share of adjacent token pairs of honest traces that merge when re-tokenized, over every pair;
+    (merges + 1) / (pairs + 1), so that a corpus without one still leaves a rate above zero."""
+    merges = pairs = 0
+    for tokens in token_lists:
+        pairs += max(0, len(tokens) - 1)
+        merges += sum(merges_when_retokenized(a, b, tokenizer) for a, b in pairwise(tokens))
+    return (merges + 1) / (pairs + 1)
+
+
+def null_scores(
+    honest: Sequence[tuple[ExposurePlan, Evidence]], heads: HeadBundle, tokenizer: Tokenizer
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The block model's score and the outlier score of every block of every honest trace, after every
+    round (each ascending)."""
+    prefixes = [
+        prefix for plan, evidence in honest for prefix in prefix_sets(plan, evidence, heads, tokenizer)
+    ]
+    model = np.concatenate([heads.block_scores(prefix.features) for prefix in prefixes])
+    outliers = np.concatenate([outlier_scores(prefix.features) for prefix in prefixes])
+    return np.sort(model), np.sort(outliers)
+
+
 def calibrate(
     honest: Sequence[tuple[ExposurePlan, Evidence]],
     heads: HeadBundle,
-    tokenizer: Tokenizer,
     *,
-    target_fpr: float,
+    honest_merge_rate: float,
+    alphas: Alphas = Alphas(),
 ) -> dict[str, float]:
-    """Thresholds such that honest validation traces, followed through every round of their exposure
-    plan, fail each rule check (duplicates, tokenization) at rate <= target_fpr / 8 and the verifier at
-    <= 3/4 target_fpr. The alarm levels of the two heads (evidence only) are set the same way."""
-    per_check = target_fpr / 8
-    worst_a, worst_b, worst_dup, merges = [], [], [], []
+    """The thresholds of the statistical checks (the verifier's null scores are `null_scores`')."""
+    worst_a, worst_b, closest = [], [], []
     for _plan, evidence in honest:
-        worst_a.append(float(evidence.features[:, FEATURE_NAMES.index("tokens_to_block_mean")].min()))
-        worst_b.append(float(evidence.features[:, FEATURE_NAMES.index("block_to_answer")].min()))
-        worst_dup.append(-float(evidence.features[:, FEATURE_NAMES.index("max_block_cosine")].max()))
-        merges.append(evidence.merges)
-    calibration = {
-        "tokens_to_block_alarm": threshold_below(worst_a, per_check),
-        "block_to_answer_alarm": threshold_below(worst_b, per_check),
-        "duplicate_cosine": min(0.999, -threshold_below(worst_dup, per_check)),
-        "merge_count": float(max(1, int(np.quantile(merges, 1 - per_check)) + 1)) if merges else 1.0,
-        "target_fpr": target_fpr,
+        worst_a.append(float(evidence.column("tokens_to_block_mean").min()))
+        worst_b.append(float(evidence.column("block_to_answer").min()))
+        if len(evidence.revealed.blocks) > 1:
+            closest.append(-float(evidence.column("max_block_cosine").max()))
+    return {
+        "tokens_to_block_alarm": threshold_below(worst_a, 0.01),
+        "block_to_answer_alarm": threshold_below(worst_b, 0.01),
+        # Above 1 when more honest traces than the budget reveal two identical blocks: never flags.
+        "duplicate_cosine": -threshold_below(closest, alphas.duplicates),
+        "merge_rate": honest_merge_rate,
+        "verifier_alpha": alphas.verifier,
+        "duplicates_alpha": alphas.duplicates,
+        "retokenization_alpha": alphas.retokenization,
+        "target_suspect_rate": TARGET_SUSPECT_RATE,
     }
-
-    rounds = [prefix_sets(plan, evidence, heads, tokenizer) for plan, evidence in honest]
-
-    def deepset(e: Evidence) -> float:
-        return deepset_benign_probability(e, heads)
-
-    def rule(e: Evidence) -> float:
-        return rule_benign_probability(e, calibration)
-
-    for kind, probability in (("deepset", deepset), ("rule", rule)):
-        lowest, final = [], []
-        for prefixes in rounds:
-            values = [probability(prefix) for prefix in prefixes]
-            lowest.append(min(values))
-            final.append(values[-1])
-        calibration[f"{kind}_fail"] = threshold_below(lowest, 0.75 * target_fpr)
-        calibration[f"{kind}_pass"] = max(calibration[f"{kind}_fail"], float(np.quantile(final, 0.1)))
-    return calibration

@@ -1,21 +1,31 @@
 """The semantic checks 4–8 of DESIGN §3, as `SemanticCheck`s for `auditor.protocol.verify.verify_response`.
 
-4. `tokens_to_block`: the Tokens-to-Block head scores each revealed token against its revealed block.
-5. `block_to_answer`: the Block-to-Answer head scores each revealed block against the answer embedding.
-   Checks 4 and 5 report evidence; the verifier (8) turns it, with everything else, into the decision.
-6. `duplicate_blocks`: near-identical revealed block embeddings (self-repetition passes CoIn), and
-   `repeated_token`: a revealed block whose text is one token repeated (CoIn's own padding attack).
-7. `tokenization`: revealed tokens must be vocabulary tokens of the declared tokenizer, and adjacent
-   revealed tokens must not merge when re-tokenized (a word split into more tokens than the tokenizer
-   makes — the re-tokenization attack).
-8. `verifier`: per-block evidence -> P(benign), by the learned DeepSet or the rule (worst block),
-   with the sequential decision of progressive exposure (`auditor.semantic.exposure`): fail below the calibrated
-   threshold, pass when the budget is spent or a clean sample is already conclusive, else inconclusive
-   (ask for the next round).
+Proof checks (`fail`: they cannot fire on honest text; the argument and the measurement over every
+trace are in docs/protocol.md):
+- `repeated_token` (check 6): a revealed block whose text is one token repeated — rebuilt by the
+  auditor and identified by its embedding (CoIn's own padding attack).
+- `vocabulary` (check 7): a revealed token the declared tokenizer cannot produce.
 
-Every threshold comes from the calibration shipped with the heads (fit on honest validation traces to
-the target false-positive rate, see `auditor.research.training`). All checks read only what the verifier was
-shown: revealed block codes, revealed token codes and bytes, and the answer commitment.
+Statistical checks (`suspect`: evidence for monitoring, each calibrated on honest traces):
+- `tokens_to_block`, `block_to_answer` (checks 4, 5): the two heads' lowest logits — evidence the
+  verifier reads; they never flag on their own.
+- `duplicate_blocks` (check 6): near-identical revealed blocks (self-repetition passes CoIn).
+- `retokenization` (check 7): adjacent revealed tokens the tokenizer would write as one token (a word
+  split into more tokens), tested against the honest rate of such pairs.
+- `verifier` (check 8): every revealed block is judged *against the other revealed blocks of the same
+  trace* — each of its measures minus their median over the others — so a domain whose blocks all read
+  differently from the training domains moves every block alike and none stands out. Two scores per
+  block: the block model's (trained to point at injected blocks) and an unsupervised outlier score
+  (the squared length of its gap vector: unlike the others in any direction — which is how the genuine
+  blocks of a trace inflated several times over stand out from the injected majority). Each score
+  becomes a p-value against honest calibration blocks, and the audit's p-value is the smallest one
+  times the number of tests its exposure plan allows, two per block it may reveal (Bonferroni): its
+  false-positive rate does not grow with the number of blocks or rounds.
+
+The verifier also drives progressive exposure (`auditor.semantic.exposure`): `inconclusive` asks for
+the next round, until the budget is spent or a clean sample is already conclusive. All checks read only
+what the verifier was shown: revealed block codes, revealed token codes and bytes, and the answer
+commitment.
 """
 
 import math
@@ -23,7 +33,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -35,29 +44,28 @@ from auditor.protocol.verify import TOKEN_COSINE_THRESHOLD, CheckResult, OpenedT
 from auditor.semantic.exposure import ExposurePolicy
 from auditor.semantic.heads import HeadBundle
 
-FEATURE_NAMES = (
+# What is measured of each revealed block; the verifier reads each as a gap to the other blocks.
+MEASURES = (
     "tokens_to_block_mean",
     "tokens_to_block_min",
     "block_to_answer",
     "answer_cosine",
+    "block_to_trace",
+    "centroid_cosine",
     "max_block_cosine",
-    "mean_block_cosine",
     "token_bytes",
     "space_start",
     "ascii_fraction",
-    "non_token_fraction",
     "merge_fraction",
-    "has_pair",
     "repeat_fraction",
-    "position",
-    "centroid_cosine",
-    "block_to_answer_gap",
-    "answer_cosine_gap",
-    "revealed_blocks",
-    "block_to_trace",
 )
+FEATURE_NAMES = tuple(f"{name}_gap" for name in MEASURES)
+# A scaled gap counts at most this much in the outlier score, so that one measure cannot carry it alone.
+GAP_CLIP = 10.0
+# Where block p-values leave the empirical null for its fitted exponential tail (see block_p_values).
+TAIL_SHARE = 0.01
+TAIL_MIN = 50
 FloatMatrix = npt.NDArray[np.float32]
-VerifierKind = Literal["deepset", "rule"]
 # Rebuilt texts whose codes a suite keeps (int8, 384 bytes each: ~6 MB).
 REBUILT_CACHE_SIZE = 16_384
 
@@ -119,7 +127,8 @@ def revealed_from_opened(opened: OpenedTrace) -> Revealed:
     return Revealed(opened.challenge.num_blocks, opened.public.answer.codes, tuple(blocks))
 
 
-def _adjacent_pairs(block: RevealedBlock) -> list[tuple[bytes, bytes]]:
+def adjacent_pairs(block: RevealedBlock) -> list[tuple[bytes, bytes]]:
+    """The opened tokens of `block` that are neighbours in the trace, as pairs."""
     pairs = []
     for k in range(len(block.tokens) - 1):
         if block.token_indices[k + 1] == block.token_indices[k] + 1:
@@ -128,9 +137,9 @@ def _adjacent_pairs(block: RevealedBlock) -> list[tuple[bytes, bytes]]:
 
 
 def merges_when_retokenized(first: bytes, second: bytes, tokenizer: Tokenizer) -> bool:
-    """True when the tokenizer would write `first + second` as a single token: the provider split a
-    token the tokenizer never splits. Pairs that are not whole UTF-8 text cannot be re-tokenized as
-    text and count as not merging."""
+    """True when the tokenizer would write `first + second` as a single token: the provider may have
+    split a token the tokenizer does not split. Pairs that are not whole UTF-8 text cannot be
+    re-tokenized as text and count as not merging."""
     try:
         text = (first + second).decode("utf-8")
     except UnicodeDecodeError:
@@ -140,12 +149,19 @@ def merges_when_retokenized(first: bytes, second: bytes, tokenizer: Tokenizer) -
 
 @dataclass(frozen=True)
 class Evidence:
-    """Per-block feature rows (FEATURE_NAMES order) plus the raw counts the rule checks use."""
+    """What the checks read of one opened trace: every block's measures (MEASURES order), the verifier's
+    features (FEATURE_NAMES order: the measures as scaled gaps to the other blocks), and counts."""
 
     revealed: Revealed
+    measures: FloatMatrix
     features: FloatMatrix
     non_tokens: int
     merges: int
+    pairs: int
+
+    def column(self, name: str) -> FloatMatrix:
+        values: FloatMatrix = self.measures[:, MEASURES.index(name)]
+        return values
 
 
 def context_codes(block_codes: FloatMatrix) -> FloatMatrix:
@@ -156,8 +172,23 @@ def context_codes(block_codes: FloatMatrix) -> FloatMatrix:
     return others
 
 
-def block_features(revealed: Revealed, heads: HeadBundle, tokenizer: Tokenizer) -> Evidence:
-    """The evidence vector of every revealed block (see FEATURE_NAMES)."""
+def gaps_to_others(measures: FloatMatrix) -> FloatMatrix:
+    """Each block's measures minus their median over the *other* revealed blocks (zero for a lone block:
+    there is nothing to compare it with)."""
+    k = len(measures)
+    if k < 2:
+        return np.zeros_like(measures)
+    gaps = np.empty_like(measures)
+    for j in range(k):
+        gaps[j] = measures[j] - np.median(np.delete(measures, j, axis=0), axis=0)
+    return gaps
+
+
+def block_measures(
+    revealed: Revealed, heads: HeadBundle, tokenizer: Tokenizer
+) -> tuple[FloatMatrix, int, int, int]:
+    """The measures of every revealed block (MEASURES order), and the counts of revealed tokens outside
+    the vocabulary, of adjacent opened pairs that merge when re-tokenized, and of adjacent opened pairs."""
     blocks = revealed.blocks
     block_codes = np.stack([b.codes for b in blocks]).astype(np.float32)
     answer = np.broadcast_to(revealed.answer_codes.astype(np.float32), block_codes.shape)
@@ -166,29 +197,25 @@ def block_features(revealed: Revealed, heads: HeadBundle, tokenizer: Tokenizer) 
     token_codes = np.concatenate([b.token_codes for b in blocks]).astype(np.float32)
     owners = np.concatenate([np.full(len(b.tokens), k) for k, b in enumerate(blocks)])
     to_block = heads.pair_logits(heads.tokens_to_block, token_codes, block_codes[owners])
-    unit = block_codes / np.maximum(np.linalg.norm(block_codes, axis=1, keepdims=True), 1e-12)
     if len(blocks) > 1:
+        unit = block_codes / np.maximum(np.linalg.norm(block_codes, axis=1, keepdims=True), 1e-12)
         sims = unit @ unit.T
         np.fill_diagonal(sims, np.nan)
         max_cos = np.nanmax(sims, axis=1)
-        mean_cos = np.nanmean(sims, axis=1)
-        # How well each block fits the rest of the revealed trace: an injected block stands out.
         others = context_codes(block_codes)
         centroid_cos = cosine(block_codes, others)
         to_trace = heads.pair_logits(heads.block_to_trace, block_codes, others)
     else:
-        max_cos = mean_cos = centroid_cos = to_trace = np.zeros(1, dtype=np.float32)
-    answer_gap = to_answer - np.median(to_answer)
-    answer_cos_gap = answer_cos - np.median(answer_cos)
+        max_cos = centroid_cos = to_trace = np.zeros(1, dtype=np.float32)
     rows = []
-    non_tokens = merges = 0
+    non_tokens = merges = pair_count = 0
     for k, block in enumerate(blocks):
         scores = to_block[owners == k]
-        pairs = _adjacent_pairs(block)
+        pairs = adjacent_pairs(block)
         block_merges = sum(merges_when_retokenized(a, b, tokenizer) for a, b in pairs)
-        block_non_tokens = sum(not tokenizer.is_token(t) for t in block.tokens)
-        non_tokens += block_non_tokens
+        non_tokens += sum(not tokenizer.is_token(t) for t in block.tokens)
         merges += block_merges
+        pair_count += len(pairs)
         n = len(block.tokens)
         rows.append(
             [
@@ -196,52 +223,77 @@ def block_features(revealed: Revealed, heads: HeadBundle, tokenizer: Tokenizer) 
                 float(scores.min()),
                 float(to_answer[k]),
                 float(answer_cos[k]),
+                float(to_trace[k]),
+                float(centroid_cos[k]),
                 float(max_cos[k]),
-                float(mean_cos[k]),
                 sum(len(t) for t in block.tokens) / n,
                 sum(t[:1] == b" " for t in block.tokens) / n,
                 sum(t.isascii() for t in block.tokens) / n,
-                block_non_tokens / n,
                 block_merges / len(pairs) if pairs else 0.0,
-                float(bool(pairs)),
                 sum(a == b for a, b in pairs) / len(pairs) if pairs else 0.0,
-                block.index / max(1, revealed.num_blocks - 1),
-                float(centroid_cos[k]),
-                float(answer_gap[k]),
-                float(answer_cos_gap[k]),
-                math.log1p(len(blocks)),
-                float(to_trace[k]),
             ]
         )
-    features = np.asarray(rows, dtype=np.float32)
-    return Evidence(revealed, features, non_tokens, merges)
+    return np.asarray(rows, dtype=np.float32), non_tokens, merges, pair_count
 
 
-def _column(evidence: Evidence, name: str) -> FloatMatrix:
-    column: FloatMatrix = evidence.features[:, FEATURE_NAMES.index(name)]
-    return column
+def evidence_of(revealed: Revealed, heads: HeadBundle, tokenizer: Tokenizer) -> Evidence:
+    measures, non_tokens, merges, pairs = block_measures(revealed, heads, tokenizer)
+    features = (gaps_to_others(measures) / heads.feature_scale).astype(np.float32)
+    return Evidence(revealed, measures, features, non_tokens, merges, pairs)
 
 
-def _sigmoid(x: FloatMatrix) -> FloatMatrix:
-    out: FloatMatrix = (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
-    return out
+def block_p_values(scores: npt.NDArray[np.float64], null: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """P-values of block scores against the sorted scores of honest calibration blocks (`null`).
+
+    Up to the null's upper tail, the conformal p-value: the share of honest blocks that score at least
+    as high, counting the block itself. A Bonferroni test over dozens of blocks needs p-values far
+    below 1/len(null), so in the tail — the top `TAIL_SHARE` of the null, or its top `TAIL_MIN`
+    scores if that is more — the p-value follows the exponential law fit to the excesses over the
+    tail's threshold (peaks over threshold: tail share × exp(−excess / mean excess))."""
+    n = len(null)
+    at_least = n - np.searchsorted(null, scores, side="left")
+    p = (1.0 + at_least) / (1.0 + n)
+    share = max(TAIL_SHARE, TAIL_MIN / max(n, 1))
+    if share <= 0.5:  # a null too small for a tail fit keeps its conformal p-values
+        threshold = float(np.quantile(null, 1.0 - share))
+        excesses = null[null > threshold] - threshold
+        if len(excesses) and excesses.mean() > 0:
+            tail = scores > threshold
+            p[tail] = share * np.exp(-(scores[tail] - threshold) / excesses.mean())
+    return np.asarray(np.maximum(p, np.finfo(np.float64).tiny), dtype=np.float64)
 
 
-def rule_benign_probability(evidence: Evidence, calibration: dict[str, float]) -> float:
-    """The most suspicious block decides: P(benign) = 1 - max_j s_j, with s_j the largest of the two
-    heads' P(not genuine), a near-duplicate flag and a tokenization flag for block j."""
-    head_a = 1.0 - _sigmoid(_column(evidence, "tokens_to_block_mean"))
-    head_b = 1.0 - _sigmoid(_column(evidence, "block_to_answer"))
-    duplicate = (_column(evidence, "max_block_cosine") >= calibration["duplicate_cosine"]).astype(np.float32)
-    tokenization = (
-        (_column(evidence, "non_token_fraction") > 0) | (_column(evidence, "merge_fraction") > 0)
-    ).astype(np.float32)
-    suspicion = np.maximum.reduce([head_a, head_b, duplicate, tokenization])
-    return float(1.0 - np.clip(suspicion, 0.0, 1.0).max())
+def outlier_scores(features: FloatMatrix) -> npt.NDArray[np.float64]:
+    """How unlike the other revealed blocks each block is, in any direction: the squared length of its
+    clipped, scaled gap vector."""
+    clipped = np.clip(features.astype(np.float64), -GAP_CLIP, GAP_CLIP)
+    scores: npt.NDArray[np.float64] = (clipped**2).sum(axis=1)
+    return scores
 
 
-def deepset_benign_probability(evidence: Evidence, heads: HeadBundle) -> float:
-    return 1.0 / (1.0 + math.exp(-heads.deepset_logit(evidence.features)))
+@dataclass(frozen=True)
+class VerifierStatistic:
+    p_value: float  # Bonferroni: min(1, tests * smallest p-value), two tests per planned block
+    worst_block: int  # index of the block with the smallest p-value
+    tests: int
+
+
+def verifier_statistic(evidence: Evidence, heads: HeadBundle, planned_blocks: int) -> VerifierStatistic:
+    p = np.minimum(
+        block_p_values(heads.block_scores(evidence.features), heads.null_scores),
+        block_p_values(outlier_scores(evidence.features), heads.null_outliers),
+    )
+    worst = int(np.argmin(p))
+    tests = 2 * max(planned_blocks, len(p))
+    return VerifierStatistic(min(1.0, tests * float(p[worst])), evidence.revealed.blocks[worst].index, tests)
+
+
+def binomial_tail(successes: int, trials: int, rate: float) -> float:
+    """P(X >= successes) for X ~ Binomial(trials, rate)."""
+    if successes <= 0:
+        return 1.0
+    below = sum(math.comb(trials, i) * rate**i * (1 - rate) ** (trials - i) for i in range(successes))
+    return max(0.0, 1.0 - below)
 
 
 @dataclass
@@ -251,20 +303,15 @@ class SemanticSuite:
     heads: HeadBundle
     tokenizer: Tokenizer
     policy: ExposurePolicy = field(default_factory=ExposurePolicy)
-    verifier: VerifierKind = "deepset"
     _last: tuple[OpenedTrace, Evidence] | None = field(default=None, repr=False)
     _rebuilt: OrderedDict[str, Int8Array] = field(default_factory=OrderedDict, repr=False)
     _rebuilt_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def for_tokenizer(
-        cls,
-        heads: HeadBundle,
-        tokenizer_id: str,
-        policy: ExposurePolicy | None = None,
-        verifier: VerifierKind = "deepset",
+        cls, heads: HeadBundle, tokenizer_id: str, policy: ExposurePolicy | None = None
     ) -> "SemanticSuite":
-        return cls(heads, get_tokenizer(tokenizer_id), policy or ExposurePolicy(), verifier)
+        return cls(heads, get_tokenizer(tokenizer_id), policy or ExposurePolicy())
 
     def __post_init__(self) -> None:
         if self.heads.feature_names != FEATURE_NAMES:
@@ -282,10 +329,7 @@ class SemanticSuite:
         # Keyed by the object itself (and holding it): an id() could be reused by the next audit's
         # OpenedTrace once this one is freed, which would hand it stale evidence.
         if self._last is None or self._last[0] is not opened:
-            self._last = (
-                opened,
-                block_features(revealed_from_opened(opened), self.heads, self.tokenizer),
-            )
+            self._last = (opened, evidence_of(revealed_from_opened(opened), self.heads, self.tokenizer))
         return self._last[1]
 
     def rebuilt_codes(self, texts: Sequence[str], embedder: EmbeddingModel) -> Int8Array:
@@ -305,18 +349,14 @@ class SemanticSuite:
                 self._rebuilt.popitem(last=False)
         return rebuilt
 
-    def benign_probability(self, evidence: Evidence) -> float:
-        if self.verifier == "rule":
-            return rule_benign_probability(evidence, self.heads.calibration)
-        return deepset_benign_probability(evidence, self.heads)
-
     def checks(self) -> list[SemanticCheck]:
         return [
             TokensToBlockCheck(self),
             BlockToAnswerCheck(self),
             DuplicateBlocksCheck(self),
             RepeatedTokenCheck(self),
-            TokenizationCheck(self),
+            VocabularyCheck(self),
+            RetokenizationCheck(self),
             VerifierCheck(self),
         ]
 
@@ -336,7 +376,7 @@ class TokensToBlockCheck:
     def __call__(self, opened: OpenedTrace) -> CheckResult:
         evidence = self.suite.evidence(opened)
         return _evidence_result(
-            self.name, _column(evidence, "tokens_to_block_mean"), self.suite.heads.calibration
+            self.name, evidence.column("tokens_to_block_mean"), self.suite.heads.calibration
         )
 
 
@@ -349,7 +389,7 @@ class BlockToAnswerCheck:
 
     def __call__(self, opened: OpenedTrace) -> CheckResult:
         evidence = self.suite.evidence(opened)
-        return _evidence_result(self.name, _column(evidence, "block_to_answer"), self.suite.heads.calibration)
+        return _evidence_result(self.name, evidence.column("block_to_answer"), self.suite.heads.calibration)
 
 
 def _evidence_result(name: str, logits: FloatMatrix, calibration: dict[str, float]) -> CheckResult:
@@ -360,24 +400,28 @@ def _evidence_result(name: str, logits: FloatMatrix, calibration: dict[str, floa
         f"min block logit {worst:.2f}; {below} of {len(logits)} blocks below the alarm level {alarm:.2f} "
         "(evidence for the verifier, which decides)"
     )
-    return CheckResult(name, "pass", worst, detail)
+    return CheckResult(name, "pass", worst, detail, kind="statistical", threshold=alarm)
 
 
 @dataclass
 class DuplicateBlocksCheck:
-    """Check 6: the highest cosine between two distinct revealed blocks."""
+    """Check 6, statistical: the highest cosine between two distinct revealed blocks. Honest traces do
+    repeat themselves (an equation, a rule restated), so this flags, it does not prove."""
 
     suite: SemanticSuite
     name: str = "duplicate_blocks"
 
     def __call__(self, opened: OpenedTrace) -> CheckResult:
         evidence = self.suite.evidence(opened)
-        worst = float(_column(evidence, "max_block_cosine").max())
+        if len(evidence.revealed.blocks) < 2:
+            return CheckResult(self.name, "pass", None, "one revealed block", kind="statistical")
+        worst = float(evidence.column("max_block_cosine").max())
         threshold = self.suite.heads.calibration["duplicate_cosine"]
-        outcome: Outcome = "fail" if worst >= threshold else "pass"
-        repeats = float(_column(evidence, "repeat_fraction").mean())
-        detail = f"max cosine {worst:.3f} (threshold {threshold:.3f}); repeated adjacent tokens {repeats:.2f}"
-        return CheckResult(self.name, outcome, worst, detail)
+        # Strictly above: the calibration allows its alpha of honest traces *at* the threshold (above 1,
+        # when more honest traces than that reveal two identical blocks, it never flags).
+        outcome: Outcome = "suspect" if worst > threshold else "pass"
+        detail = f"max cosine between revealed blocks {worst:.4f} (suspect above {threshold:.4f})"
+        return CheckResult(self.name, outcome, worst, detail, kind="statistical", threshold=threshold)
 
 
 def repeated_token_texts(revealed: Revealed, size: int, block_size: int) -> dict[int, str]:
@@ -415,52 +459,78 @@ class RepeatedTokenCheck:
         worst = float(similarity.max())
         if matched:
             detail = f"blocks {matched[:10]} are their opened token repeated (cosine {worst:.3f})"
-            return CheckResult(self.name, "fail", worst, detail)
+            return CheckResult(self.name, "fail", worst, detail, threshold=TOKEN_COSINE_THRESHOLD)
         detail = f"{len(indices)} blocks tested; max cosine to their token repeated {worst:.3f}"
-        return CheckResult(self.name, "pass", worst, detail)
+        return CheckResult(self.name, "pass", worst, detail, threshold=TOKEN_COSINE_THRESHOLD)
 
 
 @dataclass
-class TokenizationCheck:
-    """Check 7: vocabulary membership (hard) and re-tokenization merges of adjacent revealed tokens."""
+class VocabularyCheck:
+    """Check 7, proof: every revealed token is a token of the declared tokenizer's vocabulary (its
+    tokenizer cannot produce anything else)."""
 
     suite: SemanticSuite
-    name: str = "tokenization"
+    name: str = "vocabulary"
 
     def __call__(self, opened: OpenedTrace) -> CheckResult:
         evidence = self.suite.evidence(opened)
-        limit = self.suite.heads.calibration["merge_count"]
-        failed = evidence.non_tokens > 0 or evidence.merges >= limit
+        tokens = sum(len(block.tokens) for block in evidence.revealed.blocks)
+        detail = f"{evidence.non_tokens} of {tokens} revealed tokens outside the {self.suite.tokenizer.id} vocabulary"
+        outcome: Outcome = "fail" if evidence.non_tokens else "pass"
+        return CheckResult(self.name, outcome, float(evidence.non_tokens), detail, threshold=0.0)
+
+
+@dataclass
+class RetokenizationCheck:
+    """Check 7, statistical: adjacent opened tokens that the tokenizer would write as one token. Honest
+    text has such pairs too, rarely (docs/protocol.md says why), so the count is tested against the
+    honest rate per pair: suspect when P(Binomial(pairs, rate) >= merges) is below the check's alpha."""
+
+    suite: SemanticSuite
+    name: str = "retokenization"
+
+    def __call__(self, opened: OpenedTrace) -> CheckResult:
+        evidence = self.suite.evidence(opened)
+        calibration = self.suite.heads.calibration
+        alpha, rate = calibration["retokenization_alpha"], calibration["merge_rate"]
+        p = binomial_tail(evidence.merges, evidence.pairs, rate)
         detail = (
-            f"{evidence.non_tokens} revealed tokens outside the {self.suite.tokenizer.id} vocabulary; "
-            f"{evidence.merges} adjacent pairs merge when re-tokenized (fail at {limit:.0f}); "
-            f"mean token length {float(_column(evidence, 'token_bytes').mean()):.2f} bytes"
+            f"{evidence.merges} of {evidence.pairs} adjacent opened pairs merge when re-tokenized "
+            f"(honest rate {rate:.2e} per pair; p = {p:.2e}, suspect below {alpha})"
         )
-        return CheckResult(
-            self.name, "fail" if failed else "pass", float(evidence.non_tokens + evidence.merges), detail
-        )
+        outcome: Outcome = "suspect" if p < alpha else "pass"
+        return CheckResult(self.name, outcome, p, detail, kind="statistical", threshold=alpha)
 
 
 @dataclass
 class VerifierCheck:
-    """Check 8: P(benign) and the sequential decision of progressive exposure."""
+    """Check 8: the audit's p-value (see the module docstring) and the sequential decision of
+    progressive exposure: suspect below alpha; pass when the budget is spent, or when a clean sample of
+    `confident_blocks` holds no block rarer than one in `tests` honest ones; else inconclusive."""
 
     suite: SemanticSuite
     name: str = "verifier"
 
     def __call__(self, opened: OpenedTrace) -> CheckResult:
         evidence = self.suite.evidence(opened)
-        p = self.suite.benign_probability(evidence)
-        calibration = self.suite.heads.calibration
-        fail_below = calibration[f"{self.suite.verifier}_fail"]
-        pass_above = calibration[f"{self.suite.verifier}_pass"]
+        planned = self.suite.policy.block_budget(evidence.revealed.num_blocks)
+        statistic = verifier_statistic(evidence, self.suite.heads, planned)
+        alpha = self.suite.heads.calibration["verifier_alpha"]
         revealed = len(evidence.revealed.blocks)
-        budget = self.suite.policy.block_budget(evidence.revealed.num_blocks)
-        detail = f"P(benign) = {p:.4f} ({self.suite.verifier}) over {revealed} of {budget} budgeted blocks"
-        if p < fail_below:
-            return CheckResult(self.name, "fail", p, detail + f"; below {fail_below:.4f}")
-        if revealed >= budget:
-            return CheckResult(self.name, "pass", p, detail + "; budget spent")
-        if revealed >= self.suite.policy.confident_blocks and p >= pass_above:
-            return CheckResult(self.name, "pass", p, detail + "; clean sample already conclusive")
-        return CheckResult(self.name, "inconclusive", p, detail + "; reveal more blocks")
+        detail = (
+            f"p = {statistic.p_value:.2e} (most unusual block {statistic.worst_block}, Bonferroni over "
+            f"{statistic.tests} tests, two per planned block); {revealed} of {planned} blocks revealed"
+        )
+
+        def result(outcome: Outcome, why: str) -> CheckResult:
+            return CheckResult(
+                self.name, outcome, statistic.p_value, detail + why, kind="statistical", threshold=alpha
+            )
+
+        if statistic.p_value < alpha:
+            return result("suspect", f"; below {alpha}")
+        if revealed >= planned:
+            return result("pass", "; budget spent")
+        if revealed >= self.suite.policy.confident_blocks and statistic.p_value >= 1.0:
+            return result("pass", "; clean sample already conclusive")
+        return result("inconclusive", "; reveal more blocks")

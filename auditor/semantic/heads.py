@@ -1,4 +1,4 @@
-"""The matching heads and the learned verifier, and their checkpoint (DESIGN §3, checks 4, 5, 8).
+"""The matching heads and the verifier's block model, and their checkpoint (DESIGN §3, checks 4, 5, 8).
 
 - Tokens-to-Block head (CoIn's model A): logit that a revealed token belongs to its revealed block,
   from (q(t_i), q(e_j)).
@@ -7,18 +7,22 @@
 - Block-to-Trace head (ours): logit that a revealed block belongs with the *other* revealed blocks of
   the same trace, from (q(e_j), mean of the other revealed codes) — injected text stands out from the
   genuine reasoning around it even when it fits the answer.
-- DeepSet verifier: P(benign) from the *set* of per-block evidence vectors (permutation invariant, any
-  number of revealed blocks): rho(mean phi(x), max phi(x)).
+- Block model (check 8): a logistic regression from a block's evidence, measured against the other
+  revealed blocks of the same trace (`auditor.semantic.checks`), to the logit that the block is
+  injected; the checkpoint keeps the scores of honest calibration blocks (the block model's, and the
+  unsupervised outlier score's), the null distributions the verifier's p-values come from.
 
 All heads read the frozen Embd embeddings as their int8 codes / 127, exactly what a verifier sees. A
 checkpoint records the `embd_id` it was trained for: heads trained on another embedding model are
-meaningless, so loading one is a `ModelError`, as is a missing or malformed file.
+meaningless, so loading one is a `ModelError`, as is a missing or malformed file. `checkpoint_id`
+(BLAKE3 of the file) names the checkpoint, and with it the calibration, that decided a verdict.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import blake3
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -29,7 +33,7 @@ from auditor.protocol.fingerprint import EMBED_DIM
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 CHECKPOINT_NAME = "heads.pt"
-CHECKPOINT_FORMAT = "coin-heads/1"
+CHECKPOINT_FORMAT = "coin-heads/2"
 
 
 class PairHead(nn.Module):
@@ -51,40 +55,26 @@ class PairHead(nn.Module):
         return out
 
 
-class DeepSet(nn.Module):
-    """rho([mean_j phi(x_j), max_j phi(x_j)]) over a padded batch of sets with a validity mask."""
-
-    def __init__(self, features: int, hidden: int = 64) -> None:
-        super().__init__()
-        self.phi = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-        self.rho = nn.Sequential(nn.Linear(2 * hidden, 32), nn.ReLU(), nn.Linear(32, 1))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.phi(x)
-        weights = mask.unsqueeze(-1).to(h.dtype)
-        mean = (h * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        peak = h.masked_fill(weights == 0, float("-inf")).amax(1)
-        out: torch.Tensor = self.rho(torch.cat([mean, peak], dim=-1)).squeeze(-1)
-        return out
-
-
 @dataclass
 class HeadBundle:
-    """Everything the semantic checks load: the three modules, the feature scaling and calibration."""
+    """Everything the semantic checks load: the three pair heads, the verifier's block model, its
+    feature scale and null scores, the calibration and the training metrics."""
 
     embd_id: str
     tokens_to_block: PairHead
     block_to_answer: PairHead
     block_to_trace: PairHead
-    deepset: DeepSet
+    block_model: nn.Linear
     feature_names: tuple[str, ...]
-    feature_mean: npt.NDArray[np.float32]
-    feature_std: npt.NDArray[np.float32]
+    feature_scale: npt.NDArray[np.float32]
+    null_scores: npt.NDArray[np.float64]  # honest calibration blocks' block-model scores, ascending
+    null_outliers: npt.NDArray[np.float64]  # and their outlier scores, ascending
     calibration: dict[str, float]
     metrics: dict[str, Any]
+    checkpoint_id: str = "unsaved"
 
     def __post_init__(self) -> None:
-        for module in (self.tokens_to_block, self.block_to_answer, self.block_to_trace, self.deepset):
+        for module in (self.tokens_to_block, self.block_to_answer, self.block_to_trace, self.block_model):
             module.eval()
 
     def pair_logits(
@@ -99,32 +89,38 @@ class HeadBundle:
             logits: npt.NDArray[np.float32] = head(tx, ty).numpy().astype(np.float32)
             return logits
 
-    def deepset_logit(self, features: npt.NDArray[np.float32]) -> float:
-        """The DeepSet's logit of P(benign) for one set of per-block feature rows."""
-        scaled = (features - self.feature_mean) / self.feature_std
+    def block_scores(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """The block model's logit that each block (a row of scaled features) is injected."""
         with torch.no_grad():
-            x = torch.from_numpy(scaled.astype(np.float32)).unsqueeze(0)
-            mask = torch.ones(1, x.shape[1], dtype=torch.bool)
-            return float(self.deepset(x, mask)[0])
+            x = torch.from_numpy(np.asarray(features, dtype=np.float32))
+            scores: npt.NDArray[np.float64] = self.block_model(x).squeeze(-1).numpy().astype(np.float64)
+            return scores
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "embd_id": self.embd_id,
+            "tokens_to_block": self.tokens_to_block.state_dict(),
+            "block_to_answer": self.block_to_answer.state_dict(),
+            "block_to_trace": self.block_to_trace.state_dict(),
+            "block_model": self.block_model.state_dict(),
+            "feature_names": list(self.feature_names),
+            "feature_scale": self.feature_scale.tolist(),
+            "null_scores": self.null_scores.tolist(),
+            "null_outliers": self.null_outliers.tolist(),
+            "calibration": self.calibration,
+            "metrics": self.metrics,
+        }
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "embd_id": self.embd_id,
-                "tokens_to_block": self.tokens_to_block.state_dict(),
-                "block_to_answer": self.block_to_answer.state_dict(),
-                "block_to_trace": self.block_to_trace.state_dict(),
-                "deepset": self.deepset.state_dict(),
-                "feature_names": list(self.feature_names),
-                "feature_mean": self.feature_mean.tolist(),
-                "feature_std": self.feature_std.tolist(),
-                "calibration": self.calibration,
-                "metrics": self.metrics,
-            },
-            path,
-        )
+        torch.save(self.to_state(), path)
+        self.checkpoint_id = checkpoint_id_of(path)
+
+
+def checkpoint_id_of(path: Path) -> str:
+    """`heads@` + the first 16 hex of the BLAKE3 of the checkpoint file."""
+    return f"heads@{blake3.blake3(path.read_bytes()).hexdigest()[:16]}"
 
 
 def load_heads(path: Path | None = None, *, embd_id: str | None = None) -> HeadBundle:
@@ -137,7 +133,7 @@ def load_heads(path: Path | None = None, *, embd_id: str | None = None) -> HeadB
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
         raise ModelError(f"head checkpoint {where} is unreadable: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(f"head checkpoint {where} is not a {CHECKPOINT_FORMAT} checkpoint")
+        raise ModelError(f"head checkpoint {where} is not a {CHECKPOINT_FORMAT} checkpoint; retrain it")
     if embd_id is not None and data["embd_id"] != embd_id:
         raise ModelError(
             f"head checkpoint {where} was trained for embd_id {data['embd_id']!r}, not {embd_id!r}; "
@@ -146,11 +142,11 @@ def load_heads(path: Path | None = None, *, embd_id: str | None = None) -> HeadB
     names = tuple(data["feature_names"])
     try:
         tokens_to_block, block_to_answer, block_to_trace = PairHead(), PairHead(), PairHead()
-        deepset = DeepSet(len(names))
+        block_model = nn.Linear(len(names), 1)
         tokens_to_block.load_state_dict(data["tokens_to_block"])
         block_to_answer.load_state_dict(data["block_to_answer"])
         block_to_trace.load_state_dict(data["block_to_trace"])
-        deepset.load_state_dict(data["deepset"])
+        block_model.load_state_dict(data["block_model"])
     except (RuntimeError, KeyError) as exc:
         raise ModelError(f"head checkpoint {where} does not fit the head architecture: {exc}") from None
     return HeadBundle(
@@ -158,10 +154,12 @@ def load_heads(path: Path | None = None, *, embd_id: str | None = None) -> HeadB
         tokens_to_block=tokens_to_block,
         block_to_answer=block_to_answer,
         block_to_trace=block_to_trace,
-        deepset=deepset,
+        block_model=block_model,
         feature_names=names,
-        feature_mean=np.asarray(data["feature_mean"], dtype=np.float32),
-        feature_std=np.asarray(data["feature_std"], dtype=np.float32),
+        feature_scale=np.asarray(data["feature_scale"], dtype=np.float32),
+        null_scores=np.sort(np.asarray(data["null_scores"], dtype=np.float64)),
+        null_outliers=np.sort(np.asarray(data["null_outliers"], dtype=np.float64)),
         calibration={k: float(v) for k, v in data["calibration"].items()},
         metrics=dict(data["metrics"]),
+        checkpoint_id=checkpoint_id_of(where),
     )

@@ -1,4 +1,10 @@
-"""Signed verdicts (DESIGN §3 "Verdict"): what the auditor states about one audit, and its evidence."""
+"""Signed verdicts (DESIGN §3 "Verdict"): what the auditor states about one audit, and its evidence.
+
+The statement format is `coin-verdict/2` (docs/protocol.md, "Verdicts"): the outcome is `pass`,
+`suspect`, `fail` or `inconclusive`; `fail` is reserved for proof checks and `suspect` for statistical
+ones, and the evidence names both apart. The signature covers the RFC 8785 canonical JSON of the
+statement.
+"""
 
 from typing import Any
 
@@ -9,14 +15,31 @@ from service.events import append_audit_event
 from service.models import Audit, AuditStatus, Outcome, Report, Verdict, utcnow
 from service.security import Signer
 
-VERDICT_VERSION = "coin-verdict/1"
+VERDICT_VERSION = "coin-verdict/2"
+
+# What decided a verdict: the embedding model id, and the head checkpoint (None when no head ran).
+DecidedBy = dict[str, str | None]
+
+
+def proof_failures(checks: list[dict[str, Any]]) -> list[str]:
+    """Names of the proof checks that failed: each is proof of inflation on its own."""
+    return [c["name"] for c in checks if c["kind"] == "proof" and c["outcome"] == "fail"]
+
+
+def statistical_flags(checks: list[dict[str, Any]]) -> list[str]:
+    """Names of the statistical checks that flagged the trace: evidence, no accusation."""
+    return [c["name"] for c in checks if c["kind"] == "statistical" and c["outcome"] == "suspect"]
 
 
 def evidence_of(challenge: Challenge, checks: list[dict[str, Any]]) -> dict[str, Any]:
-    """The verdict's evidence: each check with its figure, and what the challenge exposed."""
+    """The verdict's evidence: each check (`CheckResult.to_json()`: kind, outcome, figure, threshold,
+    detail), which proof checks failed and which statistical checks flagged, and what the challenge
+    exposed."""
     k = len(challenge.count_indices)
     return {
         "checks": checks,
+        "proof_failures": proof_failures(checks),
+        "statistical_flags": statistical_flags(checks),
         "count_openings": k,
         "detection_probability_at_5_percent": detection_probability(DEFAULT_EPSILON, k),
         "exposure": {"blocks": challenge.block_exposure, "tokens": challenge.token_visibility},
@@ -24,7 +47,12 @@ def evidence_of(challenge: Challenge, checks: list[dict[str, Any]]) -> dict[str,
 
 
 def write_verdict(
-    session: Session, signer: Signer, audit: Audit, outcome: Outcome, evidence: dict[str, Any]
+    session: Session,
+    signer: Signer,
+    audit: Audit,
+    outcome: Outcome,
+    evidence: dict[str, Any],
+    decided_by: DecidedBy,
 ) -> Verdict:
     """Sign and store the verdict, close the audit and record the event (caller holds the audit lock)."""
     report = session.get_one(Report, audit.report_id)
@@ -40,6 +68,7 @@ def write_verdict(
         "reasoning_tokens": report.reasoning_tokens,
         "outcome": outcome.value,
         "evidence": evidence,
+        "decided_by": decided_by,
         "decided_at": decided_at.isoformat(timespec="microseconds"),
     }
     verdict = Verdict(

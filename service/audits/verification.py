@@ -13,10 +13,10 @@ from auditor.protocol.commitment import PublicCommitment, Response
 from auditor.protocol.errors import ModelError, ProtocolError
 from auditor.protocol.fingerprint import get_embedder
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID
-from auditor.protocol.verify import verify_response
+from auditor.protocol.verify import CheckResult, verify_response
 from auditor.semantic.checks import SemanticSuite
 from auditor.semantic.heads import load_heads
-from service.audits.verdicts import evidence_of
+from service.audits.verdicts import DecidedBy, evidence_of
 from service.models import Outcome
 from service.settings import Settings
 
@@ -39,26 +39,44 @@ class RoundResult:
     outcome: Outcome
     evidence: dict[str, Any]
     wants_more_blocks: bool  # the semantic test is undecided: the next round may settle it
+    # The embedding model the verdict was decided with, and the head checkpoint when the semantic checks
+    # ran (None when checks 1–3 already failed, or when nothing could be verified).
+    decided_by: DecidedBy
 
 
 def verify_round(
     settings: Settings, public: PublicCommitment, challenge: Challenge, response_body: dict[str, Any]
 ) -> RoundResult:
+    embd_id = public.commitment.embd_id
     try:
         embedder = get_embedder(settings.embed_device)
-        suite = semantic_suite(public.commitment.embd_id, public.commitment.tokenizer_id)
+        suite = semantic_suite(embd_id, public.commitment.tokenizer_id)
+        semantic_checks = suite.checks()
         verification = verify_response(
             public,
             challenge,
             Response.from_json(response_body),
             embedder=embedder,
-            semantic_checks=suite.checks(),
+            semantic_checks=semantic_checks,
         )
     except (ProtocolError, ModelError) as exc:
         # The API checked the response's shape on receipt, so what is left is a mismatch on the
         # auditor's side (e.g. its embedding model or heads changed since the report): no verdict.
-        check = {"name": "protocol", "outcome": "inconclusive", "figure": None, "detail": str(exc)}
-        return RoundResult(Outcome.INCONCLUSIVE, evidence_of(challenge, [check]), wants_more_blocks=False)
+        check = CheckResult("protocol", "inconclusive", None, str(exc))
+        return RoundResult(
+            Outcome.INCONCLUSIVE,
+            evidence_of(challenge, [check.to_json()]),
+            wants_more_blocks=False,
+            decided_by={"embd_id": embd_id, "heads": None},
+        )
     outcome = Outcome(verification.verdict)
     evidence = evidence_of(challenge, [check.to_json() for check in verification.checks])
-    return RoundResult(outcome, evidence, wants_more_blocks=outcome == Outcome.INCONCLUSIVE)
+    semantic_names = {check.name for check in semantic_checks}
+    heads_ran = any(check.name in semantic_names for check in verification.checks)
+    return RoundResult(
+        outcome,
+        evidence,
+        wants_more_blocks=outcome == Outcome.INCONCLUSIVE,
+        # `checkpoint_id` names the bytes the suite loaded (BLAKE3), so the calibration is named with them.
+        decided_by={"embd_id": embd_id, "heads": suite.heads.checkpoint_id if heads_ran else None},
+    )

@@ -5,8 +5,9 @@
                                  \\------- next round (progressive exposure) <-------/
 
 An audit reveals blocks in rounds (DESIGN §3 check 8): its exposure plan is drawn once when it starts,
-each round's challenge is the plan's next blocks (cumulative), and a round whose semantic verdict is
-still `inconclusive` opens the next one until the plan — the exposure budget — is spent.
+each round's challenge is the plan's next blocks (cumulative), and a round whose verdict is still
+`inconclusive` opens the next one until the plan — the exposure budget — is spent. A round that ends
+`pass`, `suspect` (statistical evidence) or `fail` (proof) is the verdict.
 
 Each step is a job (`service.jobs`) that the Celery workers and the embedded dispatcher both run, and
 each is idempotent: it locks the audit row and acts only if the audit is still in the state the job
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from auditor.protocol.challenge import Challenge as ChallengeSpec
 from auditor.protocol.commitment import PublicCommitment
+from auditor.protocol.verify import CheckResult
 from auditor.semantic.exposure import ExposurePlan, ExposurePolicy, plan_exposure
 from service.audits.verdicts import evidence_of, write_verdict
 from service.context import ServiceContext
@@ -158,15 +160,15 @@ def verify_audit(context: ServiceContext, audit_id: str) -> None:
         if result.wants_more_blocks and round_index + 1 < plan.rounds:
             open_round(session, context, audit, round_index + 1)
             return
-        write_verdict(session, context.signer, audit, result.outcome, result.evidence)
-    failed = [c["name"] for c in result.evidence["checks"] if c["outcome"] == "fail"]
+        write_verdict(session, context.signer, audit, result.outcome, result.evidence, result.decided_by)
     log.info(
         "audit.verdict",
         audit_id=audit_id,
         report_id=str(audit.report_id),
         provider_id=str(audit.provider_id),
         outcome=result.outcome.value,
-        failed_checks=failed,
+        failed_checks=result.evidence["proof_failures"],
+        flagged_checks=result.evidence["statistical_flags"],
         rounds=round_index + 1,
     )
 
@@ -195,18 +197,24 @@ def expire_challenges(context: ServiceContext) -> int:
                 {"challenge_id": str(challenge.id), "deadline": challenge.deadline.isoformat()},
             )
             spec = ChallengeSpec.from_json(challenge.body)
-            check = {
-                "name": "deadline",
-                "outcome": "fail",
-                "figure": None,
-                "detail": f"no response to challenge {challenge.id} by {challenge.deadline.isoformat()}",
-            }
-            write_verdict(session, context.signer, audit, Outcome.FAIL, evidence_of(spec, [check]))
+            # An unanswered challenge is a count opening not given: a failed proof, decided by no head.
+            check = CheckResult(
+                "deadline",
+                "fail",
+                None,
+                f"no response to challenge {challenge.id} by {challenge.deadline.isoformat()}",
+                kind="proof",
+            )
+            evidence = evidence_of(spec, [check.to_json()])
+            report = session.get_one(Report, audit.report_id)
+            decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
+            write_verdict(session, context.signer, audit, Outcome.FAIL, evidence, decided_by)
             log.info(
                 "audit.verdict",
                 audit_id=str(audit.id),
                 outcome=Outcome.FAIL.value,
-                failed_checks=["deadline"],
+                failed_checks=evidence["proof_failures"],
+                flagged_checks=evidence["statistical_flags"],
             )
         return len(overdue)
 

@@ -66,6 +66,20 @@ def postgres() -> Iterator[str]:
             admin.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
 
 
+@pytest.fixture
+def scratch_postgres(postgres: str) -> Iterator[str]:
+    """An empty database of its own (not migrated) on the same server, dropped after the test: for
+    tests that migrate up and down, which the session's database, shared with the worker, must not."""
+    name = f"{TEST_DATABASE}_scratch_{uuid.uuid4().hex[:8]}"
+    with _admin_connection() as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        with _admin_connection() as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
     """Redis, for this session's broker keys (deleted at the end of the session)."""

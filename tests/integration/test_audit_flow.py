@@ -1,13 +1,16 @@
 """Full audits through the REST API and a real Celery worker: honest, forged, silent providers."""
 
 import base64
+import re
+import uuid
 from typing import Any
 
 from sqlalchemy import func, select
 
+from service.audits.verdicts import proof_failures, statistical_flags, write_verdict
 from service.events import verify_chain
-from service.models import AuditEvent, Verdict
-from service.security import verify_signature
+from service.models import Audit, AuditEvent, AuditStatus, AuditTrigger, Outcome, Report, Verdict, utcnow
+from service.security import Signer, verify_signature
 from tests.integration.support import (
     ADMIN,
     answer_until_verdict,
@@ -32,12 +35,26 @@ def test_honest_provider_passes_with_a_signed_verdict(client, make_provider, mak
     audit = answer_until_verdict(client, provider, audit_id, request.openings)
     verdict = audit["verdict"]
     assert verdict["outcome"] == "pass", verdict
-    checks = {c["name"]: c for c in verdict["statement"]["evidence"]["checks"]}
-    assert checks.keys() == {
-        "proof", "block_consistency", "token_embedding",  # DESIGN §3 checks 1-3
-        "tokens_to_block", "block_to_answer", "duplicate_blocks", "repeated_token", "tokenization", "verifier",  # 4-8
+    statement = verdict["statement"]
+    assert statement["version"] == "coin-verdict/2"
+    checks = {c["name"]: c for c in statement["evidence"]["checks"]}
+    # fail is for proof checks, which cannot fire on honest text; suspect for statistical ones.
+    assert {name: c["kind"] for name, c in checks.items()} == {
+        "proof": "proof", "block_consistency": "proof", "token_embedding": "proof",  # DESIGN §3 checks 1-3
+        "tokens_to_block": "statistical", "block_to_answer": "statistical",  # 4-5
+        "duplicate_blocks": "statistical", "repeated_token": "proof",  # 6
+        "vocabulary": "proof", "retokenization": "statistical",  # 7
+        "verifier": "statistical",  # 8
     }  # fmt: skip
     assert all(c["outcome"] == "pass" for c in checks.values())
+    assert all(
+        c.keys() == {"name", "kind", "outcome", "figure", "threshold", "detail"} for c in checks.values()
+    )
+    assert statement["evidence"]["proof_failures"] == statement["evidence"]["statistical_flags"] == []
+    assert verdict["proof_failures"] == verdict["statistical_flags"] == []
+    decided_by = statement["decided_by"]
+    assert decided_by["embd_id"] == request.report["commitment"]["embd_id"]
+    assert re.fullmatch(r"heads@[0-9a-f]{16}", decided_by["heads"]), decided_by
     exposure = verdict["statement"]["evidence"]["exposure"]
     assert 0 < exposure["blocks"] <= 0.25 + 1e-9 and 0 < exposure["tokens"] <= 0.05
     assert verdict["statement"]["report_digest"] == receipt["receipt"]["digest"]
@@ -96,11 +113,21 @@ def test_forged_openings_fail(client, make_provider, make_request, worker):
         body["openings"] = [forge(o) if o is target else o for o in body["openings"]]
         assert respond(client, provider, challenge, body).status_code == 202
 
-    for name, (audit_id, _) in audits.items():
+    auditor_key = client.get("/v1/auditor").json()["public_key"]
+    for name, (audit_id, request) in audits.items():
         verdict = wait_for_verdict(client, audit_id)["verdict"]
         assert verdict["outcome"] == "fail", (name, verdict)
-        failed = [c["name"] for c in verdict["statement"]["evidence"]["checks"] if c["outcome"] == "fail"]
+        checks = verdict["statement"]["evidence"]["checks"]
+        failed = [c["name"] for c in checks if c["outcome"] == "fail"]
         assert failed == [expected_failure[name]], (name, failed)
+        assert {c["kind"] for c in checks if c["outcome"] == "fail"} == {"proof"}
+        assert verdict["proof_failures"] == failed and verdict["statistical_flags"] == []
+        # Checks 1-3 failed, so the semantic checks never ran: no head decided this verdict.
+        assert verdict["statement"]["decided_by"] == {
+            "embd_id": request.report["commitment"]["embd_id"],
+            "heads": None,
+        }
+        assert verify_signature(auditor_key, verdict["statement"], verdict["signature"])
 
 
 def test_silent_provider_fails_at_the_deadline(client, make_provider, make_request, worker, database):
@@ -113,7 +140,14 @@ def test_silent_provider_fails_at_the_deadline(client, make_provider, make_reque
     audit = wait_for_verdict(client, audit_id, timeout=30)
     verdict = audit["verdict"]
     assert verdict["outcome"] == "fail"
-    assert [c["name"] for c in verdict["statement"]["evidence"]["checks"]] == ["deadline"]
+    statement = verdict["statement"]
+    assert statement["version"] == "coin-verdict/2"
+    [check] = statement["evidence"]["checks"]
+    assert (check["name"], check["kind"], check["outcome"]) == ("deadline", "proof", "fail")
+    assert verdict["proof_failures"] == ["deadline"] and verdict["statistical_flags"] == []
+    # A missed deadline is a count opening not given: decided without any head.
+    assert statement["decided_by"] == {"embd_id": request.report["commitment"]["embd_id"], "heads": None}
+    assert verify_signature(verdict["signing_key"], statement, verdict["signature"])
     assert audit["challenges"][0]["status"] == "expired"
 
     late = respond(client, provider, challenge, request.openings.respond(challenge["indices"]).to_json())
@@ -148,3 +182,53 @@ def test_an_open_audit_is_not_opened_twice(client, make_provider, make_request, 
     assert first["created"] and not second["created"]
     assert first["audit_id"] == second["audit_id"]
     assert get_audit(client, first["audit_id"])["status"] in {"pending", "challenged"}
+
+
+def test_audits_are_listed_by_outcome(client, make_provider, make_request, database, settings):
+    """`GET /v1/audits?outcome=` filters on the verdict; a suspect verdict names its statistical flags
+    apart from proof failures. (Verdicts written directly: a trace that an honest-looking provider gets
+    flagged on is a matter for the science side, not for this filter.)"""
+    provider, other = make_provider(), make_provider()
+    signer = Signer(settings.signing_key.get_secret_value(), settings.secret_key.get_secret_value())
+    flagged = {"name": "verifier", "kind": "statistical", "outcome": "suspect", "figure": 1e-10,
+               "threshold": 1e-9, "detail": "P(benign) below the calibrated threshold"}  # fmt: skip
+    broken = {"name": "proof", "kind": "proof", "outcome": "fail", "figure": 1.0, "threshold": None,
+              "detail": "1 of 90 paths fail"}  # fmt: skip
+    audit_ids: dict[tuple[str, str], str] = {}
+    for owner in (provider, other):
+        for outcome, checks in ((Outcome.PASS, []), (Outcome.SUSPECT, [flagged]), (Outcome.FAIL, [broken])):
+            report_id = submit_report(client, owner, make_request(len(audit_ids)))["report_id"]
+            with database.unit_of_work() as session:
+                report = session.get_one(Report, uuid.UUID(report_id))
+                now = utcnow()
+                audit = Audit(report_id=report.id, provider_id=report.provider_id, status=AuditStatus.VERIFYING,
+                              trigger=AuditTrigger.ADMIN, created_at=now, updated_at=now)  # fmt: skip
+                session.add(audit)
+                session.flush()
+                evidence = {
+                    "checks": checks,
+                    "proof_failures": proof_failures(checks),
+                    "statistical_flags": statistical_flags(checks),
+                }
+                decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
+                write_verdict(session, signer, audit, outcome, evidence, decided_by)
+                audit_ids[owner.id, outcome.value] = str(audit.id)
+
+    def listed(headers: dict[str, str], **params: str) -> list[dict[str, Any]]:
+        response = client.get("/v1/audits", params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        return list(response.json())
+
+    [suspect] = listed(provider.headers, outcome="suspect")
+    assert suspect["audit_id"] == audit_ids[provider.id, "suspect"]
+    assert suspect["verdict"]["outcome"] == "suspect"
+    assert (
+        suspect["verdict"]["statistical_flags"] == ["verifier"] and suspect["verdict"]["proof_failures"] == []
+    )
+    suspects = listed(ADMIN, outcome="suspect", status="done")
+    assert {a["audit_id"] for a in suspects} == {audit_ids[p.id, "suspect"] for p in (provider, other)}
+    [failed] = listed(ADMIN, outcome="fail", provider=other.id)
+    assert failed["audit_id"] == audit_ids[other.id, "fail"]
+    assert failed["verdict"]["proof_failures"] == ["proof"] and failed["verdict"]["statistical_flags"] == []
+    assert len(listed(ADMIN)) == 6 and listed(ADMIN, outcome="inconclusive") == []
+    assert client.get("/v1/audits", params={"outcome": "bogus"}, headers=ADMIN).status_code == 422

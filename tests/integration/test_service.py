@@ -74,7 +74,10 @@ def test_openapi_documents_problems_on_every_operation_and_enum_statuses(client)
     assert "HTTPValidationError" not in components  # the one error model replaces FastAPI's own
     assert set(components["Problem"]["required"]) == {"title", "status", "detail"}
     assert components["AuditStatus"]["enum"] == ["pending", "challenged", "verifying", "done"]
-    assert components["Outcome"]["enum"] == ["pass", "fail", "inconclusive"]
+    assert components["Outcome"]["enum"] == ["pass", "suspect", "fail", "inconclusive"]
+    for outcome in ("`pass`", "`suspect`", "`fail`", "`inconclusive`"):  # each value explained
+        assert outcome in components["Outcome"]["description"], outcome
+    assert "accuses nobody" in components["VerdictOut"]["properties"]["outcome"]["description"]
     assert components["ChallengeStatus"]["enum"] == ["open", "answered", "expired"]
     assert components["AuditOut"]["properties"]["status"] == {"$ref": "#/components/schemas/AuditStatus"}
 

@@ -1,13 +1,19 @@
 """The audit store: migrations match the models, and the audit trail detects tampering."""
 
+import uuid
+
 import pytest
+import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from service.database import make_engine
 from service.events import NewEvent, append_event, defer_events, event_hash, link_pending_events, verify_chain
-from service.models import AuditEvent, Base, PendingEvent
+from service.migrate import alembic_config, upgrade_database
+from service.models import Audit, AuditEvent, Base, PendingEvent, Provider, Report, utcnow
 from tests.integration.support import wait_for
 
 
@@ -15,6 +21,90 @@ def test_migrations_match_the_models(database):
     with database.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
+
+
+# The verdicts table with a plain string outcome, so that the database's CHECK constraint, not the
+# model's enum, judges the value.
+_VERDICTS = sa.table(
+    "verdicts",
+    sa.column("id", sa.Uuid()),
+    sa.column("audit_id", sa.Uuid()),
+    sa.column("outcome", sa.String()),
+    sa.column("statement", sa.JSON()),
+    sa.column("signature", sa.String()),
+    sa.column("signing_key", sa.String()),
+    sa.column("decided_at", sa.DateTime(timezone=True)),
+)
+
+
+def _insert_verdict(engine: sa.Engine, outcome: str) -> None:
+    """A provider, a report, a done audit and its verdict saying `outcome`, in one transaction."""
+    now = utcnow()
+    provider_id, report_id, audit_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(Provider).values(id=provider_id, name=f"p-{provider_id}", created_at=now)
+        )
+        connection.execute(
+            sa.insert(Report).values(
+                id=report_id, provider_id=provider_id, request_id="r", model="m", input_tokens=1,
+                output_tokens=2, reasoning_tokens=1, body={}, digest="0" * 64, receipt={},
+                receipt_token_hash="0" * 64, received_at=now,
+            )
+        )  # fmt: skip
+        connection.execute(
+            sa.insert(Audit).values(
+                id=audit_id, report_id=report_id, provider_id=provider_id, status="done", trigger="admin",
+                created_at=now, updated_at=now, enqueue_count=1,
+            )
+        )  # fmt: skip
+        connection.execute(
+            sa.insert(_VERDICTS).values(
+                id=uuid.uuid4(), audit_id=audit_id, outcome=outcome, statement={"outcome": outcome},
+                signature="0" * 128, signing_key="0" * 64, decided_at=now,
+            )
+        )  # fmt: skip
+
+
+def _outcomes(engine: sa.Engine) -> list[str]:
+    with engine.connect() as connection:
+        return sorted(connection.scalars(select(_VERDICTS.c.outcome)))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0004_lets_verdicts_say_suspect(backend, tmp_path, request):
+    """0004 replaces the CHECK on verdicts.outcome (a table rebuild on SQLite, ALTER on PostgreSQL):
+    `suspect` is accepted, anything else still refused; its downgrade refuses to drop a signed
+    `suspect` verdict, and without one puts the old constraint back."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'coin.sqlite3'}"
+    else:
+        url = request.getfixturevalue("scratch_postgres")
+    upgrade_database(url)
+    engine = make_engine(url)
+    try:
+        _insert_verdict(engine, "suspect")
+        for outcome in ("pass", "fail", "inconclusive"):
+            _insert_verdict(engine, outcome)
+        with pytest.raises(IntegrityError, match="ck_verdicts_outcome_valid"):
+            _insert_verdict(engine, "bogus")
+        assert _outcomes(engine) == ["fail", "inconclusive", "pass", "suspect"]
+
+        with pytest.raises(RuntimeError, match="1 verdicts say 'suspect'"):
+            command.downgrade(alembic_config(url), "0003")
+        with engine.begin() as connection:
+            connection.execute(sa.delete(_VERDICTS).where(_VERDICTS.c.outcome == "suspect"))
+        command.downgrade(alembic_config(url), "0003")
+        with pytest.raises(IntegrityError, match="ck_verdicts_outcome_valid"):
+            _insert_verdict(engine, "suspect")
+        assert _outcomes(engine) == ["fail", "inconclusive", "pass"]  # the rebuild kept the rows
+
+        upgrade_database(url)
+        _insert_verdict(engine, "suspect")
+        with pytest.raises(IntegrityError, match="ck_verdicts_outcome_valid"):
+            _insert_verdict(engine, "bogus")
+    finally:
+        engine.dispose()
 
 
 def _chain_of(database, n):

@@ -9,20 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from auditor.protocol.errors import ModelError, ProtocolError
 from auditor.protocol.tokenize import get_tokenizer
 from auditor.research.attacks import AttackContext, inflate
-from auditor.research.evaluation.report import write_report
-from auditor.research.evaluation.run import (
-    Auditor,
-    AuditOutcome,
-    EvalConfig,
-    reference_suites,
-    run_evaluation,
-)
-from auditor.research.evaluation.summary import summarise, wilson
-from auditor.research.traces import load_traces, split_reference, split_traces
-from auditor.research.training import calibrate_on_reference
+from auditor.research.evaluation.lodo import run_lodo, summarise_lodo
+from auditor.research.evaluation.report import write_lodo_report, write_report
+from auditor.research.evaluation.run import Auditor, AuditOutcome, EvalConfig, run_evaluation
+from auditor.research.evaluation.summary import length_band, summarise, wilson
+from auditor.research.traces import load_traces, model_family, split_traces
+from auditor.research.training import TrainConfig
 from auditor.semantic.checks import SemanticSuite
 from auditor.semantic.heads import load_heads
 
@@ -56,7 +50,7 @@ def test_structural_attacks_fail_the_count_proofs(setup, attack):
     auditor = Auditor(embedder, suite, EvalConfig())
     trace = traces[0]
     inflated = inflate(trace, attack, 0.5, random.Random(0), ctx)
-    outcome = auditor.audit(trace, inflated.tokens, inflated, random.Random(0))
+    outcome = auditor.audit(trace, inflated.tokens, inflated, random.Random(0), len(ctx.tokens(trace)))
     assert outcome.verdict == "fail" and "proof" in outcome.failed_checks
 
 
@@ -64,7 +58,9 @@ def test_honest_commitments_pass_checks_one_to_three(setup):
     embedder, suite, traces = setup
     ctx = AttackContext(suite.tokenizer, traces)
     auditor = Auditor(embedder, suite, EvalConfig())
-    outcome = auditor.audit(traces[1], ctx.tokens(traces[1]), None, random.Random(0))
+    outcome = auditor.audit(
+        traces[1], ctx.tokens(traces[1]), None, random.Random(0), len(ctx.tokens(traces[1]))
+    )
     assert not {"proof", "block_consistency", "token_embedding"} & set(outcome.failed_checks)
     assert 0 < outcome.block_exposure <= 0.25 and 0 < outcome.token_visibility <= 0.0625
 
@@ -80,8 +76,9 @@ def test_run_evaluation_writes_the_report(setup, tmp_path):
         outcomes, config, tmp_path, {"trace_files": ["x.jsonl"], "domains": ["d"]}, log=lambda _: None
     )
     data = json.loads((tmp_path / "report.json").read_text())
-    for key in ("false_positive_rate", "mean_block_exposure", "mean_token_visibility", "detection"):
+    for key in ("honest", "honest_by_length", "mean_block_exposure", "mean_token_visibility", "detection"):
         assert key in data
+    assert set(data["headline"]) == {"fail_rate_honest", "suspect_rate_honest", "detection_ir05_min"}
     row = data["detection"][0]
     assert {"attack", "ir", "detection_rate", "ci_low", "ci_high", "n"} <= set(row)
     assert [r["attack"] for r in report["detection"]] == ["random_tokens"] * 2 + ["overclaim"] * 2
@@ -99,17 +96,126 @@ def test_run_evaluation_writes_the_report(setup, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
-def test_summary_counts_per_domain():
-    def outcome(attack, domain, verdict, ir=0.0, reachable=None):
-        return AuditOutcome("t", domain, attack, ir, ir, verdict, (), 0.5, 1, 0.2, 0.01, reachable, reachable)
+def outcome(attack, domain, verdict, ir=0.0, reachable=None, tokens=300, family="qwq", p=0.5):
+    failed = ("proof",) if verdict == "fail" else ()
+    flagged = ("verifier",) if verdict == "suspect" else ()
+    return AuditOutcome(
+        "t",
+        domain,
+        family,
+        tokens,
+        attack,
+        ir,
+        ir,
+        verdict,
+        failed,
+        flagged,
+        p,
+        1,
+        0.2,
+        0.01,
+        reachable,
+        reachable,
+    )
 
-    outcomes = [outcome("honest", "a", "pass"), outcome("honest", "b", "fail")]
-    outcomes += [outcome("filler", "a", "fail", 1.0, True), outcome("filler", "b", "pass", 1.0, False)]
+
+def test_summary_separates_fail_from_suspect_per_domain_length_and_family():
+    outcomes = [
+        outcome("honest", "a", "pass"),
+        outcome("honest", "b", "suspect", tokens=3000, family="gpt-4o"),
+        outcome("honest", "b", "pass", tokens=900),
+        outcome("honest", "a", "pass", tokens=900),
+    ]
+    outcomes += [outcome("filler", "a", "suspect", 0.5, True), outcome("filler", "b", "pass", 0.5, False)]
+    outcomes += [outcome("filler", "a", "fail", 1.0, True)]
     report = summarise(outcomes, EvalConfig(attacks=("filler",)), {})
-    assert report["false_positive_rate"] == 0.5 and report["honest_n"] == 2
-    assert report["detection"][0]["detection_rate"] == 0.5
-    assert report["detection"][0]["reachable_rate"] == report["detection"][0]["token_reachable_rate"] == 0.5
-    assert {row["domain"] for row in report["per_domain"]} == {"a", "b"}
+    assert report["honest"]["fail"]["rate"] == 0.0 and report["honest"]["suspect"]["rate"] == 0.25
+    assert report["honest"]["flagged_checks"] == {"verifier": 1}
+    assert report["honest_by_domain"]["b"]["suspect"]["rate"] == 0.5
+    assert report["honest_by_length"]["> 2,000"]["suspect"] == {
+        "rate": 1.0,
+        "ci_low": pytest.approx(0.2065, abs=1e-3),
+        "ci_high": 1.0,
+        "n": 1,
+    }
+    assert report["honest_by_length"]["500–2,000"]["suspect"]["n"] == 2
+    assert report["honest_by_model_family"]["gpt-4o"]["suspect"]["rate"] == 1.0
+    # Detection counts `fail` and `suspect`; the fail-only rate is reported beside it.
+    half, full = report["detection"]
+    assert (half["ir"], half["detection_rate"], half["fail_rate"]) == (0.5, 0.5, 0.0)
+    assert (full["detection_rate"], full["fail_rate"]) == (1.0, 1.0)
+    assert half["reachable_rate"] == half["token_reachable_rate"] == 0.5
+    assert report["headline"] == {
+        "fail_rate_honest": 0.0,
+        "suspect_rate_honest": 0.25,
+        "detection_ir05_min": 0.5,
+    }
+
+
+def test_length_bands_and_model_families():
+    assert [length_band(n) for n in (0, 499, 500, 1999, 2000, 10**6)] == [
+        "< 500", "< 500", "500–2,000", "500–2,000", "> 2,000", "> 2,000"
+    ]  # fmt: skip
+    assert model_family("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B") == "r1-distill"
+    assert model_family("Sky-T1-32B-correct-5K") == "sky-t1"
+    assert model_family("qwen3-235b-a22b-thinking") == "qwen"
+    assert model_family("gpt-4o") == "gpt-4o" and model_family("something-new") == "other"
+
+
+def test_lodo_summary_reports_the_worst_fold_and_band():
+    folds = {
+        "a": [outcome("honest", "a", "pass")] * 9 + [outcome("honest", "a", "suspect")]
+        + [outcome("filler", "a", "suspect", 0.5)] * 3 + [outcome("filler", "a", "pass", 0.5)],
+        "b": [outcome("honest", "b", "pass", tokens=5000)] * 3 + [outcome("honest", "b", "suspect", tokens=5000)]
+        + [outcome("filler", "b", "suspect", 0.5)] + [outcome("filler", "b", "pass", 0.5)],
+    }  # fmt: skip
+    report = summarise_lodo(folds, EvalConfig(attacks=("filler",)), {})
+    assert report["folds"]["a"]["honest"]["suspect"]["rate"] == 0.1
+    assert report["folds"]["b"]["honest"]["suspect"]["rate"] == 0.25
+    assert report["honest_by_length"]["> 2,000"]["suspect"]["rate"] == 0.25
+    assert report["honest"]["suspect"]["n"] == 14
+    # Worst of the folds and of the length bands; detection: the worst fold of each content attack.
+    assert report["headline"] == {
+        "fail_rate_honest_max": 0.0,
+        "suspect_rate_honest_max": 0.25,
+        "detection_ir05_min": 0.5,
+    }
+    assert report["detection_ir05_worst_fold"] == {"filler": 0.5}
+
+
+def test_lodo_trains_without_each_domain_and_resumes(tmp_path):
+    embedder = HashEmbedder()
+    tokenizer = get_tokenizer("qwen2")
+    traces = [
+        *load_traces([TRACES / "thinkingllms_general_r1distill.jsonl"])[:24],
+        *load_traces([TRACES / "huatuogpt_o1_medical_gpt4o_cot.jsonl"])[:24],
+    ]
+    # One domain left to train on per fold: no other_domain attack to train with.
+    train = TrainConfig(
+        heads_traces=8, model_traces=6, head_epochs=1, model_epochs=5, max_blocks=4, attacks=("random_tokens",)
+    )
+    config = EvalConfig(
+        attacks=("random_tokens", "overclaim"), irs=(1.0,), traces_per_cell=2, honest_traces=3
+    )
+    folds = run_lodo(traces, embedder, tokenizer, train, config, tmp_path, log=lambda _: None)
+    assert set(folds) == {"general_reasoning", "medical"}
+    for domain, outcomes in folds.items():
+        assert {o.domain for o in outcomes} == {domain}  # each fold audits only its left-out domain
+        assert len(outcomes) == 3 + 2 * 2
+        checkpoint = load_heads(tmp_path / f"fold-{domain}" / "heads.pt")
+        assert checkpoint.metrics["domains"] == sorted({"general_reasoning", "medical"} - {domain})
+    # A finished fold is read back, not recomputed.
+    before = (tmp_path / "fold-medical" / "outcomes.jsonl").stat().st_mtime_ns
+    again = run_lodo(traces, embedder, tokenizer, train, config, tmp_path, log=lambda _: None)
+    assert again == folds and (tmp_path / "fold-medical" / "outcomes.jsonl").stat().st_mtime_ns == before
+    report = write_lodo_report(folds, config, tmp_path, {"domains": sorted(folds)}, log=lambda _: None)
+    assert set(report["headline"]) == {
+        "fail_rate_honest_max",
+        "suspect_rate_honest_max",
+        "detection_ir05_min",
+    }
+    assert "## Folds" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "fold-medical" / "detection_vs_ir.png").stat().st_size > 0
 
 
 def test_split_holds_out_domains_and_questions():
@@ -119,47 +225,6 @@ def test_split_holds_out_domains_and_questions():
     assert not {t.domain for t in split.train} & {"general_reasoning", "medical"}
     assert not {t.question for t in split.train} & {t.question for t in split.validation}
     assert not {t.id for t in split.train} & {t.id for t in split.validation}
-
-
-def test_reference_traces_share_no_question_with_the_evaluated_ones():
-    traces = load_traces([TRACES / "thinkingllms_general_r1distill.jsonl"])
-    reference, evaluated = split_reference(traces, 0.3, seed=0)
-    assert len(reference) + len(evaluated) == len(traces)
-    assert not {t.question for t in reference} & {t.question for t in evaluated}
-    assert 0.2 < len(reference) / len(traces) < 0.4
-    assert split_reference(traces, 0.3, seed=0) == (reference, evaluated)  # stable
-    with pytest.raises(ProtocolError, match="share"):
-        split_reference(traces, 0.0)
-
-
-def test_per_domain_calibration_refits_thresholds_on_reference_traces(setup):
-    embedder, suite, traces = setup
-    shipped = dict(suite.heads.calibration)
-    config = EvalConfig(attacks=("random_tokens",), irs=(1.0,), traces_per_cell=2, honest_traces=3)
-    suites = reference_suites(traces[:12], suite, embedder, config)
-    assert set(suites) == {"general_reasoning"}
-    refit = suites["general_reasoning"].heads
-    assert refit.calibration.keys() == shipped.keys() and refit.calibration != shipped
-    assert refit.calibration["target_fpr"] == shipped["target_fpr"]
-    assert refit.metrics["reference_calibration"]["traces"] == 12
-    assert suite.heads.calibration == shipped  # the shipped bundle is untouched
-    outcomes = run_evaluation(traces[12:], embedder, suite, config, domain_suites=suites)
-    assert len(outcomes) == 3 + 2
-    with pytest.raises(ModelError, match="no reference traces"):
-        calibrate_on_reference(
-            suite.heads, [], suite.tokenizer, embedder, config.policy, block_size=16, target_fpr=0.01, seed=0
-        )
-    with pytest.raises(ModelError, match="target"):
-        calibrate_on_reference(
-            suite.heads,
-            traces[:2],
-            suite.tokenizer,
-            embedder,
-            config.policy,
-            block_size=16,
-            target_fpr=1.0,
-            seed=0,
-        )
 
 
 def test_cli_rejects_bad_options_before_loading_anything(tmp_path):
@@ -173,12 +238,10 @@ def test_cli_rejects_bad_options_before_loading_anything(tmp_path):
     assert result.exit_code != 0 and "unknown attacks" in result.output
     result = runner.invoke(app, [*base, "--ir", "0.5,abc"])
     assert result.exit_code != 0 and "comma-separated" in result.output
-    result = runner.invoke(app, [*base, "--verifier", "magic"])
-    assert result.exit_code != 0
+    result = runner.invoke(app, [*base, "--lodo", "--heads", str(tmp_path / "h.pt")])
+    assert result.exit_code != 0 and "--lodo trains its own" in result.output
     result = runner.invoke(app, [*base, "--rounds", "0"])
     assert result.exit_code != 0 and "at least 1" in result.output
-    result = runner.invoke(app, [*base, "--reference-share", "1.5"])
-    assert result.exit_code != 0 and "reference-share" in result.output
     result = runner.invoke(app, ["train-heads", "--block-size", "8", "--out", str(tmp_path / "h.pt")])
     assert result.exit_code != 0 and "16..1024" in result.output
     result = runner.invoke(app, ["train-heads", "--attacks", "overclaim", "--out", str(tmp_path / "h.pt")])

@@ -12,7 +12,14 @@ from auditor.research.training import auc
 from auditor.semantic.calibration import threshold_below
 from auditor.semantic.checks import FEATURE_NAMES
 from auditor.semantic.exposure import ExposurePolicy, plan_exposure
-from auditor.semantic.heads import CHECKPOINT_NAME, WEIGHTS_DIR, DeepSet, HeadBundle, PairHead, load_heads
+from auditor.semantic.heads import (
+    CHECKPOINT_NAME,
+    WEIGHTS_DIR,
+    HeadBundle,
+    PairHead,
+    checkpoint_id_of,
+    load_heads,
+)
 
 
 def small_bundle(embd_id: str = "all-MiniLM-L6-v2@0000000000000000") -> HeadBundle:
@@ -23,10 +30,11 @@ def small_bundle(embd_id: str = "all-MiniLM-L6-v2@0000000000000000") -> HeadBund
         tokens_to_block=PairHead(),
         block_to_answer=PairHead(),
         block_to_trace=PairHead(),
-        deepset=DeepSet(n),
+        block_model=torch.nn.Linear(n, 1),
         feature_names=FEATURE_NAMES,
-        feature_mean=np.zeros(n, dtype=np.float32),
-        feature_std=np.ones(n, dtype=np.float32),
+        feature_scale=np.ones(n, dtype=np.float32),
+        null_scores=np.sort(np.random.default_rng(0).normal(size=100)),
+        null_outliers=np.sort(np.random.default_rng(1).exponential(size=100)),
         calibration={"tokens_to_block": -1.0, "block_to_answer": -1.0},
         metrics={"note": "test"},
     )
@@ -43,6 +51,13 @@ def test_checkpoint_round_trip(tmp_path):
         loaded.pair_logits(loaded.tokens_to_block, x, y), bundle.pair_logits(bundle.tokens_to_block, x, y)
     )
     assert loaded.calibration == bundle.calibration and loaded.feature_names == FEATURE_NAMES
+    features = np.random.default_rng(2).normal(size=(4, len(FEATURE_NAMES))).astype(np.float32)
+    assert np.allclose(loaded.block_scores(features), bundle.block_scores(features))
+    assert np.array_equal(loaded.null_scores, bundle.null_scores)
+    assert np.array_equal(loaded.null_outliers, bundle.null_outliers)
+    # The id names the file's bytes: what a verdict records as the checkpoint that decided it.
+    assert loaded.checkpoint_id == bundle.checkpoint_id == checkpoint_id_of(path)
+    assert loaded.checkpoint_id.startswith("heads@") and len(loaded.checkpoint_id) == len("heads@") + 16
 
 
 def test_missing_checkpoint_is_a_model_error(tmp_path):
@@ -70,7 +85,7 @@ def test_corrupt_or_foreign_checkpoint_is_a_model_error(tmp_path):
 
 def test_checkpoint_with_wrong_shapes_is_a_model_error(tmp_path):
     bundle = small_bundle()
-    bundle.deepset = DeepSet(len(FEATURE_NAMES) + 3)
+    bundle.block_model = torch.nn.Linear(len(FEATURE_NAMES) + 3, 1)
     path = tmp_path / "heads.pt"
     bundle.save(path)
     with pytest.raises(ModelError, match="does not fit"):
@@ -85,19 +100,18 @@ def test_packaged_checkpoint_loads_and_is_small():
         "tokens_to_block_alarm",
         "block_to_answer_alarm",
         "duplicate_cosine",
-        "merge_count",
-        "deepset_fail",
-        "rule_fail",
+        "merge_rate",
+        "verifier_alpha",
+        "duplicates_alpha",
+        "retokenization_alpha",
     ):
         assert key in bundle.calibration
-
-
-def test_deepset_is_permutation_invariant_and_size_agnostic():
-    bundle = small_bundle()
-    rows = np.random.default_rng(3).normal(size=(6, len(FEATURE_NAMES))).astype(np.float32)
-    shuffled = rows[[3, 0, 5, 1, 4, 2]]
-    assert bundle.deepset_logit(rows) == pytest.approx(bundle.deepset_logit(shuffled), abs=1e-5)
-    assert math.isfinite(bundle.deepset_logit(rows[:1]))
+    # The statistical checks together spend at most the promised honest suspect rate.
+    spent = sum(bundle.calibration[f"{name}_alpha"] for name in ("verifier", "duplicates", "retokenization"))
+    assert spent <= bundle.calibration["target_suspect_rate"]
+    # Enough honest blocks that a Bonferroni test over a long trace's plan can reach its alpha.
+    assert len(bundle.null_scores) >= 10_000 and np.all(np.diff(bundle.null_scores) >= 0)
+    assert bundle.metrics["domains"] == ["general_reasoning", "math", "medical", "process_mining"]
 
 
 def test_auc_and_thresholds():

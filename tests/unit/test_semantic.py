@@ -25,9 +25,13 @@ from auditor.semantic.checks import (
     Revealed,
     RevealedBlock,
     SemanticSuite,
-    block_features,
+    binomial_tail,
+    block_p_values,
+    evidence_of,
+    gaps_to_others,
     merges_when_retokenized,
     revealed_from_opened,
+    verifier_statistic,
 )
 from auditor.semantic.exposure import ExposurePolicy, plan_exposure
 from auditor.semantic.heads import load_heads
@@ -62,6 +66,8 @@ def tokenizer():
 def heads():
     bundle = load_heads()
     bundle.embd_id = HashEmbedder().embd_id  # the rule checks below do not depend on the embedding model
+    # Fixed thresholds, so that each check's logic is tested, not this checkpoint's calibration.
+    bundle.calibration = {**bundle.calibration, "duplicate_cosine": 0.999, "merge_rate": 1e-4}
     return bundle
 
 
@@ -171,7 +177,9 @@ def test_duplicate_blocks_are_caught(suite, tokenizer):
     challenge = challenge_for(64, [0, 2], [3, 35])
     assert check(suite, "duplicate_blocks")(opened_for(honest, challenge)).passed
     result = check(suite, "duplicate_blocks")(opened_for(copied, challenge))
-    assert result.outcome == "fail" and result.figure == pytest.approx(1.0, abs=1e-3)
+    # Statistical: honest traces repeat themselves too, so a copy is a flag, not a proof.
+    assert result.outcome == "suspect" and result.kind == "statistical"
+    assert result.figure == pytest.approx(1.0, abs=1e-3) and result.threshold == 0.999
 
 
 def test_a_block_of_one_repeated_token_is_caught(suite):
@@ -181,9 +189,8 @@ def test_a_block_of_one_repeated_token_is_caught(suite):
     # Block 3 (tokens 48..63) is all padding; block 2 (32..47) is mixed; one opened token in each.
     assert repeated(opened_for(honest, challenge_for(64, [2, 3], [33, 50]))).passed
     result = repeated(opened_for(padded, challenge_for(64, [2, 3], [41, 50])))
-    assert (
-        result.outcome == "fail" and "[3]" in result.detail and result.figure == pytest.approx(1.0, abs=1e-3)
-    )
+    assert result.outcome == "fail" and result.kind == "proof" and "[3]" in result.detail
+    assert result.figure == pytest.approx(1.0, abs=1e-3)
     # A mixed block whose opened token is a pad token is not the token repeated.
     assert repeated(opened_for(padded, challenge_for(64, [2], [41]))).passed
     # Two different opened tokens cannot be one token repeated: nothing to test.
@@ -217,8 +224,13 @@ def test_rebuilt_texts_are_embedded_once_and_the_cache_is_bounded(heads, tokeniz
 def test_tokens_outside_the_vocabulary_are_caught(suite):
     tokens = words(32)
     tokens[5] = b"\xff\xfe-not-a-token-\xfd"
-    result = check(suite, "tokenization")(opened_for(tokens, challenge_for(32, [0], [5])))
-    assert result.outcome == "fail" and "outside" in result.detail
+    result = check(suite, "vocabulary")(opened_for(tokens, challenge_for(32, [0], [5])))
+    assert (
+        result.outcome == "fail"
+        and result.kind == "proof"
+        and "1 of 1 revealed tokens outside" in result.detail
+    )
+    assert check(suite, "vocabulary")(opened_for(words(32), challenge_for(32, [0], [5]))).passed
 
 
 def test_split_words_are_caught_by_retokenization(suite, tokenizer):
@@ -228,9 +240,11 @@ def test_split_words_are_caught_by_retokenization(suite, tokenizer):
     assert not merges_when_retokenized(b"\xe4", b"\xbd", tokenizer)  # not whole UTF-8 text
     tokens = words(32)
     tokens[8:9] = [b" comput", b"ation"]
-    tokenization = check(suite, "tokenization")
-    assert tokenization(opened_for(tokens, challenge_for(33, [0], [8, 9]))).outcome == "fail"
-    assert tokenization(opened_for(words(32), challenge_for(32, [0], [8, 9]))).passed
+    retokenization = check(suite, "retokenization")
+    split = retokenization(opened_for(tokens, challenge_for(33, [0], [8, 9])))
+    # One merging pair of one, at an honest rate of 1e-4 per pair: p = 1e-4, below alpha.
+    assert split.outcome == "suspect" and split.kind == "statistical" and split.figure == pytest.approx(1e-4)
+    assert retokenization(opened_for(words(32), challenge_for(32, [0], [8, 9]))).passed
 
 
 def test_checks_report_figures_and_the_verifier_is_sequential(suite):
@@ -243,14 +257,71 @@ def test_checks_report_figures_and_the_verifier_is_sequential(suite):
         "block_to_answer",
         "duplicate_blocks",
         "repeated_token",
-        "tokenization",
+        "vocabulary",
+        "retokenization",
         "verifier",
     ]
+    kinds = {r.name: r.kind for r in results}
+    assert {name for name, kind in kinds.items() if kind == "proof"} == {"repeated_token", "vocabulary"}
     # repeated_token has a figure only when some revealed block opens one token alone or twice.
     assert all(r.figure is not None for r in results if r.name != "repeated_token")
     last = opened_for(tokens, plan.challenge(plan.rounds - 1))
     # At the end of the budget the verifier never asks for more.
-    assert check(suite, "verifier")(last).outcome in ("pass", "fail")
+    assert check(suite, "verifier")(last).outcome in ("pass", "suspect")
+
+
+def test_gaps_are_taken_against_the_median_of_the_other_blocks():
+    measures = np.array([[1.0, 10.0], [2.0, 10.0], [4.0, 10.0], [100.0, 10.0]], dtype=np.float32)
+    gaps = gaps_to_others(measures)
+    assert gaps[3, 0] == pytest.approx(100.0 - 2.0)  # median of 1, 2, 4
+    assert gaps[0, 0] == pytest.approx(1.0 - 4.0)  # median of 2, 4, 100
+    assert not gaps[:, 1].any()  # a measure every block shares moves none
+    assert not gaps_to_others(measures[:1]).any()
+
+
+def test_block_p_values_are_conformal_in_the_body_and_exponential_in_the_tail():
+    null = np.sort(np.random.default_rng(0).exponential(size=10_000))
+    p = block_p_values(np.array([0.0, 1.0, 3.0]), null)
+    assert p[0] == pytest.approx(1.0)
+    assert p[1] == pytest.approx((1 + (null >= 1.0).sum()) / (1 + len(null)))
+    # Beyond the sample the exponential tail keeps going down (the true value here is exp(-s)).
+    far = block_p_values(np.array([12.0, 20.0]), null)
+    assert far[1] < far[0] < 1 / len(null)
+    assert far[0] == pytest.approx(np.exp(-12.0), rel=0.5)
+    assert np.all(np.diff(block_p_values(np.linspace(-1, 30, 200), null)) <= 0)
+
+
+def test_the_verifier_false_positive_rate_does_not_grow_with_the_number_of_blocks(heads):
+    """Honest blocks drawn from the null itself: whatever the number of planned blocks, the audits the
+    Bonferroni test calls suspect stay at or under alpha."""
+    rng = np.random.default_rng(1)
+    alpha = 0.05
+    for planned in (2, 8, 32, 64):
+        flagged = 0
+        for _ in range(2000):
+            scores = rng.choice(heads.null_scores, size=planned)
+            outliers = rng.choice(heads.null_outliers, size=planned)
+            p = np.minimum(
+                block_p_values(scores, heads.null_scores), block_p_values(outliers, heads.null_outliers)
+            )
+            flagged += min(1.0, 2 * planned * p.min()) < alpha
+        assert flagged / 2000 <= alpha + 0.015, planned
+
+
+def test_the_verifier_statistic_names_the_most_unusual_block(heads, tokenizer):
+    codes = [np.asarray(HashEmbedder().embed_texts([f"block {k}"])[0] * 127, dtype=np.int8) for k in range(6)]
+    blocks = tuple(RevealedBlock(k, codes[k], (16 * k,), (b" the",), codes[k][None, :]) for k in range(6))
+    evidence = evidence_of(Revealed(24, codes[0], blocks), heads, tokenizer)
+    statistic = verifier_statistic(evidence, heads, planned_blocks=6)
+    assert statistic.tests == 12 and 0 < statistic.p_value <= 1
+    assert statistic.worst_block in range(6)
+
+
+def test_binomial_tail():
+    assert binomial_tail(0, 10, 0.1) == 1.0
+    assert binomial_tail(1, 1, 1e-4) == pytest.approx(1e-4)
+    assert binomial_tail(2, 3, 0.5) == pytest.approx(0.5)
+    assert binomial_tail(1, 5, 0.01) == pytest.approx(1 - 0.99**5)
 
 
 def test_bad_evidence_is_a_typed_error(heads, tokenizer):
@@ -271,7 +342,9 @@ def test_bad_evidence_is_a_typed_error(heads, tokenizer):
     with pytest.raises(ProtocolError, match="out of range"):
         Revealed(1, np.zeros(EMBED_DIM, dtype=np.int8), (_moved(block, 3),))
     ok = Revealed(1, np.zeros(EMBED_DIM, dtype=np.int8), (block,))
-    assert block_features(ok, heads, tokenizer).features.shape == (1, len(FEATURE_NAMES))
+    evidence = evidence_of(ok, heads, tokenizer)
+    assert evidence.features.shape == (1, len(FEATURE_NAMES))
+    assert not evidence.features.any()  # a lone block has nothing to be compared with
 
 
 def _moved(block, index):
@@ -321,12 +394,14 @@ def test_real_honest_traces_pass_and_inflated_ones_fail(real):
     from auditor.research.attacks import inflate
 
     auditor, ctx, picked = real
-    honest = [auditor.audit(t, ctx.tokens(t), None, random.Random(1)) for t in picked]
+    honest = [auditor.audit(t, ctx.tokens(t), None, random.Random(1), len(ctx.tokens(t))) for t in picked]
+    assert all(o.verdict in ("pass", "suspect") for o in honest)  # never `fail`: no proof against them
     assert sum(o.verdict == "pass" for o in honest) >= len(picked) - 1
-    attacked = []
-    # The two attacks the held-out evaluation detects at 100% at these IRs (docs/evaluation.md).
-    for attack, ir in (("random_tokens", 3.0), ("pad_repeat_last", 1.0)):
-        inflated = inflate(picked[0], attack, ir, random.Random(2), ctx)
-        attacked.append(auditor.audit(picked[0], inflated.tokens, inflated, random.Random(2)))
-    assert all(o.verdict == "fail" for o in attacked)
-    assert all(o.block_exposure <= 0.25 + 1e-9 for o in honest + attacked)
+    genuine = len(ctx.tokens(picked[0]))
+    padded = inflate(picked[0], "pad_repeat_last", 1.0, random.Random(2), ctx)
+    outcome = auditor.audit(picked[0], padded.tokens, padded, random.Random(2), genuine)
+    # CoIn's padding is identified (proof), not judged.
+    assert outcome.verdict == "fail" and "repeated_token" in outcome.failed_checks
+    overclaimed = inflate(picked[0], "overclaim", 1.0, random.Random(3), ctx)
+    outcome = auditor.audit(picked[0], overclaimed.tokens, overclaimed, random.Random(3), genuine)
+    assert outcome.verdict == "fail" and outcome.failed_checks == ("proof",)

@@ -33,7 +33,7 @@ def node() -> str:
 def statement() -> dict[str, Any]:
     """Verdict-like, with what canonical encoders disagree on: floats, key order, non-ASCII text."""
     return {
-        "version": "coin-verdict/1",
+        "version": "coin-verdict/2",
         "audit_id": "6a0e2b8c-54c7-4b59-8f0e-6f7f4f1b9a21",
         "report_id": "0b5e6d1e-3f0c-4d8a-9a57-1c1f8b0e2a44",
         "request_id": "chatcmpl-9f2c4e1a «résumé» 😀",
@@ -52,6 +52,7 @@ def statement() -> dict[str, Any]:
         },
         "labels": {"\u20ac": 1, "\r": 2, "\ufb33": 3, "1": 4, "\U0001f600": 5, "\u0080": 6, "\u00f6": 7},
         "text": 'line\nbreak\ttab "quoted" \\ \x00\x1f\x7f \u2028\u2029 \ue000 \U0010ffff',
+        "decided_by": {"embd_id": "all-MiniLM-L6-v2@8087e9bf97c265f8", "heads": None},
         "decided_at": "2025-01-01T12:00:00.000000+00:00",
     }
 

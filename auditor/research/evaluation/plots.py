@@ -28,7 +28,8 @@ def plot_report(report: dict[str, Any], out: Path) -> list[Path]:
         ax.errorbar(
             x, y, yerr=err, marker="o", capsize=3, label=attack, color=colours((2 * k) % 20 + (2 * k) // 20)
         )
-    ax.axhline(report["false_positive_rate"], color="grey", linestyle="--", label="FPR (honest)")
+    honest = report["honest"]["suspect"]["rate"] + report["honest"]["fail"]["rate"]
+    ax.axhline(honest, color="grey", linestyle="--", label="honest fail or suspect")
     ax.set_xscale("log")
     ax.set_xlabel("inflation ratio (injected / genuine tokens)")
     ax.set_ylabel("detection rate")
@@ -46,7 +47,7 @@ def plot_report(report: dict[str, Any], out: Path) -> list[Path]:
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
     ax.set_xlabel("false-positive rate (honest)")
     ax.set_ylabel("true-positive rate (inflated)")
-    ax.set_title("Verifier ROC, content attacks")
+    ax.set_title("Verifier ROC (p-value), content attacks")
     ax.legend(fontsize=8)
     fig.tight_layout()
     paths.append(out / "roc.png")

@@ -1,53 +1,42 @@
-"""The evaluation report as Markdown."""
+"""Evaluation reports as Markdown: one evaluation (`render_markdown`) and leave-one-domain-out
+(`render_lodo`)."""
 
 from collections import defaultdict
 from typing import Any
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+def _pct(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{100 * x:.1f}%"
 
 
-def _calibration_line(reference_traces: dict[str, int] | None) -> str:
-    if not reference_traces:
-        return "Calibration: the shipped thresholds (honest validation traces of the training domains)."
-    counts = ", ".join(f"{domain} {n}" for domain, n in sorted(reference_traces.items()))
-    return (
-        "Calibration: per domain, on honest reference traces of questions the evaluation never sees "
-        f"({counts} traces)."
-    )
+def _interval(cell: dict[str, Any]) -> str:
+    if not cell["n"]:
+        return "—"
+    return f"{_pct(cell['rate'])} ({_pct(cell['ci_low'])}–{_pct(cell['ci_high'])})"
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    lines = ["# CoIn Audit evaluation", ""]
-    meta = report["meta"]
-    lines += [
-        f"Traces: {', '.join(meta.get('trace_files', []))} — domains {', '.join(meta.get('domains', []))}.",
-        f"Verifier: {report['config']['verifier']}; block size {report['config']['block_size']}; "
-        f"budget {_pct(report['config']['policy']['max_block_fraction'])} of blocks, "
-        f"{_pct(report['config']['policy']['max_token_fraction'])} of tokens; seed {report['config']['seed']}.",
-        _calibration_line(meta.get("reference_traces")),
-        "",
-        "## Summary",
-        "",
-        "| figure | value | 95% CI |",
-        "|---|---:|---|",
-        f"| false-positive rate on honest traces (n={report['honest_n']}) | {_pct(report['false_positive_rate'])} | "
-        f"{_pct(report['false_positive_ci'][0])}–{_pct(report['false_positive_ci'][1])} |",
-        f"| mean block exposure (all audits) | {_pct(report['mean_block_exposure'])} | |",
-        f"| mean token visibility (all audits) | {_pct(report['mean_token_visibility'])} | |",
-        f"| mean block exposure (honest) | {_pct(report['honest_mean_block_exposure'] or 0)} | |",
-        f"| mean token visibility (honest) | {_pct(report['honest_mean_token_visibility'] or 0)} | |",
-        "",
-        "## Detection rate per attack × IR (Wilson 95% CI)",
-        "",
+def honest_table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        f"| {title} | n | `fail` (95% CI) | `suspect` (95% CI) | checks that flagged |",
+        "|---|---:|---:|---:|---|",
     ]
-    irs = sorted({row["ir"] for row in report["detection"]})
-    lines.append("| attack | kind | " + " | ".join(f"IR {ir:g}" for ir in irs) + " |")
-    lines.append("|---|---|" + "---:|" * len(irs))
+    for name, row in rows.items():
+        flagged = ", ".join(f"{k} {v}" for k, v in row["flagged_checks"].items()) or "—"
+        lines.append(
+            f"| {name} | {row['fail']['n']} | {_interval(row['fail'])} | {_interval(row['suspect'])} | {flagged} |"
+        )
+    return lines
+
+
+def detection_table(rows: list[dict[str, Any]]) -> list[str]:
+    irs = sorted({row["ir"] for row in rows})
+    lines = [
+        "| attack | kind | " + " | ".join(f"IR {ir:g}" for ir in irs) + " |",
+        "|---|---|" + "---:|" * len(irs),
+    ]
     attacks: dict[str, dict[float, dict[str, Any]]] = defaultdict(dict)
     kinds = {}
-    for row in report["detection"]:
+    for row in rows:
         attacks[row["attack"]][row["ir"]] = row
         kinds[row["attack"]] = row["kind"]
     for attack, cells in attacks.items():
@@ -60,19 +49,15 @@ def render_markdown(report: dict[str, Any]) -> str:
                 else "—"
             )
         lines.append(f"| {attack} | {kinds[attack]} | " + " | ".join(rendered) + " |")
-    lines += [
-        "",
-        f"Cells have n = {report['config']['traces_per_cell']} traces (fewer if some were too short).",
-        "",
-        "## Sampling ceiling (content attacks)",
-        "",
-        "Share of inflated audits whose full exposure plan (every round) reveals at least one block holding",
-        "an injected token / opens at least one injected token: the detection rates a perfect judge of",
-        "each revealed block / each opened token would reach.",
-        "",
-        "| attack | " + " | ".join(f"IR {ir:g}" for ir in irs) + " |",
-        "|---|" + "---:|" * len(irs),
-    ]
+    return lines
+
+
+def ceiling_table(rows: list[dict[str, Any]]) -> list[str]:
+    irs = sorted({row["ir"] for row in rows})
+    lines = ["| attack | " + " | ".join(f"IR {ir:g}" for ir in irs) + " |", "|---|" + "---:|" * len(irs)]
+    attacks: dict[str, dict[float, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        attacks[row["attack"]][row["ir"]] = row
     for attack, cells in attacks.items():
         ceilings = [cells.get(ir, {}) for ir in irs]
         if any(c.get("reachable_rate") is not None for c in ceilings):
@@ -83,33 +68,148 @@ def render_markdown(report: dict[str, Any]) -> str:
                 for c in ceilings
             ]
             lines.append(f"| {attack} | " + " | ".join(rendered) + " |")
-    lines.append("")
-    lines += [
-        "## Per domain",
-        "",
-        "| domain | FPR (95% CI) | detection IR ≥ 0.5 | detection IR = 0.25 | honest block exposure |",
+    return lines
+
+
+def _config_line(config: dict[str, Any]) -> str:
+    policy = config["policy"]
+    return (
+        f"Block size {config['block_size']}; budget {_pct(policy['max_block_fraction'])} of blocks, "
+        f"{_pct(policy['max_token_fraction'])} of tokens, up to {policy['rounds']} rounds; "
+        f"{config['traces_per_cell']} traces per attack × IR cell; seed {config['seed']}."
+    )
+
+
+def _exposure_lines(report: dict[str, Any]) -> list[str]:
+    return [
+        f"Exposure: mean {_pct(report['mean_block_exposure'])} of blocks and {_pct(report['mean_token_visibility'])}"
+        f" of tokens per audit (at most {_pct(report['max_block_exposure'])} and"
+        f" {_pct(report['max_token_visibility'])}).",
     ]
-    lines.append("|---|---:|---:|---:|---:|")
-    for row in report["per_domain"]:
-        hi = [d for d in row["detection"] if d["ir"] >= 0.5]
-        mid = [d for d in row["detection"] if d["ir"] == 0.25]
 
-        def pooled(cells: list[dict[str, Any]]) -> str:
-            n = sum(c["n"] for c in cells)
-            hits = sum(round(c["rate"] * c["n"]) for c in cells)
-            return _pct(hits / n) + f" (n={n})" if n else "—"
 
-        fp = row["false_positive"]
-        lines.append(
-            f"| {row['domain']} | {_pct(fp['rate']) if fp['n'] else '—'} ({_pct(fp['ci_low'])}–{_pct(fp['ci_high'])}) | "
-            f"{pooled(hi)} | {pooled(mid)} | {_pct(row['honest_block_exposure'] or 0)} |"
-        )
-    lines += ["", "## Checks that fired", "", f"Honest: {report['honest_failed_checks']}", ""]
+def render_markdown(report: dict[str, Any]) -> str:
+    meta = report["meta"]
+    lines = [
+        "# CoIn Audit evaluation",
+        "",
+        f"Traces: {', '.join(meta.get('trace_files', []))} — domains {', '.join(meta.get('domains', []))}.",
+        _config_line(report["config"]),
+        f"Checkpoint: {meta.get('checkpoint', '—')}.",
+        "",
+        "`fail` is proof (a check that cannot fire on honest text); `suspect` is statistical evidence.",
+        "Detection counts either.",
+        "",
+        "## Honest traces",
+        "",
+        *honest_table("all", {"all": report["honest"]}),
+        "",
+        *honest_table("domain", report["honest_by_domain"]),
+        "",
+        *honest_table("length (tokens)", report["honest_by_length"]),
+        "",
+        *honest_table("model family", report["honest_by_model_family"]),
+        "",
+        *_exposure_lines(report),
+        "",
+        "## Detection (`fail` or `suspect`) per attack × IR (Wilson 95% CI)",
+        "",
+        *detection_table(report["detection"]),
+        "",
+        "## Sampling ceiling (content attacks)",
+        "",
+        "Share of inflated audits whose full exposure plan reveals at least one block holding an injected",
+        "token / opens at least one injected token: what a perfect judge of each block / token would reach.",
+        "",
+        *ceiling_table(report["detection"]),
+        "",
+        "## Checks that fired on inflated audits",
+        "",
+    ]
     for row in report["detection"]:
-        lines.append(f"- {row['attack']} @ IR {row['ir']:g}: {row['failed_checks']}")
-    roc = report["roc"]
-    if roc:
-        lines += ["", "## Verifier ROC (content attacks, final P(benign))", ""]
-        lines += [f"- IR {ir}: AUC {curve['auc']:.3f}" for ir, curve in roc.items()]
+        lines.append(
+            f"- {row['attack']} @ IR {row['ir']:g}: fail {row['failed_checks'] or '—'}; suspect {row['flagged_checks'] or '—'}"
+        )
+    if report["roc"]:
+        lines += ["", "## Verifier ROC (content attacks, final p-value)", ""]
+        lines += [f"- IR {ir}: AUC {curve['auc']:.3f}" for ir, curve in report["roc"].items()]
     lines += ["", "Plots: `detection_vs_ir.png`, `roc.png`.", ""]
+    return "\n".join(lines)
+
+
+def render_lodo(report: dict[str, Any]) -> str:
+    folds = report["folds"]
+    any_fold = next(iter(folds.values()))
+    headline = report["headline"]
+    lines = [
+        "# CoIn Audit evaluation: leave-one-domain-out",
+        "",
+        "Each fold trains and calibrates on the other domains and audits every honest trace of its own",
+        "domain and the attack cells drawn from it. `fail` is proof; `suspect` is statistical evidence;",
+        "detection counts either.",
+        _config_line(any_fold["config"]),
+        "",
+        "## Folds (honest traces of the left-out domain)",
+        "",
+        "| left-out domain | n | `fail` (95% CI) | `suspect` (95% CI) | lowest content detection at IR 0.5 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for domain, fold in folds.items():
+        honest = fold["honest"]
+        lines.append(
+            f"| {domain} | {honest['fail']['n']} | {_interval(honest['fail'])} | {_interval(honest['suspect'])} |"
+            f" {_pct(fold['headline']['detection_ir05_min'])} |"
+        )
+    lines += [
+        "",
+        f"**Worst fold or length band: `fail` {_pct(headline['fail_rate_honest_max'])}, `suspect`"
+        f" {_pct(headline['suspect_rate_honest_max'])}; lowest content-attack detection at IR 0.5 (worst"
+        f" fold) {_pct(headline['detection_ir05_min'])}.**",
+        "",
+        "## Honest traces by length and model family (all folds)",
+        "",
+        *honest_table("length (tokens)", report["honest_by_length"]),
+        "",
+        *honest_table("model family", report["honest_by_model_family"]),
+        "",
+        "Per fold and length band:",
+        "",
+        "| left-out domain | " + " | ".join(report["honest_by_length"]) + " |",
+        "|---|" + "---:|" * len(report["honest_by_length"]),
+    ]
+    for domain, fold in folds.items():
+        cells = [
+            f"{_pct(row['suspect']['rate'])} / {_pct(row['fail']['rate'])} (n={row['fail']['n']})"
+            if row["fail"]["n"]
+            else "—"
+            for row in fold["honest_by_length"].values()
+        ]
+        lines.append(f"| {domain} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "(each cell: `suspect` / `fail`.)",
+        "",
+        "## Detection per attack × IR, all folds pooled",
+        "",
+        *detection_table(report["detection"]),
+        "",
+        "Lowest fold at IR 0.5: "
+        + ", ".join(
+            f"{attack} {_pct(value)}" for attack, value in report["detection_ir05_worst_fold"].items()
+        ),
+        "",
+        "## Sampling ceiling (all folds)",
+        "",
+        *ceiling_table(report["detection"]),
+        "",
+    ]
+    for domain, fold in folds.items():
+        lines += [
+            f"## Fold: {domain}",
+            "",
+            *_exposure_lines(fold),
+            "",
+            *detection_table(fold["detection"]),
+            "",
+        ]
     return "\n".join(lines)

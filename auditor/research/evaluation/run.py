@@ -20,8 +20,7 @@ Neither can open an index >= m, so both answer those indices with the last real 
 """
 
 import random
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -42,9 +41,8 @@ from auditor.protocol.merkle import BLAKE3, MerkleTree
 from auditor.protocol.verify import Verification, verify_response
 from auditor.research.attacks import ATTACKS, AttackContext, InflatedTrace, inflate
 from auditor.research.embedding_cache import CachedEmbedder, PlannedEmbedder
-from auditor.research.traces import Trace, stable_fraction
-from auditor.research.training import calibrate_on_reference
-from auditor.semantic.checks import SemanticSuite, VerifierKind
+from auditor.research.traces import Trace, model_family, stable_fraction
+from auditor.semantic.checks import SemanticSuite
 from auditor.semantic.exposure import ExposurePlan, ExposurePolicy, plan_exposure
 
 DEFAULT_IRS = (0.1, 0.25, 0.5, 1.0, 3.0)
@@ -59,11 +57,7 @@ class EvalConfig:
     traces_per_cell: int = 50
     honest_traces: int | None = None  # None: every trace
     seed: int = 0
-    verifier: VerifierKind = "deepset"
     policy: ExposurePolicy = field(default_factory=ExposurePolicy)
-    # Recorded in the report. > 0: `coin eval` held back this share of the questions as honest reference
-    # traces (`split_reference`) and re-fit each domain's thresholds on them (`reference_suites`).
-    reference_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,12 +66,15 @@ class AuditOutcome:
 
     trace_id: str
     domain: str
+    model_family: str
+    genuine_tokens: int  # the honest trace's length, which the length bands go by
     attack: str
     requested_ir: float
     ir: float
-    verdict: str
-    failed_checks: tuple[str, ...]
-    benign_probability: float | None
+    verdict: str  # pass | suspect | fail | inconclusive
+    failed_checks: tuple[str, ...]  # proof checks that failed
+    flagged_checks: tuple[str, ...]  # statistical checks that flagged
+    verifier_p_value: float | None
     rounds: int
     block_exposure: float
     token_visibility: float
@@ -88,8 +85,9 @@ class AuditOutcome:
     token_reachable: bool | None = None
 
     @property
-    def flagged(self) -> bool:
-        return self.verdict == "fail"
+    def detected(self) -> bool:
+        """The audit said `fail` (proof) or `suspect` (statistical evidence)."""
+        return self.verdict in ("fail", "suspect")
 
 
 def _verifier_figure(verification: Verification) -> float | None:
@@ -102,26 +100,24 @@ def _verifier_figure(verification: Verification) -> float | None:
 class Auditor:
     """Runs single audits: simulated provider (commit, open) and the real verifier path."""
 
-    def __init__(
-        self,
-        embedder: EmbeddingModel,
-        suite: SemanticSuite,
-        config: EvalConfig,
-        domain_suites: Mapping[str, SemanticSuite] | None = None,
-    ) -> None:
+    def __init__(self, embedder: EmbeddingModel, suite: SemanticSuite, config: EvalConfig) -> None:
         self.embedder = embedder
         self.suite = suite
         self.config = config
-        self.domain_suites = dict(domain_suites or {})
 
     def audit(
-        self, trace: Trace, tokens: Sequence[bytes], inflated: InflatedTrace | None, rng: random.Random
+        self,
+        trace: Trace,
+        tokens: Sequence[bytes],
+        inflated: InflatedTrace | None,
+        rng: random.Random,
+        genuine_tokens: int,
     ) -> AuditOutcome:
         secret = rng.randbytes(32)
         claimed = inflated.claimed_size if inflated else len(tokens)
         plan = plan_exposure(claimed, self.config.block_size, self.config.policy, rng)
         structural = inflated.structural if inflated else "none"
-        suite = self.domain_suites.get(trace.domain, self.suite)
+        suite = self.suite
         verification: Verification | None = None
         rounds = 0
         for r in range(plan.rounds):
@@ -155,12 +151,15 @@ class Auditor:
         return AuditOutcome(
             trace_id=trace.id,
             domain=trace.domain,
+            model_family=model_family(trace.model),
+            genuine_tokens=genuine_tokens,
             attack=inflated.attack if inflated else HONEST,
             requested_ir=inflated.requested_ir if inflated else 0.0,
             ir=inflated.ir if inflated else 0.0,
             verdict=verification.verdict,
             failed_checks=tuple(c.name for c in verification.failed),
-            benign_probability=_verifier_figure(verification),
+            flagged_checks=tuple(c.name for c in verification.flagged),
+            verifier_p_value=_verifier_figure(verification),
             rounds=rounds,
             block_exposure=challenge.block_exposure,
             token_visibility=challenge.token_visibility,
@@ -201,35 +200,6 @@ def _structural_response(
     return public, Response(tuple(out))
 
 
-def reference_suites(
-    reference: Sequence[Trace], suite: SemanticSuite, embedder: EmbeddingModel, config: EvalConfig
-) -> dict[str, SemanticSuite]:
-    """One suite per domain of `reference`: the same heads, every threshold re-fit on that domain's
-    honest reference traces at the shipped target rate (`auditor.research.training.calibrate_on_reference`)."""
-    by_domain: dict[str, list[Trace]] = defaultdict(list)
-    for trace in reference:
-        by_domain[trace.domain].append(trace)
-    target_fpr = suite.heads.calibration["target_fpr"]
-    return {
-        domain: SemanticSuite(
-            calibrate_on_reference(
-                suite.heads,
-                traces,
-                suite.tokenizer,
-                embedder,
-                config.policy,
-                block_size=config.block_size,
-                target_fpr=target_fpr,
-                seed=config.seed,
-            ),
-            suite.tokenizer,
-            suite.policy,
-            suite.verifier,
-        )
-        for domain, traces in sorted(by_domain.items())
-    }
-
-
 def _cell_traces(traces: Sequence[Trace], n: int | None, seed: int, salt: str) -> list[Trace]:
     ranked = sorted(traces, key=lambda t: stable_fraction(f"{salt}:{t.id}", seed))
     return ranked if n is None else ranked[:n]
@@ -241,13 +211,14 @@ def run_evaluation(
     suite: SemanticSuite,
     config: EvalConfig,
     *,
-    domain_suites: Mapping[str, SemanticSuite] | None = None,
+    pool: Sequence[Trace] | None = None,
     save_every: int = 200,
 ) -> list[AuditOutcome]:
-    """Audit every honest trace (or `honest_traces` of them) and `traces_per_cell` traces per cell,
-    each domain with its own suite where `domain_suites` has one (else `suite`)."""
-    ctx = AttackContext(suite.tokenizer, traces, config.block_size)
-    auditor = Auditor(embedder, suite, config, domain_suites)
+    """Audit every honest trace (or `honest_traces` of them) and `traces_per_cell` traces per cell.
+    The attacks draw their material (other domains, similar questions, Markov text) from `pool`
+    (default: `traces`)."""
+    ctx = AttackContext(suite.tokenizer, pool or traces, config.block_size)
+    auditor = Auditor(embedder, suite, config)
     honest = _cell_traces(traces, config.honest_traces, config.seed, HONEST)
     attacked = _cell_traces(traces, config.traces_per_cell, config.seed, "attacked")
     jobs: list[tuple[Trace, str, float]] = [(t, HONEST, 0.0) for t in honest]
@@ -260,7 +231,7 @@ def run_evaluation(
             continue
         inflated = None if attack == HONEST else inflate(trace, attack, ir, rng, ctx)
         committed = list(inflated.tokens) if inflated else tokens
-        outcomes.append(auditor.audit(trace, committed, inflated, rng))
+        outcomes.append(auditor.audit(trace, committed, inflated, rng, len(tokens)))
         if isinstance(embedder, CachedEmbedder) and (k + 1) % save_every == 0:
             embedder.save()
     if isinstance(embedder, CachedEmbedder):
