@@ -192,7 +192,12 @@ def test_lodo_trains_without_each_domain_and_resumes(tmp_path):
     ]
     # One domain left to train on per fold: no other_domain attack to train with.
     train = TrainConfig(
-        heads_traces=8, model_traces=6, head_epochs=1, model_epochs=5, max_blocks=4, attacks=("random_tokens",)
+        heads_traces=8,
+        model_traces=6,
+        head_epochs=1,
+        model_epochs=5,
+        max_blocks=4,
+        attacks=("random_tokens",),
     )
     config = EvalConfig(
         attacks=("random_tokens", "overclaim"), irs=(1.0,), traces_per_cell=2, honest_traces=3
