@@ -15,9 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from auditor.protocol.tokenize import Tokenizer
-from auditor.semantic.checks import Evidence, Revealed, evidence_of, merges_when_retokenized, outlier_scores
+from auditor.semantic.checks import Evidence, Revealed, evidence_of, outlier_scores
 from auditor.semantic.exposure import ExposurePlan
 from auditor.semantic.heads import HeadBundle
+from auditor.semantic.tokenization import merges_when_retokenized
 
 # The honest `suspect` rate the auditor promises, per domain and trace length.
 TARGET_SUSPECT_RATE = 0.02

@@ -5,6 +5,8 @@ trace are in docs/protocol.md):
 - `repeated_token` (check 6): a revealed block whose text is one token repeated — rebuilt by the
   auditor and identified by its embedding (CoIn's own padding attack).
 - `vocabulary` (check 7): a revealed token the declared tokenizer cannot produce.
+- `split_token` (check 7): an opened pair of adjacent tokens that is one token of the declared
+  tokenizer cut in two, in a place no honest tokenization can cut it.
 
 Statistical checks (`suspect`: evidence for monitoring, each calibrated on honest traces):
 - `tokens_to_block`, `block_to_answer` (checks 4, 5): the two heads' lowest logits — evidence the
@@ -43,6 +45,7 @@ from auditor.protocol.tokenize import Tokenizer, get_tokenizer
 from auditor.protocol.verify import TOKEN_COSINE_THRESHOLD, CheckResult, OpenedTrace, Outcome, SemanticCheck
 from auditor.semantic.exposure import ExposurePolicy
 from auditor.semantic.heads import HeadBundle
+from auditor.semantic.tokenization import merges_when_retokenized, proves_split
 
 # What is measured of each revealed block; the verifier reads each as a gap to the other blocks.
 MEASURES = (
@@ -127,24 +130,14 @@ def revealed_from_opened(opened: OpenedTrace) -> Revealed:
     return Revealed(opened.challenge.num_blocks, opened.public.answer.codes, tuple(blocks))
 
 
-def adjacent_pairs(block: RevealedBlock) -> list[tuple[bytes, bytes]]:
-    """The opened tokens of `block` that are neighbours in the trace, as pairs."""
+def adjacent_pairs(block: RevealedBlock) -> list[tuple[int, bytes, bytes]]:
+    """The opened tokens of `block` that are neighbours in the trace: (index of the second, first,
+    second)."""
     pairs = []
     for k in range(len(block.tokens) - 1):
         if block.token_indices[k + 1] == block.token_indices[k] + 1:
-            pairs.append((block.tokens[k], block.tokens[k + 1]))
+            pairs.append((block.token_indices[k + 1], block.tokens[k], block.tokens[k + 1]))
     return pairs
-
-
-def merges_when_retokenized(first: bytes, second: bytes, tokenizer: Tokenizer) -> bool:
-    """True when the tokenizer would write `first + second` as a single token: the provider may have
-    split a token the tokenizer does not split. Pairs that are not whole UTF-8 text cannot be
-    re-tokenized as text and count as not merging."""
-    try:
-        text = (first + second).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return len(tokenizer.tokenize(text)) == 1
 
 
 @dataclass(frozen=True)
@@ -158,6 +151,7 @@ class Evidence:
     non_tokens: int
     merges: int
     pairs: int
+    splits: tuple[int, ...]  # the index of the second token of every pair that proves a split
 
     def column(self, name: str) -> FloatMatrix:
         values: FloatMatrix = self.measures[:, MEASURES.index(name)]
@@ -212,7 +206,7 @@ def block_measures(
     for k, block in enumerate(blocks):
         scores = to_block[owners == k]
         pairs = adjacent_pairs(block)
-        block_merges = sum(merges_when_retokenized(a, b, tokenizer) for a, b in pairs)
+        block_merges = sum(merges_when_retokenized(a, b, tokenizer) for _, a, b in pairs)
         non_tokens += sum(not tokenizer.is_token(t) for t in block.tokens)
         merges += block_merges
         pair_count += len(pairs)
@@ -230,16 +224,29 @@ def block_measures(
                 sum(t[:1] == b" " for t in block.tokens) / n,
                 sum(t.isascii() for t in block.tokens) / n,
                 block_merges / len(pairs) if pairs else 0.0,
-                sum(a == b for a, b in pairs) / len(pairs) if pairs else 0.0,
+                sum(a == b for _, a, b in pairs) / len(pairs) if pairs else 0.0,
             ]
         )
     return np.asarray(rows, dtype=np.float32), non_tokens, merges, pair_count
 
 
+def proven_splits(revealed: Revealed, tokenizer: Tokenizer) -> tuple[int, ...]:
+    """The opened pairs that honest tokenization cannot produce (`proves_split`), by the index of their
+    second token. Only pairs that merge when re-tokenized are candidates, which keeps this cheap."""
+    found = []
+    for block in revealed.blocks:
+        for index, first, second in adjacent_pairs(block):
+            if merges_when_retokenized(first, second, tokenizer) and proves_split(first, second, tokenizer):
+                found.append(index)
+    return tuple(found)
+
+
 def evidence_of(revealed: Revealed, heads: HeadBundle, tokenizer: Tokenizer) -> Evidence:
     measures, non_tokens, merges, pairs = block_measures(revealed, heads, tokenizer)
     features = (gaps_to_others(measures) / heads.feature_scale).astype(np.float32)
-    return Evidence(revealed, measures, features, non_tokens, merges, pairs)
+    return Evidence(
+        revealed, measures, features, non_tokens, merges, pairs, proven_splits(revealed, tokenizer)
+    )
 
 
 def block_p_values(scores: npt.NDArray[np.float64], null: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -356,6 +363,7 @@ class SemanticSuite:
             DuplicateBlocksCheck(self),
             RepeatedTokenCheck(self),
             VocabularyCheck(self),
+            SplitTokenCheck(self),
             RetokenizationCheck(self),
             VerifierCheck(self),
         ]
@@ -478,6 +486,24 @@ class VocabularyCheck:
         detail = f"{evidence.non_tokens} of {tokens} revealed tokens outside the {self.suite.tokenizer.id} vocabulary"
         outcome: Outcome = "fail" if evidence.non_tokens else "pass"
         return CheckResult(self.name, outcome, float(evidence.non_tokens), detail, threshold=0.0)
+
+
+@dataclass
+class SplitTokenCheck:
+    """Check 7, proof: an opened adjacent pair that the declared tokenizer would never produce — one token
+    of its vocabulary cut in two, whatever text surrounds it (`auditor.semantic.tokenization`)."""
+
+    suite: SemanticSuite
+    name: str = "split_token"
+
+    def __call__(self, opened: OpenedTrace) -> CheckResult:
+        evidence = self.suite.evidence(opened)
+        splits = evidence.splits
+        if splits:
+            detail = f"opened pairs ending at {list(splits[:10])} are single {self.suite.tokenizer.id} tokens cut in two"
+            return CheckResult(self.name, "fail", float(len(splits)), detail, threshold=0.0)
+        detail = f"none of {evidence.pairs} adjacent opened pairs is a token cut in two"
+        return CheckResult(self.name, "pass", 0.0, detail, threshold=0.0)
 
 
 @dataclass

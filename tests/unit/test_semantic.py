@@ -29,12 +29,12 @@ from auditor.semantic.checks import (
     block_p_values,
     evidence_of,
     gaps_to_others,
-    merges_when_retokenized,
     revealed_from_opened,
     verifier_statistic,
 )
 from auditor.semantic.exposure import ExposurePolicy, plan_exposure
 from auditor.semantic.heads import load_heads
+from auditor.semantic.tokenization import merges_when_retokenized, proves_split
 
 TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces"
 B = 16
@@ -247,6 +247,24 @@ def test_split_words_are_caught_by_retokenization(suite, tokenizer):
     assert retokenization(opened_for(words(32), challenge_for(32, [0], [8, 9]))).passed
 
 
+def test_a_token_cut_where_no_honest_tokenization_cuts_is_proof(suite, tokenizer):
+    # " computation" is one token; no context makes the tokenizer cut it after " comput".
+    assert proves_split(b" comput", b"ation", tokenizer)
+    # Honest pairs that merge when re-tokenized alone sit on a pre-tokenizer chunk boundary: a space
+    # run before a digit ("09:15  565"), a punctuation run before letters ("->(RMI"). Not proof.
+    assert merges_when_retokenized(b" ", b" ", tokenizer) and not proves_split(b" ", b" ", tokenizer)
+    assert not proves_split(b"(", b"R", tokenizer)
+    assert not proves_split(b" the", b" cat", tokenizer)  # not one token
+    assert not proves_split(b"\xe4", b"\xbd", tokenizer)  # not whole UTF-8 text
+    split = words(32)
+    split[8:9] = [b" comput", b"ation"]
+    result = check(suite, "split_token")(opened_for(split, challenge_for(33, [0], [8, 9])))
+    assert result.outcome == "fail" and result.kind == "proof" and "[9]" in result.detail
+    assert check(suite, "split_token")(opened_for(words(32), challenge_for(32, [0], [8, 9]))).passed
+    # The same pair opened apart (not adjacent) proves nothing.
+    assert check(suite, "split_token")(opened_for(split, challenge_for(33, [0], [8, 10]))).passed
+
+
 def test_checks_report_figures_and_the_verifier_is_sequential(suite):
     tokens = words(400)
     plan = plan_exposure(400, B, ExposurePolicy(), random.Random(0))
@@ -258,11 +276,16 @@ def test_checks_report_figures_and_the_verifier_is_sequential(suite):
         "duplicate_blocks",
         "repeated_token",
         "vocabulary",
+        "split_token",
         "retokenization",
         "verifier",
     ]
     kinds = {r.name: r.kind for r in results}
-    assert {name for name, kind in kinds.items() if kind == "proof"} == {"repeated_token", "vocabulary"}
+    assert {name for name, kind in kinds.items() if kind == "proof"} == {
+        "repeated_token",
+        "vocabulary",
+        "split_token",
+    }
     # repeated_token has a figure only when some revealed block opens one token alone or twice.
     assert all(r.figure is not None for r in results if r.name != "repeated_token")
     last = opened_for(tokens, plan.challenge(plan.rounds - 1))

@@ -1,8 +1,9 @@
 """Leave-one-domain-out evaluation (DESIGN §6): for each domain, train and calibrate on the others, audit
 every honest trace of it and the attack cells drawn from it; report every fold and the worst.
 
-Each fold's checkpoint and outcomes are kept under `out/fold-<domain>/`; a fold whose outcomes are
-already there is read back, not recomputed (a long run can be resumed). The shipped checkpoint is the
+Each fold's checkpoint and outcomes are kept under `out/fold-<domain>/`; what is already there is read
+back, not recomputed (a long run can be resumed; delete a fold's outcomes to re-audit with changed
+checks, its checkpoint to retrain). The shipped checkpoint is the
 same training on every domain (`coin train-heads`).
 """
 
@@ -27,6 +28,7 @@ from auditor.research.evaluation.summary import (
 from auditor.research.traces import Trace, split_traces
 from auditor.research.training import TrainConfig, train_heads
 from auditor.semantic.checks import SemanticSuite
+from auditor.semantic.heads import CHECKPOINT_NAME, load_heads
 
 OUTCOMES_FILE = "outcomes.jsonl"
 
@@ -61,13 +63,22 @@ def run_fold(
     if (folder / OUTCOMES_FILE).is_file():
         log(f"fold {domain}: outcomes found in {folder}, not recomputed")
         return _read_outcomes(folder / OUTCOMES_FILE)
-    split = split_traces(
-        [t for t in traces if t.domain != domain], held_out_domains=(), seed=train_config.seed
-    )
-    log(f"fold {domain}: training on {sorted({t.domain for t in split.train})}")
-    bundle = train_heads(
-        split.train, split.validation, tokenizer, embedder, train_config, out=folder / "heads.pt", log=log
-    )
+    if (folder / CHECKPOINT_NAME).is_file():
+        log(f"fold {domain}: checkpoint found in {folder}, not retrained")
+        bundle = load_heads(folder / CHECKPOINT_NAME, embd_id=embedder.embd_id)
+    else:
+        rest = [t for t in traces if t.domain != domain]
+        split = split_traces(rest, held_out_domains=(), seed=train_config.seed)
+        log(f"fold {domain}: training on {sorted({t.domain for t in split.train})}")
+        bundle = train_heads(
+            split.train,
+            split.validation,
+            tokenizer,
+            embedder,
+            train_config,
+            out=folder / CHECKPOINT_NAME,
+            log=log,
+        )
     suite = SemanticSuite(bundle, tokenizer, eval_config.policy)
     test = [t for t in traces if t.domain == domain]
     log(f"fold {domain}: auditing {len(test)} honest traces and the attack cells")
