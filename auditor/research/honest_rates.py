@@ -29,25 +29,9 @@ from typing import Any
 
 from auditor.protocol.fingerprint import EmbeddingModel, cosine, decode_token, quantize
 from auditor.protocol.tokenize import Tokenizer
-from auditor.research.traces import Trace
+from auditor.research.evaluation.summary import length_band
+from auditor.research.traces import Trace, model_family
 from auditor.semantic.tokenization import CONTEXTS, Contexts, SplitRule, merges_when_retokenized, proves_split
-
-# First match wins: distilled models before their teachers' names, QwQ before Qwen3.
-FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("sky-t1", ("sky-t1",)),
-    ("r1-distill", ("r1-distill",)),
-    ("deepseek", ("deepseek", "r1-1776")),
-    ("qwq", ("qwq",)),
-    ("qwen3", ("qwen3", "qwen-plus", "qwen-turbo")),
-    ("gpt-oss", ("gpt-oss",)),
-    ("gpt-4o", ("gpt-4o",)),
-    ("glm", ("glm",)),
-    ("grok", ("grok",)),
-    ("kimi", ("kimi",)),
-    ("phi", ("phi4",)),
-    ("minimax", ("minimax",)),
-)
-LENGTH_BANDS = ((500, "<500"), (2000, "500-2000"))  # tokens; longer traces are ">2000"
 
 MINIMAL_CONTEXTS = Contexts(
     left=("", " ", "\n", "a", "1", "(", "'", "'r", "'v", "'l"),
@@ -64,21 +48,6 @@ SPLIT_VARIANTS: dict[str, tuple[SplitRule, Contexts]] = {
 RECOMMENDED_RULE = "boundary"
 
 MAX_EXAMPLES = 50
-
-
-def model_family(model: str) -> str:
-    name = model.lower()
-    for family, needles in FAMILIES:
-        if any(needle in name for needle in needles):
-            return family
-    return "other"
-
-
-def length_band(tokens: int) -> str:
-    for limit, band in LENGTH_BANDS:
-        if tokens < limit:
-            return band
-    return f">{LENGTH_BANDS[-1][0]}"
 
 
 def merge_cause(first: bytes, second: bytes) -> str:

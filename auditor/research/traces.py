@@ -122,23 +122,24 @@ def split_traces(
     return TraceSplit(train, validation, test)
 
 
-# Model families, by a substring of the upstream model name (lowercase), first match wins.
+# Model families, by a substring of the upstream model name (lowercase), first match wins: distilled
+# models before their teachers' names, QwQ before Qwen3.
 MODEL_FAMILIES = (
-    ("gpt-4o", "gpt-4o"),
-    ("gpt-oss", "gpt-oss"),
     ("sky-t1", "sky-t1"),
-    ("qwq", "qwq"),
-    ("distill", "r1-distill"),
+    ("r1-distill", "r1-distill"),
     ("deepseek", "deepseek"),
-    ("qwen", "qwen"),
+    ("r1-1776", "deepseek"),
+    ("qwq", "qwq"),
+    ("qwen3", "qwen3"),
+    ("qwen-plus", "qwen3"),
+    ("qwen-turbo", "qwen3"),
+    ("gpt-oss", "gpt-oss"),
+    ("gpt-4o", "gpt-4o"),
     ("glm", "glm"),
     ("grok", "grok"),
     ("kimi", "kimi"),
-    ("phi", "phi"),
+    ("phi4", "phi"),
     ("minimax", "minimax"),
-    ("magistral", "mistral"),
-    ("mistral", "mistral"),
-    ("nemotron", "nemotron"),
 )
 
 

@@ -158,7 +158,7 @@ def test_length_bands_and_model_families():
     ]  # fmt: skip
     assert model_family("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B") == "r1-distill"
     assert model_family("Sky-T1-32B-correct-5K") == "sky-t1"
-    assert model_family("qwen3-235b-a22b-thinking") == "qwen"
+    assert model_family("qwen3-235b-a22b-thinking") == "qwen3"
     assert model_family("gpt-4o") == "gpt-4o" and model_family("something-new") == "other"
 
 
