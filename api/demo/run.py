@@ -30,7 +30,7 @@ _TRACES = Path("..") / "shared" / "data" / "traces"
 
 
 def find_traces_dir() -> Path | None:
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         if (base / _TRACES).is_dir():
             return (base / _TRACES).resolve()
     return None
