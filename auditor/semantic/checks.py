@@ -141,6 +141,18 @@ def adjacent_pairs(block: RevealedBlock) -> list[tuple[int, bytes, bytes]]:
 
 
 @dataclass(frozen=True)
+class Tokenization:
+    """What the opened tokens say about their tokenization: tokens outside the vocabulary, adjacent
+    opened pairs, those that merge when re-tokenized, and those that prove a split (by the index of
+    their second token)."""
+
+    non_tokens: int
+    pairs: int
+    merges: int
+    splits: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Evidence:
     """What the checks read of one opened trace: every block's measures (MEASURES order), the verifier's
     features (FEATURE_NAMES order: the measures as scaled gaps to the other blocks), and counts."""
@@ -148,10 +160,7 @@ class Evidence:
     revealed: Revealed
     measures: FloatMatrix
     features: FloatMatrix
-    non_tokens: int
-    merges: int
-    pairs: int
-    splits: tuple[int, ...]  # the index of the second token of every pair that proves a split
+    tokenization: Tokenization
 
     def column(self, name: str) -> FloatMatrix:
         values: FloatMatrix = self.measures[:, MEASURES.index(name)]
@@ -180,9 +189,9 @@ def gaps_to_others(measures: FloatMatrix) -> FloatMatrix:
 
 def block_measures(
     revealed: Revealed, heads: HeadBundle, tokenizer: Tokenizer
-) -> tuple[FloatMatrix, int, int, int]:
-    """The measures of every revealed block (MEASURES order), and the counts of revealed tokens outside
-    the vocabulary, of adjacent opened pairs that merge when re-tokenized, and of adjacent opened pairs."""
+) -> tuple[FloatMatrix, Tokenization]:
+    """The measures of every revealed block (MEASURES order), and what its opened tokens say about their
+    tokenization."""
     blocks = revealed.blocks
     block_codes = np.stack([b.codes for b in blocks]).astype(np.float32)
     answer = np.broadcast_to(revealed.answer_codes.astype(np.float32), block_codes.shape)
@@ -203,10 +212,14 @@ def block_measures(
         max_cos = centroid_cos = to_trace = np.zeros(1, dtype=np.float32)
     rows = []
     non_tokens = merges = pair_count = 0
+    splits: list[int] = []
     for k, block in enumerate(blocks):
         scores = to_block[owners == k]
         pairs = adjacent_pairs(block)
-        block_merges = sum(merges_when_retokenized(a, b, tokenizer) for _, a, b in pairs)
+        # Only a pair that merges when re-tokenized can prove a split, which keeps the proof cheap.
+        merging = [(index, a, b) for index, a, b in pairs if merges_when_retokenized(a, b, tokenizer)]
+        splits += [index for index, a, b in merging if proves_split(a, b, tokenizer)]
+        block_merges = len(merging)
         non_tokens += sum(not tokenizer.is_token(t) for t in block.tokens)
         merges += block_merges
         pair_count += len(pairs)
@@ -227,26 +240,13 @@ def block_measures(
                 sum(a == b for _, a, b in pairs) / len(pairs) if pairs else 0.0,
             ]
         )
-    return np.asarray(rows, dtype=np.float32), non_tokens, merges, pair_count
-
-
-def proven_splits(revealed: Revealed, tokenizer: Tokenizer) -> tuple[int, ...]:
-    """The opened pairs that honest tokenization cannot produce (`proves_split`), by the index of their
-    second token. Only pairs that merge when re-tokenized are candidates, which keeps this cheap."""
-    found = []
-    for block in revealed.blocks:
-        for index, first, second in adjacent_pairs(block):
-            if merges_when_retokenized(first, second, tokenizer) and proves_split(first, second, tokenizer):
-                found.append(index)
-    return tuple(found)
+    return np.asarray(rows, dtype=np.float32), Tokenization(non_tokens, pair_count, merges, tuple(splits))
 
 
 def evidence_of(revealed: Revealed, heads: HeadBundle, tokenizer: Tokenizer) -> Evidence:
-    measures, non_tokens, merges, pairs = block_measures(revealed, heads, tokenizer)
+    measures, tokenization = block_measures(revealed, heads, tokenizer)
     features = (gaps_to_others(measures) / heads.feature_scale).astype(np.float32)
-    return Evidence(
-        revealed, measures, features, non_tokens, merges, pairs, proven_splits(revealed, tokenizer)
-    )
+    return Evidence(revealed, measures, features, tokenization)
 
 
 def block_p_values(scores: npt.NDArray[np.float64], null: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -483,9 +483,9 @@ class VocabularyCheck:
     def __call__(self, opened: OpenedTrace) -> CheckResult:
         evidence = self.suite.evidence(opened)
         tokens = sum(len(block.tokens) for block in evidence.revealed.blocks)
-        detail = f"{evidence.non_tokens} of {tokens} revealed tokens outside the {self.suite.tokenizer.id} vocabulary"
-        outcome: Outcome = "fail" if evidence.non_tokens else "pass"
-        return CheckResult(self.name, outcome, float(evidence.non_tokens), detail, threshold=0.0)
+        detail = f"{evidence.tokenization.non_tokens} of {tokens} revealed tokens outside the {self.suite.tokenizer.id} vocabulary"
+        outcome: Outcome = "fail" if evidence.tokenization.non_tokens else "pass"
+        return CheckResult(self.name, outcome, float(evidence.tokenization.non_tokens), detail, threshold=0.0)
 
 
 @dataclass
@@ -498,11 +498,11 @@ class SplitTokenCheck:
 
     def __call__(self, opened: OpenedTrace) -> CheckResult:
         evidence = self.suite.evidence(opened)
-        splits = evidence.splits
+        splits = evidence.tokenization.splits
         if splits:
             detail = f"opened pairs ending at {list(splits[:10])} are single {self.suite.tokenizer.id} tokens cut in two"
             return CheckResult(self.name, "fail", float(len(splits)), detail, threshold=0.0)
-        detail = f"none of {evidence.pairs} adjacent opened pairs is a token cut in two"
+        detail = f"none of {evidence.tokenization.pairs} adjacent opened pairs is a token cut in two"
         return CheckResult(self.name, "pass", 0.0, detail, threshold=0.0)
 
 
@@ -519,9 +519,9 @@ class RetokenizationCheck:
         evidence = self.suite.evidence(opened)
         calibration = self.suite.heads.calibration
         alpha, rate = calibration["retokenization_alpha"], calibration["merge_rate"]
-        p = binomial_tail(evidence.merges, evidence.pairs, rate)
+        p = binomial_tail(evidence.tokenization.merges, evidence.tokenization.pairs, rate)
         detail = (
-            f"{evidence.merges} of {evidence.pairs} adjacent opened pairs merge when re-tokenized "
+            f"{evidence.tokenization.merges} of {evidence.tokenization.pairs} adjacent opened pairs merge when re-tokenized "
             f"(honest rate {rate:.2e} per pair; p = {p:.2e}, suspect below {alpha})"
         )
         outcome: Outcome = "suspect" if p < alpha else "pass"
