@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint typecheck compose-config bench clean
+.PHONY: setup demo test lint typecheck compose-config chromium bench resilience clean
 
 setup: $(STAMP)
 
@@ -37,8 +37,21 @@ compose-config:
 	else apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null && dc=docker-compose; fi; \
 	$$dc -f docker/compose.yaml --env-file docker/example.env config --quiet && echo "compose.yaml: valid"
 
-test: lint typecheck compose-config
+# The browser tests (tests/browser) drive Debian's Chromium with Playwright, never a browser that
+# Playwright downloads; it is installed here when missing, like compose-config's client (CI runs as root).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@/usr/bin/chromium --version 2>/dev/null
+
+# Then the resilience suite's short form (3 trials of each fault, 20 s of load; ~6 min): its last line
+# is its figures.
+test: lint typecheck compose-config chromium
 	$(BIN)/python -m pytest -q
+	$(BIN)/python bench/resilience.py --short
+
+# The full resilience suite: 20 trials of each fault, 10 min at 200 reports/s, schemathesis (~35 min).
+resilience: $(STAMP)
+	$(BIN)/python bench/resilience.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/merkle.py

@@ -2,24 +2,32 @@
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
 from anyio import to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 
 from api.auditor_info.endpoints import router as auditor_info
 from api.audits.endpoints import router as audits
 from api.challenges.endpoints import router as challenges
+from api.dashboard.endpoints import STATIC as DASHBOARD_STATIC
+from api.dashboard.endpoints import router as dashboard
+from api.deps import QueryParameterCheck
 from api.health.endpoints import router as health
+from api.limits import RequestLimits, limiter_for
 from api.middleware import BodySizeLimit, RequestContext, RequestMetrics
 from api.problems import add_problem_schemas, install_problem_handlers
 from api.providers.endpoints import router as providers
 from api.reports.endpoints import router as reports
+from api.warmup import warm_up
 from service.context import ServiceContext
+from service.database import PoolLimits
 from service.events import ChainWriter
 from service.jobs import registered_jobs
 from service.logging import configure_logging
@@ -36,23 +44,31 @@ signed **verdict**. Authenticate with `Authorization: Bearer <token>`.
 
 Every error is an RFC 9457 problem (`application/problem+json`): 400 protocol violation, 401/403
 credentials, 404 not found (also for another provider's resources), 409 conflict, 410 deadline passed,
-413 body too large, 422 schema error (`errors` lists the fields), 429 quota, 503 store unavailable.
+408 body not sent in time, 413 body too large, 422 schema error (`errors` lists the fields), 429 rate
+limit or quota (`Retry-After`), 503 store unavailable.
 """
 
 
-def run_periodic_jobs(context: ServiceContext) -> None:
-    """What celery beat does with a broker: every job that has a period, once."""
+def run_periodic_jobs(context: ServiceContext, names: Collection[str] | None = None) -> None:
+    """What celery beat does with a broker: every job that has a period (of `names`, if given), once."""
     for job in registered_jobs().values():
-        if job.every is not None:
+        if job.every is not None and (names is None or job.name in names):
             job(context)
 
 
 async def _embedded_scheduler(context: ServiceContext) -> None:
-    periods = [job.every(context.settings) for job in registered_jobs().values() if job.every is not None]
+    """Each periodic job every its own period (the integrity check hourly, not at the sweeper's pace)."""
+    periodic = [job for job in registered_jobs().values() if job.every is not None]
+    next_run = {job.name: time.monotonic() + job.every(context.settings) for job in periodic if job.every}
     while True:
-        await asyncio.sleep(min(periods))
+        await asyncio.sleep(max(0.0, min(next_run.values()) - time.monotonic()))
+        now = time.monotonic()
+        due = {name for name, at in next_run.items() if at <= now}
+        for job in periodic:
+            if job.name in due and job.every is not None:
+                next_run[job.name] = now + job.every(context.settings)
         try:
-            await to_thread.run_sync(run_periodic_jobs, context)
+            await to_thread.run_sync(run_periodic_jobs, context, due)
         except Exception:
             log.exception("jobs.periodic_failed")
 
@@ -62,12 +78,16 @@ def create_app(settings: Settings | None = None, context: ServiceContext | None 
     configure_logging(settings)
     context = context or ServiceContext.from_settings(settings)
 
+    limiter = limiter_for(settings)
+
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.embedded:  # jobs run in this process, so it verifies: load the models now
             from service.audits.verification import preload_models
 
             await asyncio.to_thread(preload_models, settings)
+        await warm_up(context, limiter, PoolLimits().size)
+        app.state.warm = True
         # Everything loaded so far (torch and the models: ~300 k objects) lives as long as the process.
         # Frozen, the collector stops traversing it: a full collection would otherwise pause every
         # request in flight for ~150 ms, which is the whole latency tail under load.
@@ -82,6 +102,7 @@ def create_app(settings: Settings | None = None, context: ServiceContext | None 
             if scheduler is not None:
                 scheduler.cancel()
             await asyncio.to_thread(chain_writer.stop)
+            await limiter.close()
             context.close()
 
     tags = [
@@ -93,13 +114,23 @@ def create_app(settings: Settings | None = None, context: ServiceContext | None 
         {"name": "health", "description": "liveness, readiness, Prometheus metrics"},
     ]
     app = FastAPI(
-        title="CoIn Audit", version="1.0.0", description=DESCRIPTION, lifespan=lifespan, openapi_tags=tags
+        title="CoIn Audit",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=tags,
+        dependencies=[Depends(QueryParameterCheck())],  # an unknown query parameter is a 422
     )
     app.state.context = context
-    for router in (providers, reports, audits, challenges, auditor_info, health):
+    app.state.warm = False  # /readyz: not before the lifespan's warm-up
+    for router in (providers, reports, audits, challenges, auditor_info, health, dashboard):
         app.include_router(router)
+    app.mount("/dashboard/static", StaticFiles(directory=DASHBOARD_STATIC), name="dashboard-static")
     install_problem_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, read_timeout=settings.body_read_timeout_seconds
+    )
+    app.add_middleware(RequestLimits, settings=settings, limiter=limiter)
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestContext)
 

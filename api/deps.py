@@ -1,20 +1,23 @@
 """Typed FastAPI dependencies: the request's unit of work and who is calling.
 
-Roles (DESIGN §2): the auditor *admin* (COIN_ADMIN_TOKEN), a *provider* (its API key), and a
-*customer* holding a receipt token (checked against one report by the endpoint that names it).
+Roles (DESIGN §2): the auditor *admin* (COIN_ADMIN_TOKEN, or a staff member signed in to the dashboard:
+`api/dashboard/session.py`), a *provider* (its API key), and a *customer* holding a receipt token (checked
+against one report by the endpoint that names it).
 Every secret is compared in constant time; an unknown key and a wrong key look the same.
 """
 
 import enum
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
@@ -22,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, joinedload
 
 from service.context import ServiceContext
+from service.listing import DEFAULT_PAGE, MAX_PAGE, Cursor, Filters, PageRequest
 from service.models import ApiKey, Provider
 from service.security import RECEIPT_TOKEN_PREFIX, constant_time_equal, sha256_hex, split_api_key
 
@@ -67,10 +71,20 @@ class Caller:
     role: Role
     provider: Provider | None = None
     token: str | None = None  # the receipt token, for RECEIPT callers
+    staff_id: uuid.UUID | None = None  # an ADMIN signed in to the dashboard, rather than the admin token
 
     @property
     def provider_id(self) -> uuid.UUID | None:
         return self.provider.id if self.provider else None
+
+    @property
+    def actor(self) -> str:
+        """Who did it, as the audit trail records it."""
+        if self.staff_id is not None:
+            return f"staff:{self.staff_id}"
+        if self.provider is not None:
+            return f"provider:{self.provider.id}"
+        return self.role.value
 
 
 def unauthorized(message: str = "invalid or missing credentials") -> HTTPException:
@@ -135,10 +149,16 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 _NEEDS_PROVIDER = "this operation needs a provider API key"
 
 
-async def require_admin(caller: CallerDep) -> Caller:
+def ensure_admin(caller: Caller) -> Caller:
+    """The check of every operation reserved to the auditor, whether the caller holds the admin token
+    or signed in to the dashboard."""
     if caller.role != Role.ADMIN:
         raise forbidden("this operation is reserved to the auditor")
     return caller
+
+
+async def require_admin(caller: CallerDep) -> Caller:
+    return ensure_admin(caller)
 
 
 async def require_provider(caller: CallerDep) -> Provider:
@@ -208,3 +228,88 @@ AdminDep = Annotated[Caller, Depends(require_admin)]
 ProviderDep = Annotated[Provider, Depends(require_provider)]
 StaffDep = Annotated[Caller, Depends(require_staff)]
 ProviderKeyDep = Annotated[ProviderKey, Depends(require_provider_key)]
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_names(dependency)
+    return names
+
+
+class QueryParameterCheck:
+    """A dependency of every operation: a query parameter that the operation does not declare is a 422,
+    not ignored — a mistyped filter (`?outcom=fail`) would otherwise answer with everything, which
+    looks like an answer. One instance per app, which keeps each route's declared names."""
+
+    def __init__(self) -> None:
+        self._declared: dict[int, frozenset[str]] = {}  # id(route): the routes live as long as the app
+
+    def declared(self, route: APIRoute) -> frozenset[str]:
+        names = self._declared.get(id(route))
+        if names is None:
+            names = frozenset(_query_names(route.dependant))
+            self._declared[id(route)] = names
+        return names
+
+    async def __call__(self, request: Request) -> None:
+        route = request.scope.get("route")
+        if not isinstance(route, APIRoute):
+            return
+        unknown = sorted(set(request.query_params) - self.declared(route))
+        if unknown:
+            raise RequestValidationError(
+                [
+                    {"loc": ("query", name), "msg": "unknown query parameter", "type": "extra_forbidden"}
+                    for name in unknown
+                ]
+            )
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """A list's filters and page, as its query parameters give them."""
+
+    filters: Filters
+    page: PageRequest
+
+
+def list_query(timestamp: str) -> Callable[..., Awaitable[ListQuery]]:
+    """The query parameters shared by the lists, for one whose rows are dated by `timestamp`
+    (`<timestamp>_from`, `<timestamp>_to`). A provider's list holds its own rows only: `provider` is
+    set to it, and naming another provider is a 403."""
+
+    async def parameters(
+        caller: StaffDep,
+        provider: Annotated[uuid.UUID | None, Query(description="only this provider's")] = None,
+        model: Annotated[str | None, Query(max_length=200, description="only this model's")] = None,
+        request_id: Annotated[
+            str | None, Query(max_length=256, description="only this billed request id's")
+        ] = None,
+        since: Annotated[
+            datetime | None,
+            Query(alias=f"{timestamp}_from", description=f"{timestamp} at or after (no zone: UTC)"),
+        ] = None,
+        until: Annotated[
+            datetime | None,
+            Query(alias=f"{timestamp}_to", description=f"{timestamp} before (exclusive; no zone: UTC)"),
+        ] = None,
+        cursor: Annotated[
+            str | None, Query(max_length=200, description="`next_cursor` of the previous page")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="rows per page")] = DEFAULT_PAGE,
+    ) -> ListQuery:
+        if caller.role == Role.PROVIDER:
+            if provider is not None and provider != caller.provider_id:
+                raise forbidden("a provider can only list its own resources")
+            provider = caller.provider_id
+        try:
+            after = Cursor.decode(cursor) if cursor is not None else None
+        except ValueError as exc:
+            raise RequestValidationError(
+                [{"loc": ("query", "cursor"), "msg": str(exc), "type": "value_error"}]
+            ) from None
+        filters = Filters(provider_id=provider, model=model, request_id=request_id, since=since, until=until)
+        return ListQuery(filters, PageRequest(after, limit))
+
+    return parameters

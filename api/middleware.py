@@ -1,5 +1,6 @@
 """ASGI middleware of the API: body-size limit, request metrics, request ids."""
 
+import asyncio
 import re
 import time
 import uuid
@@ -13,11 +14,14 @@ from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 
 class BodySizeLimit:
-    """Answer 413 for a body above `max_bytes`, declared or streamed, before any endpoint sees it."""
+    """Answer 413 for a body above `max_bytes`, declared or streamed, before any endpoint sees it, and 408
+    for a body that has not arrived in full within `read_timeout` seconds: a client that declares a body
+    and never sends it must not hold a connection and a request slot for long."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -28,16 +32,26 @@ class BodySizeLimit:
             await self._too_large(scope, receive, send)
             return
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        break
+                    body += message.get("body", b"")
+                    if len(body) > self.max_bytes:
+                        await self._too_large(scope, receive, send)
+                        return
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            response = problem(
+                status.HTTP_408_REQUEST_TIMEOUT,
+                f"the request body did not arrive within {self.read_timeout:g} s",
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:

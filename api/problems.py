@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from api.deps import key_refusal
 from auditor.protocol.errors import ProtocolError
@@ -63,15 +64,17 @@ def problem(
 
 
 _DESCRIPTIONS = {
-    400: "protocol violation (the detail names the field)",
+    400: "protocol violation (the detail names the field), or a body that is not JSON text",
     401: "missing or invalid credentials",
     403: "these credentials may not do this",
     404: "no such resource (also another provider's)",
     409: "conflicts with the stored state",
+    408: "the request body did not arrive in time",
     410: "too late: the deadline has passed",
     413: "request body too large",
     422: "the request does not fit the schema (`errors` lists each field)",
-    429: "quota used up",
+    429: "too many requests (per credential, per client address, failed authentications, requests in "
+    "flight) or a quota used up; retry after `Retry-After` seconds",
     503: "the store is unavailable or overloaded; retry after `Retry-After` seconds",
 }
 
@@ -87,8 +90,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-# Every operation may meet these: a body too large, a store that is down, an internal error.
-COMMON_PROBLEMS = problem_responses(413, 422, 500, 503)
+# Every operation may meet these: a body that cannot be parsed, too slow or too large, a rate limit, a
+# store that is down, an internal error.
+COMMON_PROBLEMS = problem_responses(400, 408, 413, 422, 429, 500, 503)
 
 
 def _unavailable(detail: str) -> JSONResponse:
@@ -116,8 +120,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            # Starlette names the methods of the first route whose path matched; a path served by
+            # several routes (GET and POST /v1/audits) allows all of theirs (RFC 9110 §15.5.6).
+            headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
+        return problem(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -154,6 +163,22 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def last_resort(request: Request, exc: Exception) -> JSONResponse:
         log.exception("http.unhandled_error", method=request.method, path=request.url.path)
         return problem(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """The methods some route serves at the request's path (asked of the router, so that path
+    convertors count: GET /v1/reports/batch is no report id)."""
+    return {
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
+    }
 
 
 def add_problem_schemas(openapi: dict[str, Any]) -> dict[str, Any]:

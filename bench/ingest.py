@@ -258,7 +258,7 @@ def bench_raw(url: str, n: int) -> float:
         body = make_report(k)
         reports.append(new_report(signer, provider, body, report_digest(body)).row)
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO providers (id, name, created_at) VALUES (:id, :name, now())"),
+        conn.execute(sa.text("INSERT INTO providers (id, name, name_key, created_at) VALUES (:id, :name, :name, now())"),
                      {"id": provider, "name": f"raw-{provider}"})  # fmt: skip
         head = conn.execute(
             sa.select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)

@@ -4,7 +4,7 @@
 # would otherwise be accepted in production. Then become the command (exec: signals reach it).
 set -eu
 
-for name in COIN_SECRET_KEY COIN_SIGNING_KEY COIN_ADMIN_TOKEN COIN_DATABASE_URL; do
+for name in COIN_SECRET_KEY COIN_SIGNING_KEY COIN_ADMIN_TOKEN COIN_CHAIN_KEY COIN_METRICS_TOKEN COIN_DATABASE_URL; do
     eval "value=\${${name}:-}"
     case "${value}" in
         *CHANGE-ME*)

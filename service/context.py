@@ -3,10 +3,23 @@
 from dataclasses import dataclass
 from functools import cached_property
 
-from service.database import Database
+from pydantic import SecretStr
+
+from service.database import Database, PoolLimits
+from service.events import chain_session_info
 from service.jobs import Dispatcher
-from service.security import Signer
+from service.security import ChainKeys, Signer
 from service.settings import Settings
+
+
+def _value(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()
+
+
+def database_of(settings: Settings, pool: PoolLimits | None = None) -> Database:
+    """The audit store of `settings`, its sessions carrying the chain keys (every append seals the trail)."""
+    keys = ChainKeys(settings.chain_key.get_secret_value(), _value(settings.chain_key_previous))
+    return Database(settings.database_url, pool or PoolLimits(), session_info=chain_session_info(keys))
 
 
 @dataclass
@@ -19,8 +32,12 @@ class ServiceContext:
     def from_settings(cls, settings: Settings) -> "ServiceContext":
         return cls(
             settings=settings,
-            db=Database(settings.database_url),
-            signer=Signer(settings.signing_key.get_secret_value(), settings.secret_key.get_secret_value()),
+            db=database_of(settings),
+            signer=Signer(
+                settings.signing_key.get_secret_value(),
+                settings.secret_key.get_secret_value(),
+                _value(settings.secret_key_previous),
+            ),
         )
 
     @cached_property

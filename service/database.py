@@ -4,7 +4,7 @@ The API and the workers both build a `Database` from the settings; the same mode
 both back ends (row locks become no-ops on SQLite, where a writer holds the whole file anyway).
 """
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,11 +174,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Database:
-    """One engine and its session factory (one per process)."""
+    """One engine and its session factory (one per process). `session_info` is put in every session's
+    `Session.info` (the chain keys: `service.events.chain_session_info`)."""
 
-    def __init__(self, database_url: str, pool: PoolLimits = PoolLimits()) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        pool: PoolLimits = PoolLimits(),
+        *,
+        session_info: Mapping[str, Any] | None = None,
+    ) -> None:
         self.engine = make_engine(database_url, pool)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.session_info = dict(session_info or {})
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False, info=dict(self.session_info))
         # On the session event rather than in `unit_of_work`, so that no commit path can skip them.
         event.listen(self.sessions, "before_commit", _run_before_commit)
 
@@ -201,6 +209,20 @@ class Database:
             session.close()
         for action in actions:
             action()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only transaction that sees one consistent state of the whole store, however long it
+        reads (REPEATABLE READ on PostgreSQL; a SQLite transaction is serialisable anyway); rolled back."""
+        session = self.sessions()
+        try:
+            if self.is_postgres:
+                session.connection(
+                    execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+                )
+            yield session
+        finally:
+            session.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

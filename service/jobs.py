@@ -20,6 +20,7 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from service.database import after_commit
+from service.metrics import JOB_FAILURES
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -47,13 +48,17 @@ class Job:
     every: Callable[[Settings], float] | None = None
 
     def __call__(self, context: "ServiceContext", *args: str) -> object:
-        return self.run(context, *args)
+        try:
+            return self.run(context, *args)
+        except Exception:
+            JOB_FAILURES.labels(self.name).inc()
+            raise
 
 
 _REGISTRY: dict[str, Job] = {}
 
 # The modules that declare jobs: importing them fills the registry.
-JOB_MODULES = ("service.audits.workflow", "service.events")
+JOB_MODULES = ("service.audits.workflow", "service.events", "service.integrity")
 
 
 def job(

@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -129,7 +130,10 @@ class Provider(Base):
     __tablename__ = "providers"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)  # NFC, as registered
+    # The name casefolded after NFKC: two names that differ only in case or compatibility forms (full-width
+    # letters, ligatures) share it, so one provider cannot register a look-alike of another.
+    name_key: Mapped[str] = mapped_column(String(200), unique=True)
     # Ed25519 verify key (hex) for report signatures; a provider that registers one must sign.
     public_key: Mapped[str | None] = mapped_column(String(64))
     # Time this provider has to answer a challenge, if its agreement differs from the service default.
@@ -158,7 +162,12 @@ class Report(Base):
     """One billed request as the provider reported it, with the signed receipt the auditor returned."""
 
     __tablename__ = "reports"
-    __table_args__ = (UniqueConstraint("provider_id", "request_id"),)
+    __table_args__ = (
+        UniqueConstraint("provider_id", "request_id"),
+        # The staff's lists: newest first, paged by (received_at, id); a request id looked up across providers.
+        Index("ix_reports_received_at_id", "received_at", "id"),
+        Index("ix_reports_request_id", "request_id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("providers.id"), index=True)
@@ -171,6 +180,9 @@ class Report(Base):
     digest: Mapped[str] = mapped_column(String(64))  # blake3(canonical_json(body)), hex
     receipt: Mapped[dict[str, Any]] = mapped_column(JSONDocument)  # signed receipt, without the token
     receipt_token_hash: Mapped[str] = mapped_column(String(64))
+    # Which COIN_SECRET_KEY derived the receipt token (`Signer.key_id`), so that a replay after a rotation
+    # re-derives the same token; NULL for reports stored before key ids (derived with the current key).
+    receipt_key_id: Mapped[str | None] = mapped_column(String(16))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     provider: Mapped[Provider] = relationship()
@@ -183,6 +195,7 @@ class Audit(Base):
         _one_of("status", AuditStatus),
         _one_of("trigger", AuditTrigger),
         Index("ix_audits_status_updated_at", "status", "updated_at"),
+        Index("ix_audits_created_at_id", "created_at", "id"),  # the staff's list, paged by (created_at, id)
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -193,9 +206,13 @@ class Audit(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Last time a worker or the API moved this audit on; the sweeper re-enqueues audits left too long.
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Renewed every few seconds by the worker verifying this audit: a lease that the sweeper respects
+    # while it is fresh and takes over once it is stale (the worker died).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     enqueue_count: Mapped[int] = mapped_column(Integer, default=0)
-    # auditor.semantic.exposure.ExposurePlan as JSON, drawn when the audit starts; never shown to the provider.
-    exposure_plan: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    # The secret seed (hex) the exposure plan is derived from (`service.audits.workflow.exposure_plan`):
+    # drawn when the audit starts, never shown to the provider; the plan itself is re-derived, not stored.
+    exposure_seed: Mapped[str | None] = mapped_column(String(64))
 
     report: Mapped[Report] = relationship(back_populates="audits")
     challenges: Mapped[list["Challenge"]] = relationship(back_populates="audit", order_by="Challenge.round")
@@ -255,6 +272,12 @@ class Verdict(Base):
 
     audit: Mapped[Audit] = relationship(back_populates="verdict")
 
+    @property
+    def stated_outcome(self) -> Outcome:
+        """The outcome the signed statement says: what the API serves. The `outcome` column is a copy for
+        filtering; the integrity check reports a row where the two differ."""
+        return Outcome(self.statement["outcome"])
+
 
 class AuditEvent(Base):
     """Append-only, hash-chained trail of every state change (see `service/events.py`).
@@ -264,6 +287,15 @@ class AuditEvent(Base):
     """
 
     __tablename__ = "audit_events"
+    __table_args__ = (
+        # /metrics reads the last integrity check: found at once, without indexing every event's kind.
+        Index(
+            "ix_audit_events_integrity_checked",
+            "seq",
+            postgresql_where=text("kind = 'integrity.checked'"),
+            sqlite_where=text("kind = 'integrity.checked'"),
+        ),
+    )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -291,3 +323,71 @@ class PendingEvent(Base):
     report_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     audit_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    # HMAC with the chain key over the row's content: the chain writer links only rows that carry it, so a
+    # row inserted here by someone without the key is recorded as such, never vouched for.
+    mac: Mapped[str] = mapped_column(String(64))
+
+
+class ChainSeal(Base):
+    """The head of the audit trail, MACed with COIN_CHAIN_KEY (which the database never holds).
+
+    One row, rewritten by every append under the chain lock. An event inserted, removed or re-hashed by
+    someone without the key leaves a head that no longer matches its seal: the next append records that
+    in the trail (`chain.seal_mismatch`) and `coin verify-chain` reports it. Anchoring the head outside
+    the database (the transparency log) is what will also stop a rollback to an older head and seal."""
+
+    __tablename__ = "chain_seal"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, default=1)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(16))
+    mac: Mapped[str] = mapped_column(String(64))
+    sealed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StaffAccount(Base):
+    """A member of the auditor's staff: signs in to the dashboard with a password (Argon2id hash)."""
+
+    __tablename__ = "staff_accounts"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised: stripped, lower case
+    password_hash: Mapped[str] = mapped_column(String(200))  # argon2-cffi's encoded hash, parameters included
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StaffSession(Base):
+    """A signed-in dashboard session. The cookie holds a random token; the store keeps its SHA-256, so
+    a leaked database opens no session. Logout deletes the row, which a signed token could not undo."""
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_accounts.id", ondelete="CASCADE"), index=True)
+    # The synchronizer token every dashboard form and htmx request must echo (useless without the cookie).
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # absolute; idleness also ends it
+
+    staff: Mapped[StaffAccount] = relationship()
+
+
+class LoginFailure(Base):
+    """A failed dashboard sign-in, counted per account and per client address over a window; kept in the
+    store so that the limit holds across API processes. The account is kept as SHA-256 of the typed email:
+    whatever was typed there (a password, by mistake) is not stored."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_account_occurred_at", "account", "occurred_at"),
+        Index("ix_login_failures_address_occurred_at", "address", "occurred_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    account: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

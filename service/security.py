@@ -3,7 +3,11 @@
 - API key = `coin_<prefix>_<secret>`; the store keeps the prefix (to find the key) and SHA-256 of the
   secret, and compares in constant time. A leaked database does not leak usable keys.
 - Receipt token = base64url(HMAC-SHA256(server secret, "receipt/" || report id)): the same receipt can
-  be returned again on a retried submission without the token ever being stored in clear.
+  be returned again on a retried submission without the token ever being stored in clear. The report
+  keeps the id of the secret that derived its token, so that a rotation (COIN_SECRET_KEY_PREVIOUS) does
+  not change the token a replay returns; tokens are checked against their stored hash, whatever the key.
+- Chain keys (COIN_CHAIN_KEY, and COIN_CHAIN_KEY_PREVIOUS during a rotation) MAC the head of the audit
+  trail and the events waiting to be linked (`service/events.py`); the database never holds them.
 - Receipts and verdicts are signed with the auditor's Ed25519 key over their canonical JSON, so anyone
   holding the auditor's public key can check them offline.
 """
@@ -55,12 +59,28 @@ def split_api_key(key: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-class Signer:
-    """The auditor's Ed25519 key (from COIN_SIGNING_KEY) and HMAC secret (COIN_SECRET_KEY)."""
+def key_id(key: str) -> str:
+    """A public name for a secret key (16 hex of a domain-separated SHA-256): which key made a token or a
+    MAC can be stored beside it without revealing anything about the key."""
+    return sha256_hex(f"coin-key-id/{key}")[:16]
 
-    def __init__(self, signing_seed_hex: str, secret_key: str) -> None:
+
+def _keyring(current: str, previous: str | None) -> dict[str, bytes]:
+    """The configured keys by id, the current one first."""
+    keys = [current] if previous is None else [current, previous]
+    return {key_id(key): key.encode("utf-8") for key in keys}
+
+
+class Signer:
+    """The auditor's Ed25519 key (from COIN_SIGNING_KEY) and HMAC secret (COIN_SECRET_KEY, and the one
+    before it during a rotation)."""
+
+    def __init__(
+        self, signing_seed_hex: str, secret_key: str, previous_secret_key: str | None = None
+    ) -> None:
         self._signing_key = SigningKey(bytes.fromhex(signing_seed_hex))
-        self._secret = secret_key.encode("utf-8")
+        self._secrets = _keyring(secret_key, previous_secret_key)
+        self.secret_key_id = key_id(secret_key)
 
     @cached_property
     def public_key_hex(self) -> str:
@@ -70,8 +90,41 @@ class Signer:
         return self._signing_key.sign(canonical_json(statement)).signature.hex()
 
     def receipt_token(self, report_id: uuid.UUID) -> str:
-        mac = hmac.digest(self._secret, f"receipt/{report_id}".encode(), "sha256")
+        """The token of a new report, derived with the current secret (`secret_key_id`)."""
+        return self._derive(self._secrets[self.secret_key_id], report_id)
+
+    def rederived_receipt_token(self, report_id: uuid.UUID, secret_key_id: str | None) -> str | None:
+        """The token of a stored report, derived again with the secret that derived it (None: the current
+        one, for reports stored before key ids); None once that secret is no longer configured."""
+        secret = self._secrets.get(secret_key_id or self.secret_key_id)
+        return None if secret is None else self._derive(secret, report_id)
+
+    @staticmethod
+    def _derive(secret: bytes, report_id: uuid.UUID) -> str:
+        mac = hmac.digest(secret, f"receipt/{report_id}".encode(), "sha256")
         return f"{RECEIPT_TOKEN_PREFIX}_{base64.urlsafe_b64encode(mac).decode('ascii').rstrip('=')}"
+
+
+class ChainKeys:
+    """HMAC-SHA256 with the chain key: `mac` with the current key, `verify` with any configured one."""
+
+    def __init__(self, current: str, previous: str | None = None) -> None:
+        self._keys = _keyring(current, previous)
+        self.current_id = key_id(current)
+
+    def mac(self, message: bytes) -> str:
+        return hmac.digest(self._keys[self.current_id], message, "sha256").hex()
+
+    def knows(self, mac_key_id: str) -> bool:
+        return mac_key_id in self._keys
+
+    def verify(self, message: bytes, mac: str, mac_key_id: str | None = None) -> bool:
+        """Whether `mac` is the MAC of `message` under the key `mac_key_id` (any configured key if None)."""
+        if mac_key_id is None:
+            candidates = list(self._keys.values())
+        else:
+            candidates = [self._keys[mac_key_id]] if mac_key_id in self._keys else []
+        return any(hmac.compare_digest(hmac.digest(key, message, "sha256").hex(), mac) for key in candidates)
 
 
 def verify_signature(public_key_hex: str, statement: dict[str, Any], signature_hex: str) -> bool:

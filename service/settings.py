@@ -15,6 +15,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_SECRET_KEY = "coin-dev-secret-key-do-not-use-in-production"
 DEV_SIGNING_KEY = "c0" * 32
 DEV_ADMIN_TOKEN = "coin-dev-admin-token"
+DEV_CHAIN_KEY = "coin-dev-chain-key-do-not-use-in-production"
+# A challenge shorter than this cannot be answered by a provider that polls for challenges every few
+# seconds and has to fetch openings from its own store: it would only fail honest providers.
+MIN_CHALLENGE_DEADLINE_SECONDS = 60.0
 
 
 class Environment(enum.StrEnum):
@@ -29,7 +33,8 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="COIN_", extra="ignore")
+    # hide_input_in_errors: a validation error never carries the rejected value, which may be a secret.
+    model_config = SettingsConfigDict(env_prefix="COIN_", extra="ignore", hide_input_in_errors=True)
 
     env: Environment = Field(default=Environment.DEVELOPMENT, description="development | test | production")
     database_url: str = Field(
@@ -47,6 +52,22 @@ class Settings(BaseSettings):
     secret_key: SecretStr = Field(
         default=SecretStr(DEV_SECRET_KEY), description="HMAC key that derives receipt tokens from report ids"
     )
+    secret_key_previous: SecretStr | None = Field(
+        default=None,
+        description="the COIN_SECRET_KEY before a rotation: replays of reports stored under it still return "
+        "their receipt tokens (README, Operations)",
+    )
+    chain_key: SecretStr = Field(
+        default=SecretStr(DEV_CHAIN_KEY),
+        description="HMAC key that seals the head of the audit trail and the events waiting to be linked; "
+        "the database never holds it, so rows written without it are detected",
+    )
+    chain_key_previous: SecretStr | None = Field(
+        default=None, description="the COIN_CHAIN_KEY before a rotation: seals made with it still verify"
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="bearer token that may read /metrics (the admin token may too)"
+    )
     signing_key: SecretStr = Field(
         default=SecretStr(DEV_SIGNING_KEY),
         description="Ed25519 seed (64 hex) that signs receipts and verdicts",
@@ -57,20 +78,77 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="larger request bodies get 413")
 
     challenge_deadline_seconds: float = Field(
-        default=3600.0, gt=0, description="time a provider has to answer"
+        default=3600.0, ge=MIN_CHALLENGE_DEADLINE_SECONDS, description="time a provider has to answer"
     )
     customer_audit_quota: int = Field(
-        default=3, ge=0, description="audits a receipt holder may request per report"
+        default=3, ge=0, description="new audits a receipt holder may request per report"
+    )
+    customer_audit_reuse_seconds: float = Field(
+        default=86400.0,
+        ge=0,
+        description="a receipt holder asking within this long after a verdict of its report gets that audit, "
+        "and spends no quota",
+    )
+
+    rate_limit_key_per_second: float = Field(
+        default=500.0, gt=0, description="requests per second one credential may send (sustained)"
+    )
+    rate_limit_address_per_second: float = Field(
+        default=1000.0, gt=0, description="requests per second one client address may send (sustained)"
+    )
+    rate_limit_burst_seconds: float = Field(
+        default=2.0, gt=0, description="a burst may use this many seconds' worth of a rate at once"
+    )
+    auth_failures_per_minute: float = Field(
+        default=30.0, gt=0, description="failed authentications per minute one client address may make"
+    )
+    max_requests_in_flight_per_address: int = Field(
+        default=128,
+        ge=1,
+        description="requests one client address may have open at once, per API process (at 200/s, a "
+        "client waiting 640 ms on every answer)",
+    )
+    body_read_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="a request whose body has not arrived in full by then gets 408"
+    )
+
+    staff_session_seconds: float = Field(
+        default=8 * 3600.0, gt=0, description="a dashboard session ends this long after sign-in"
+    )
+    staff_idle_seconds: float = Field(
+        default=3600.0, gt=0, description="a dashboard session ends after this long without a request"
+    )
+    login_window_seconds: float = Field(
+        default=900.0, gt=0, description="failed dashboard sign-ins are counted over this window"
+    )
+    login_failures_per_account: int = Field(
+        default=5, ge=1, description="failed sign-ins to one account in the window before it is refused"
+    )
+    login_failures_per_address: int = Field(
+        default=20,
+        ge=1,
+        description="failed sign-ins from one client address in the window (an office "
+        "shares one address, so this is above the per-account limit)",
     )
 
     sweep_interval_seconds: float = Field(
-        default=60.0, gt=0, description="beat period of the stuck-audit sweeper"
+        default=5.0, gt=0, description="beat period of the stuck-audit sweeper"
     )
     expire_interval_seconds: float = Field(
         default=30.0, gt=0, description="beat period of the deadline check"
     )
     stale_after_seconds: float = Field(
-        default=300.0, gt=0, description="an audit untouched this long in a working state is re-enqueued"
+        default=15.0,
+        gt=0,
+        description="an audit in a working state with no heartbeat for this long is re-enqueued",
+    )
+    heartbeat_interval_seconds: float = Field(
+        default=5.0, gt=0, description="a worker verifying an audit renews its heartbeat this often"
+    )
+    integrity_check_interval_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="beat period of the integrity check (the audit trail and every row it vouches for)",
     )
     task_soft_time_limit_seconds: float = Field(default=540.0, gt=0)
     task_time_limit_seconds: float = Field(default=600.0, gt=0)
@@ -105,6 +183,16 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def heartbeats_outpace_staleness(self) -> "Settings":
+        # Two heartbeats may be missed (a slow database commit) before a live verification looks dead.
+        if self.stale_after_seconds < 2 * self.heartbeat_interval_seconds:
+            raise ValueError(
+                "COIN_STALE_AFTER_SECONDS must be at least twice COIN_HEARTBEAT_INTERVAL_SECONDS, or a "
+                "verification still running would be started again"
+            )
+        return self
+
+    @model_validator(mode="after")
     def refuse_default_secrets(self) -> "Settings":
         if self.is_development:
             return self
@@ -112,6 +200,7 @@ class Settings(BaseSettings):
             "COIN_SECRET_KEY": (self.secret_key, DEV_SECRET_KEY),
             "COIN_SIGNING_KEY": (self.signing_key, DEV_SIGNING_KEY),
             "COIN_ADMIN_TOKEN": (self.admin_token, DEV_ADMIN_TOKEN),
+            "COIN_CHAIN_KEY": (self.chain_key, DEV_CHAIN_KEY),
         }
         still_default = [
             name for name, (value, default) in defaults.items() if value.get_secret_value() == default
@@ -122,17 +211,32 @@ class Settings(BaseSettings):
             )
         if len(self.admin_token.get_secret_value()) < 16:
             raise ValueError("COIN_ADMIN_TOKEN must be at least 16 characters outside development")
-        if len(self.secret_key.get_secret_value()) < 32:
-            raise ValueError("COIN_SECRET_KEY must be at least 32 characters outside development")
-        if self.verify_delay_seconds and self.env == Environment.PRODUCTION:
-            raise ValueError("COIN_VERIFY_DELAY_SECONDS is a test knob; it must be 0 in production")
-        if self.challenge_seed is not None and self.env == Environment.PRODUCTION:
-            raise ValueError("COIN_CHALLENGE_SEED is a test knob: production draws come from a CSPRNG")
+        for name, key in (
+            ("COIN_SECRET_KEY", self.secret_key),
+            ("COIN_SECRET_KEY_PREVIOUS", self.secret_key_previous),
+            ("COIN_CHAIN_KEY", self.chain_key),
+            ("COIN_CHAIN_KEY_PREVIOUS", self.chain_key_previous),
+        ):
+            if key is not None and len(key.get_secret_value()) < 32:
+                raise ValueError(f"{name} must be at least 32 characters outside development")
+        if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 16:
+            raise ValueError("COIN_METRICS_TOKEN must be at least 16 characters outside development")
+        # Every environment but development and test is production: the test knobs are refused there.
+        if self.env != Environment.TEST:
+            if self.verify_delay_seconds:
+                raise ValueError("COIN_VERIFY_DELAY_SECONDS is a test knob; it must be 0 in production")
+            if self.challenge_seed is not None:
+                raise ValueError("COIN_CHALLENGE_SEED is a test knob: production draws come from a CSPRNG")
         return self
 
     @property
     def is_development(self) -> bool:
         return self.env == Environment.DEVELOPMENT
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies only over HTTPS, except in development (a laptop serves plain http on loopback)."""
+        return not self.is_development
 
     @property
     def embedded(self) -> bool:

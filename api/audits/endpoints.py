@@ -1,18 +1,27 @@
 """Audits: opened by the auditor or by a customer holding the receipt; read by the admin and the provider."""
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query, status
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from fastapi import APIRouter, Depends, Query, status
 
-from api.audits.schemas import AuditAccepted, AuditCreate, AuditOut
-from api.deps import CallerDep, ContextDep, Role, SessionDep, StaffDep, forbidden, unauthorized
+from api.audits.schemas import AuditAccepted, AuditCreate, AuditOut, AuditPage
+from api.deps import (
+    CallerDep,
+    ContextDep,
+    ListQuery,
+    Role,
+    SessionDep,
+    StaffDep,
+    forbidden,
+    list_query,
+    unauthorized,
+)
 from api.problems import COMMON_PROBLEMS, problem_responses
+from service.audits.repository import list_audits, load_audit
 from service.audits.service import request_audit
 from service.errors import NotFound
-from service.models import Audit, AuditStatus, AuditTrigger, Outcome, Report, Verdict
+from service.models import AuditStatus, AuditTrigger, Outcome, Report
 from service.reports.service import holds_receipt
 
 router = APIRouter(prefix="/v1/audits", tags=["audits"], responses=COMMON_PROBLEMS)
@@ -43,44 +52,25 @@ def create_audit(
     return AuditAccepted(audit_id=audit.id, status=audit.status, created=created)
 
 
-def _audits_query() -> Any:
-    return select(Audit).options(
-        selectinload(Audit.report), selectinload(Audit.challenges), selectinload(Audit.verdict)
-    )
-
-
 @router.get("/{audit_id}", response_model=AuditOut, responses=problem_responses(401, 403, 404))
 def get_audit(audit_id: uuid.UUID, session: SessionDep, caller: StaffDep) -> AuditOut:
     """Status, verdict and evidence of one audit (the admin, or the audited provider)."""
-    audit = session.scalars(_audits_query().where(Audit.id == audit_id)).one_or_none()
+    audit = load_audit(session, audit_id)
     if audit is None or (caller.role == Role.PROVIDER and audit.provider_id != caller.provider_id):
         raise NotFound("audit not found")
     return AuditOut.of(audit)
 
 
-@router.get("", response_model=list[AuditOut], responses=problem_responses(401, 403))
-def list_audits(
+@router.get("", response_model=AuditPage, responses=problem_responses(401, 403))
+def get_audits(
     session: SessionDep,
-    caller: StaffDep,
-    provider: Annotated[uuid.UUID | None, Query(description="only this provider's audits")] = None,
+    listed: Annotated[ListQuery, Depends(list_query("created"))],
     audit_status: Annotated[AuditStatus | None, Query(alias="status")] = None,
     outcome: Annotated[
         Outcome | None,
         Query(description="only audits whose verdict has this outcome (fail = proof, suspect = statistical)"),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[AuditOut]:
-    """Audits, newest first, optionally by status or by verdict outcome. A provider sees only its own."""
-    if caller.role == Role.PROVIDER:
-        if provider is not None and provider != caller.provider_id:
-            raise forbidden("a provider can only list its own audits")
-        provider = caller.provider_id
-    query = _audits_query().order_by(Audit.created_at.desc(), Audit.id).limit(limit).offset(offset)
-    if provider is not None:
-        query = query.where(Audit.provider_id == provider)
-    if audit_status is not None:
-        query = query.where(Audit.status == audit_status)
-    if outcome is not None:
-        query = query.join(Verdict, Verdict.audit_id == Audit.id).where(Verdict.outcome == outcome)
-    return [AuditOut.of(audit) for audit in session.scalars(query)]
+) -> AuditPage:
+    """Audits, newest first, filtered; a page at a time (`next_cursor`). A provider sees only its own."""
+    page = list_audits(session, listed.filters, listed.page, status=audit_status, outcome=outcome)
+    return AuditPage.of(page, AuditOut.of)

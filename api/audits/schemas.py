@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas import Page
 from service.models import Audit, AuditStatus, AuditTrigger, ChallengeStatus, Outcome, Verdict
 
 
@@ -66,7 +67,7 @@ class VerdictOut(BaseModel):
     def of(cls, verdict: Verdict) -> "VerdictOut":
         evidence = verdict.statement.get("evidence", {})
         return cls(
-            outcome=verdict.outcome,
+            outcome=verdict.stated_outcome,
             proof_failures=evidence.get("proof_failures", []),
             statistical_flags=evidence.get("statistical_flags", []),
             decided_at=verdict.decided_at,
@@ -131,3 +132,7 @@ class AuditOut(BaseModel):
             ],
             verdict=None if verdict is None else VerdictOut.of(verdict),
         )
+
+
+class AuditPage(Page[AuditOut]):
+    """Audits, newest first."""

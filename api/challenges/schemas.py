@@ -6,8 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api.schemas import Page
 from api.validation import check_storable
-from service.models import AuditStatus, ChallengeStatus
+from auditor.protocol.challenge import Challenge as ChallengeSpec
+from service.models import AuditStatus, Challenge, ChallengeStatus
 
 
 class ChallengeOut(BaseModel):
@@ -49,9 +51,32 @@ class ChallengeOut(BaseModel):
     content_indices: list[int] = Field(description="indices to open with fingerprint and token")
     challenge: dict[str, Any] = Field(description="the challenge as drawn (DESIGN §3)")
 
+    @classmethod
+    def of(cls, challenge: Challenge) -> "ChallengeOut":
+        """`challenge` with its audit and the audit's report loaded."""
+        spec = ChallengeSpec.from_json(challenge.body)
+        return cls(
+            challenge_id=challenge.id,
+            audit_id=challenge.audit_id,
+            report_id=challenge.audit.report_id,
+            request_id=challenge.audit.report.request_id,
+            round=challenge.round,
+            status=challenge.status,
+            issued_at=challenge.issued_at,
+            deadline=challenge.deadline,
+            indices=list(spec.indices),
+            content_indices=list(spec.content_indices),
+            challenge=challenge.body,
+        )
+
+
+class ChallengePage(Page[ChallengeOut]):
+    """Challenges, soonest deadline first."""
+
 
 class ResponseIn(BaseModel):
-    """DESIGN §3 "Response"; each opening is checked by the protocol library (400 when malformed)."""
+    """DESIGN §3 "Response"; each opening is checked by the protocol library (400 when malformed). A
+    coin/2 report's responses carry its repetition profile (docs/protocol.md)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -72,13 +97,20 @@ class ResponseIn(BaseModel):
                             "token": "IHRoZQ==",
                             "proof": ["ef" * 32],
                         },
-                    ]
+                    ],
+                    "repetition": {
+                        "profile": "<base64 of 6 bytes per committed token>",
+                        "keys": [{"bucket": 941, "key": "5a" * 32, "proof": ["12" * 32]}],
+                    },
                 }
             ]
         },
     )
 
     openings: list[dict[str, Any]] = Field(max_length=100_000)
+    repetition: dict[str, Any] | None = Field(
+        None, description="coin/2: the repetition profile and the bucket keys the content openings need"
+    )
 
     @model_validator(mode="before")
     @classmethod

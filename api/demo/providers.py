@@ -48,13 +48,20 @@ def _honest(openings: Openings) -> Callable[[Challenge], Response]:
 
 
 def _best_effort(openings: Openings) -> Callable[[Challenge], Response]:
-    """An over-claiming provider opens what it has and cannot open the rest."""
+    """An over-claiming provider opens what it has; for the indices it never committed, the best it can
+    send is its last leaf's opening under the asked index (CoIn's padding reuses the last leaf), which the
+    auditor's recomputed leaf hash refutes. (Leaving them out is refused as an incomplete answer.)"""
 
     def respond(challenge: Challenge) -> Response:
         have = len(openings.tokens)
-        return openings.respond(
-            [i for i in challenge.indices if i < have], [i for i in challenge.content_indices if i < have]
-        )
+        content = set(challenge.content_indices)
+        real = openings.respond([i for i in challenge.indices if i < have], [i for i in content if i < have])
+        padded = [
+            dataclasses.replace(openings.open(have - 1, content=i in content), index=i)
+            for i in challenge.indices
+            if i >= have
+        ]
+        return Response(tuple(sorted([*real.openings, *padded], key=lambda opening: opening.index)))
 
     return respond
 
@@ -76,11 +83,15 @@ def _forging(openings: Openings) -> Callable[[Challenge], Response]:
 
 
 def simulate(trace: dict[str, Any], behaviour: str, embedder: Embedder) -> SimulatedReport:
+    # a copying provider bills its trace twice: the reasoning pasted again after itself, committed and
+    # answered faithfully (coin/2's profile shows the copy; nothing else about it is wrong)
+    copies = 2 if behaviour == "copied 2x" else 1
+    reasoning = "\n\n".join([trace["reasoning"]] * copies)
     public, openings = commit(
-        trace["reasoning"], trace["answer"], new_secret(), block_size=DEFAULT_BLOCK_SIZE, embedder=embedder
+        reasoning, trace["answer"], new_secret(), block_size=DEFAULT_BLOCK_SIZE, embedder=embedder
     )
     size = public.commitment.size
-    if behaviour == "honest":
+    if behaviour in ("honest", "copied 2x"):
         return SimulatedReport(behaviour, trace["id"], public, openings, _honest(openings))
     # a cheating provider bills more leaves than it committed: 1.5x, or CoIn's padding to the next
     # power of two by repeating the last leaf; it opens what it has
@@ -95,7 +106,8 @@ def simulate(trace: dict[str, Any], behaviour: str, embedder: Embedder) -> Simul
     raise ValueError(f"unknown behaviour {behaviour!r}")
 
 
-# What each should get: honest -> pass; the three cheats -> fail, each caught by a proof check (the
-# over-claims cannot open the count indices they never committed, the forgery's leaves miss the root),
-# never by a statistical one, which could only make an audit `suspect`.
-BEHAVIOURS = ("honest", "over-claim 1.5x", "coin padding", "forged opening")
+# What each should get: honest -> pass; the four cheats -> fail, each caught by a proof check (the
+# over-claims cannot open the count indices they never committed, the forgery's leaves miss the root,
+# the copy's repetition profile shows half the trace pasted again), never by a statistical one, which
+# could only make an audit `suspect`.
+BEHAVIOURS = ("honest", "over-claim 1.5x", "coin padding", "forged opening", "copied 2x")

@@ -4,14 +4,16 @@ One process: a fresh SQLite file, tasks run in-process after each commit, uvicor
 The auditor admin registers one provider per behaviour; each provider reports its requests, the admin
 orders an audit of each, the provider fetches its open challenge and answers it (honestly or not), and
 the verdict comes back signed: `fail` names the proof check that caught the provider, `suspect` the
-statistical checks that flagged it with their figures and thresholds. With `--serve` the API stays up
-afterwards.
+statistical checks that flagged it with their figures and thresholds. With `--serve` the API and the
+staff dashboard stay up afterwards, with a demo staff account whose random password is printed.
 """
 
 import os
+import secrets
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,26 +50,37 @@ def report_body(report: SimulatedReport, answer_tokens: int) -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _start_server(port: int) -> uvicorn.Server:
-    from api.main import app
+@dataclass(frozen=True)
+class RunningServer:
+    server: uvicorn.Server
+    thread: threading.Thread
 
+    def stop(self, timeout: float = 30) -> None:
+        """Shut down (the app's lifespan included) and wait for it."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def start_server(app: Any, port: int) -> RunningServer:
+    """Serve `app` on 127.0.0.1:`port` from a thread; returns once it accepts requests."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
     deadline = time.monotonic() + 60
     while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the API did not start")
+        if not thread.is_alive() or time.monotonic() > deadline:  # a failed startup ends the thread
+            raise RuntimeError("the API did not start (its log says why)")
         time.sleep(0.05)
-    return server
+    return RunningServer(server, thread)
 
 
-def _answer_until_verdict(
+def answer_until_verdict(
     admin: httpx.Client, provider: httpx.Client, report: SimulatedReport, audit_id: str, timeout: float = 120
 ) -> dict[str, Any]:
     """The provider answers each round the audit opens (progressive exposure) until the verdict."""
@@ -76,7 +89,8 @@ def _answer_until_verdict(
         audit = admin.get(f"/v1/audits/{audit_id}").raise_for_status().json()
         if audit["verdict"] is not None:
             return dict(audit["verdict"])
-        for challenge in provider.get("/v1/challenges", params={"status": "open"}).raise_for_status().json():
+        page = provider.get("/v1/challenges", params={"status": "open"}).raise_for_status().json()
+        for challenge in page["items"]:
             response = report.answer_challenge(Challenge.from_json(challenge["challenge"]))
             provider.post(f"/v1/challenges/{challenge['challenge_id']}/response", json=response.to_json())
         time.sleep(0.1)
@@ -103,6 +117,21 @@ def _reason(verdict: dict[str, Any]) -> str:
     return "; ".join(undecided) or "all checks hold"
 
 
+def _demo_staff(database_url: str) -> tuple[str, str]:
+    """A staff account for the dashboard of this demo's throwaway database, with a random password."""
+    from service.database import Database
+    from service.staff.service import create_staff
+
+    email, password = "staff@demo.local", secrets.token_urlsafe(12)
+    database = Database(database_url)
+    try:
+        with database.unit_of_work() as session:
+            create_staff(session, email, password)
+    finally:
+        database.dispose()
+    return email, password
+
+
 def run_demo(
     traces_dir: Path, per_behaviour: int, serve: bool, database: Path = DEMO_DATABASE
 ) -> dict[str, list[str]]:
@@ -118,8 +147,10 @@ def run_demo(
     get_settings.cache_clear()
     settings = get_settings()
     upgrade_database(settings.database_url)
-    port = _free_port()
-    server = _start_server(port)
+    from api.main import app
+
+    port = free_port()
+    server = start_server(app, port)
     base = f"http://127.0.0.1:{port}"
     embedder = get_embedder()
     typer.echo(f"API on {base} (SQLite {database}, tasks in-process); Embd {embedder.embd_id}")
@@ -144,7 +175,7 @@ def run_demo(
             provider.post("/v1/reports", json=report_body(report, answer_tokens)).raise_for_status().json()
         )
         audit = admin.post("/v1/audits", json={"report_id": receipt["report_id"]}).raise_for_status().json()
-        verdict = _answer_until_verdict(admin, provider, report, audit["audit_id"])
+        verdict = answer_until_verdict(admin, provider, report, audit["audit_id"])
         outcomes[report.behaviour].append(verdict["outcome"])
         billed = report.public.commitment.size
         typer.echo(
@@ -169,11 +200,13 @@ def run_demo(
         f"  COIN_DATABASE_URL={settings.database_url} coin verify-chain"
     )
     if serve:
+        email, password = _demo_staff(settings.database_url)
         typer.echo(f"API still serving on {base}/docs — Ctrl-C to stop")
+        typer.echo(f"Dashboard: {base}/dashboard — sign in as {email} with the password {password}")
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
-    server.should_exit = True
+    server.stop()
     return outcomes

@@ -2,21 +2,23 @@
 
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from anyio import to_thread
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from api.deps import (
     CallerDep,
     ContextDep,
+    ListQuery,
     ProviderKey,
     ProviderKeyDep,
     Role,
     SessionDep,
     StaffDep,
+    list_query,
     unauthorized,
 )
 from api.problems import COMMON_PROBLEMS, problem_responses
@@ -25,13 +27,16 @@ from api.reports.schemas import (
     BatchOut,
     ReceiptOut,
     ReportIn,
+    ReportListed,
     ReportOut,
+    ReportPage,
     ReportStatus,
 )
 from api.responses import FastJSONResponse
 from service.context import ServiceContext
 from service.errors import NotFound, ServiceError
-from service.models import Provider, Report
+from service.models import Outcome, Provider, Report
+from service.reports.repository import list_reports
 from service.reports.service import Submission, holds_receipt, receipt_of, submit_report, submit_reports
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=COMMON_PROBLEMS)
@@ -122,6 +127,22 @@ async def submit_batch(payload: BatchIn, context: ContextDep, key: ProviderKeyDe
     return FastJSONResponse({"results": results})
 
 
+@router.get("", response_model=ReportPage, responses=problem_responses(401, 403))
+def get_reports(
+    session: SessionDep,
+    listed: Annotated[ListQuery, Depends(list_query("received"))],
+    outcome: Annotated[
+        Outcome | None,
+        Query(
+            description="only reports with an audit whose verdict says this (fail = proof, suspect = statistical)"
+        ),
+    ] = None,
+) -> ReportPage:
+    """Reports, newest first, with their audits' outcomes; filtered, a page at a time (`next_cursor`).
+    A provider sees only its own."""
+    return ReportPage.of(list_reports(session, listed.filters, listed.page, outcome=outcome), ReportListed.of)
+
+
 def _readable_report(session: SessionDep, report_id: uuid.UUID, caller: CallerDep) -> Report:
     report = session.get(Report, report_id)
     if caller.role == Role.RECEIPT:
@@ -133,7 +154,9 @@ def _readable_report(session: SessionDep, report_id: uuid.UUID, caller: CallerDe
     return report
 
 
-@router.get("/{report_id}/status", response_model=ReportStatus, responses=problem_responses(401, 404))
+# `:uuid`: a path that is no report id (`/v1/reports/batch`) matches no GET route, so GET on it is a 405
+# (POST is the method there), not a 422 about a malformed id.
+@router.get("/{report_id:uuid}/status", response_model=ReportStatus, responses=problem_responses(401, 404))
 def report_status(report_id: uuid.UUID, session: SessionDep, caller: CallerDep) -> ReportStatus:
     """What a customer may see about its request: the billed counts and the outcome of its audits.
 
@@ -141,7 +164,7 @@ def report_status(report_id: uuid.UUID, session: SessionDep, caller: CallerDep) 
     return ReportStatus.of(_readable_report(session, report_id, caller))
 
 
-@router.get("/{report_id}", response_model=ReportOut, responses=problem_responses(401, 403, 404))
+@router.get("/{report_id:uuid}", response_model=ReportOut, responses=problem_responses(401, 403, 404))
 def get_report(report_id: uuid.UUID, session: SessionDep, caller: StaffDep) -> ReportOut:
     """The full stored report and its receipt (the provider that owns it, or the admin)."""
     return ReportOut.of(_readable_report(session, report_id, caller))

@@ -4,17 +4,25 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from api.schemas import StrictModel
+from api.schemas import Page, StrictModel
 from api.validation import MAX_JSON_INTEGER, check_storable
 from service.models import AuditStatus, AuditTrigger, Outcome, Report
+from service.text import check_identifier
 
 MAX_BATCH = 1000
 # Far beyond any real request; the largest integer RFC 8785 canonical JSON (an IEEE double) holds exactly.
 MAX_TOKENS = MAX_JSON_INTEGER
 
 TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+# The most leaves a commitment may claim: ~100 times the longest reasoning traces we know. Drawing an
+# audit's challenge walks the claimed blocks (auditor.protocol.challenge), so an unbounded claim would
+# let one report make every audit of it arbitrarily slow; at this bound a draw takes ~50 ms.
+MAX_COMMITTED_LEAVES = 2**24
+# Ids people read and compare: no control, bidi-override or invisible characters, and NFC. Refused rather
+# than normalised: the provider signs the report as sent (service/text.py).
+ReadableId = Annotated[str, AfterValidator(check_identifier)]
 
 EXAMPLE_REPORT: dict[str, Any] = {
     "request_id": "chatcmpl-9f2c4e1a",
@@ -26,12 +34,13 @@ EXAMPLE_REPORT: dict[str, Any] = {
         "raw": {"prompt_tokens": 42, "completion_tokens": 1310, "reasoning_tokens": 1187},
     },
     "commitment": {
-        "version": "coin/1",
+        "version": "coin/2",
         "root": "5f1d0c2e" * 8,
         "size": 1187,
         "block_size": 256,
         "embd_id": "all-MiniLM-L6-v2@0123456789abcdef",
         "tokenizer_id": "qwen2",
+        "repetition": {"digest": "7d2e" * 16, "key_root": "c0a1" * 16},
     },
     "answer": {"digest": "a3c1" * 16, "embedding": "<base64 of 384 int8>"},
 }
@@ -44,13 +53,24 @@ class Usage(StrictModel):
     raw: dict[str, Any] | None = Field(None, description="the provider's own usage object, verbatim")
 
 
+class RepetitionIn(StrictModel):
+    digest: str = Field(max_length=64, description="BLAKE3 of the repetition profile, hex")
+    key_root: str = Field(max_length=64, description="RFC 9162 root of the profile's bucket keys, hex")
+
+
 class CommitmentIn(StrictModel):
-    version: str = Field(max_length=32, examples=["coin/1"])
+    version: str = Field(max_length=32, examples=["coin/2", "coin/1"])
     root: str = Field(max_length=64, description="RFC 9162 Merkle root, 64 lowercase hex")
-    size: int = Field(description="number of committed leaves; must equal usage.reasoning_tokens")
+    size: int = Field(
+        le=MAX_COMMITTED_LEAVES,
+        description="number of committed leaves; must equal usage.reasoning_tokens (at most 2**24)",
+    )
     block_size: int = Field(description="tokens per block, 16..1024")
     embd_id: str = Field(max_length=200)
     tokenizer_id: str = Field(max_length=100)
+    repetition: RepetitionIn | None = Field(
+        None, description="coin/2 only: what fixes the repetition profile (docs/protocol.md)"
+    )
 
 
 class AnswerIn(StrictModel):
@@ -68,10 +88,12 @@ class ReportIn(StrictModel):
         """Only text the store can hold, anywhere in the report (one walk, here, for every part)."""
         return check_storable(data)
 
-    request_id: str = Field(
-        min_length=1, max_length=256, description="the provider's id of the billed request"
+    request_id: ReadableId = Field(
+        min_length=1,
+        max_length=256,
+        description="the provider's id of the billed request (NFC; no control, bidi or invisible characters)",
     )
-    model: str = Field(min_length=1, max_length=200)
+    model: ReadableId = Field(min_length=1, max_length=200)
     usage: Usage
     commitment: CommitmentIn
     answer: AnswerIn
@@ -117,7 +139,10 @@ class ReceiptOut(BaseModel):
     report_id: uuid.UUID
     receipt: ReceiptBody
     signature: str = Field(description="the auditor's Ed25519 signature over canonical_json(receipt), hex")
-    receipt_token: str = Field(description="secret for the customer: status lookups and audit requests")
+    receipt_token: str | None = Field(
+        description="secret for the customer: status lookups and audit requests. A replay returns the same "
+        "token; null only when the key that derived it has been rotated out (the token still works)"
+    )
 
 
 class BatchIn(BaseModel):
@@ -175,10 +200,23 @@ class ReportStatus(BaseModel):
         return cls(**_status_fields(report))
 
 
-class ReportOut(ReportStatus):
-    """The stored report and its receipt (the provider that owns it, or the admin)."""
+class ReportListed(ReportStatus):
+    """A report in a list: what its customer sees, and whose it is."""
 
     provider_id: uuid.UUID
+
+    @classmethod
+    def of(cls, report: Report) -> "ReportListed":
+        return cls(**_status_fields(report), provider_id=report.provider_id)
+
+
+class ReportPage(Page[ReportListed]):
+    """Reports, newest first."""
+
+
+class ReportOut(ReportListed):
+    """The stored report and its receipt (the provider that owns it, or the admin)."""
+
     body: dict[str, Any]
     receipt: dict[str, Any]
 
@@ -207,7 +245,7 @@ def _status_fields(report: Report) -> dict[str, Any]:
                 status=audit.status,
                 trigger=audit.trigger,
                 created_at=audit.created_at,
-                outcome=audit.verdict.outcome if audit.verdict else None,
+                outcome=audit.verdict.stated_outcome if audit.verdict else None,
                 decided_at=audit.verdict.decided_at if audit.verdict else None,
             )
             for audit in report.audits

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from auditor.protocol import PROTOCOL_VERSION
 from auditor.protocol.challenge import Challenge
 from auditor.protocol.commitment import (
     DEFAULT_BLOCK_SIZE,
@@ -63,6 +64,9 @@ def commit_command(
     ] = None,
     block_size: Annotated[int, typer.Option(help="tokens per block (16..1024)")] = DEFAULT_BLOCK_SIZE,
     openings_out: Annotated[Path, typer.Option(help="where to keep the openings")] = Path("openings.npz"),
+    protocol: Annotated[
+        str, typer.Option(help="coin/2 (with the repetition profile) or coin/1")
+    ] = PROTOCOL_VERSION,
 ) -> None:
     """Commit to a hidden trace; print the public commitment, keep the openings."""
     if (text_file is None) == (tokens_json is None):
@@ -83,6 +87,7 @@ def commit_command(
             secret_bytes,
             block_size=block_size,
             tokenizer_id=tokenizer,
+            version=protocol,
         )
         openings.save(openings_out)
     except (ProtocolError, ModelError) as exc:
@@ -130,7 +135,8 @@ def verify_openings_command(
     response: Annotated[Path, typer.Option(help="the response JSON printed by `coin respond`")],
     challenge: Annotated[Path | None, typer.Option(help="the challenge the response must answer")] = None,
 ) -> None:
-    """Check a response against a commitment (checks 1–3); exit non-zero naming the failed check."""
+    """Check a response against a commitment (checks 1–3, and under coin/2 the repetition profile and
+    copied spans); exit non-zero naming the failed check."""
     from auditor.protocol.verify import verify_response
 
     try:

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from auditor.protocol import PROTOCOL_VERSION, PROTOCOL_VERSIONS
 from auditor.protocol.commitment import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
 from auditor.protocol.errors import ModelError, ProtocolError
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID
-from auditor.research.attacks import ATTACKS, CONTENT_ATTACKS
+from auditor.research.attacks import ATTACKS, CONTENT_ATTACKS, HEAD_ATTACKS
 from auditor.semantic.exposure import ExposurePolicy
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def _train_config(
 
     if not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE:
         raise typer.BadParameter(f"block-size: {MIN_BLOCK_SIZE}..{MAX_BLOCK_SIZE} tokens (DESIGN §3)")
-    train_attacks = _names(attacks, CONTENT_ATTACKS)
+    train_attacks = _names(attacks, HEAD_ATTACKS)
     if not train_attacks or not set(train_attacks) <= set(CONTENT_ATTACKS):
         raise typer.BadParameter(f"attacks: some of {', '.join(CONTENT_ATTACKS)}")
     return TrainConfig(
@@ -74,7 +75,8 @@ ModelTraces = Annotated[int, typer.Option(help="traces for the verifier's block 
 TrainAttacks = Annotated[
     str,
     typer.Option(
-        help="content attacks to train on, comma-separated, or 'all' (leave one out to test transfer)"
+        help="content attacks to train on, comma-separated, or 'all' (every one but the copy family, "
+        "which the repetition profile catches; leave one out to test transfer)"
     ),
 ]
 
@@ -157,6 +159,9 @@ def eval_command(
         int, typer.Option(help="exposure rounds: 1 reveals the whole budget at once, no early stop")
     ] = ExposurePolicy.rounds,
     seed: Annotated[int, typer.Option()] = 0,
+    protocol: Annotated[
+        str, typer.Option(help="commit under coin/2 (with the repetition profile) or coin/1")
+    ] = PROTOCOL_VERSION,
     heads: Annotated[
         Path | None, typer.Option(help="head checkpoint (default: the packaged one; not with --lodo)")
     ] = None,
@@ -173,6 +178,8 @@ def eval_command(
         raise typer.BadParameter(f"unknown attacks {unknown}; known: {', '.join(ATTACKS)}")
     if rounds < 1:
         raise typer.BadParameter("rounds: at least 1")
+    if protocol not in PROTOCOL_VERSIONS:
+        raise typer.BadParameter(f"protocol: one of {', '.join(PROTOCOL_VERSIONS)}")
     if lodo and heads is not None:
         raise typer.BadParameter("--heads: --lodo trains its own checkpoint per fold")
     train_config = (
@@ -204,6 +211,7 @@ def eval_command(
             honest_traces=honest_traces,
             seed=seed,
             policy=ExposurePolicy(rounds=rounds),
+            protocol=protocol,
         )
         trace_domains = sorted({t.domain for t in loaded})
         meta: dict[str, object] = {
@@ -230,5 +238,59 @@ def eval_command(
     except (ProtocolError, ModelError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    typer.echo(f"done in {time.monotonic() - started:.0f} s")
+    typer.echo(json.dumps(report["headline"]))
+
+
+@app.command("monitor-eval")
+def monitor_eval_command(
+    out: Annotated[Path, typer.Option(help="output folder for monitor.json, monitor.md and the plots")],
+    lodo_dir: Annotated[
+        Path,
+        typer.Option(help="a leave-one-domain-out run: fold-<domain>/outcomes.jsonl, two folds at least"),
+    ] = Path("var/lodo"),
+    honest_providers: Annotated[int, typer.Option(help="simulated honest providers per domain")] = 1000,
+    providers: Annotated[int, typer.Option(help="simulated providers per attack x IR x share cell")] = 200,
+    horizon: Annotated[int, typer.Option(help="audits per provider")] = 1000,
+    ir: Annotated[str, typer.Option(help="inflation ratios (cells of the LODO run)")] = "0.1,0.25,0.5,1",
+    share: Annotated[
+        str, typer.Option(help="shares of a provider's reports that are inflated")
+    ] = "0.1,0.3,1",
+    alpha: Annotated[float, typer.Option(help="false-alarm probability per provider and period")] = 0.01,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Simulate provider monitoring on the leave-one-domain-out outcomes: audits to alarm, honest false
+    alarms and the inflated-share interval's coverage; the last line printed is one JSON object of the
+    headline figures."""
+    if min(honest_providers, providers, horizon) < 1:
+        raise typer.BadParameter("honest-providers, providers and horizon: at least 1")
+    if not 0 < alpha < 1:
+        raise typer.BadParameter("alpha: in (0, 1)")
+    shares = _floats(share, "share")
+    if any(s > 1 for s in shares):
+        raise typer.BadParameter("share: in (0, 1]")
+    irs = _floats(ir, "ir")
+    if not lodo_dir.is_dir():
+        raise typer.BadParameter(f"lodo-dir: {lodo_dir} is not a folder")
+    from auditor.research.monitor_eval import MonitorEvalConfig, run_monitor_eval
+    from auditor.research.monitor_report import write_monitor_report
+
+    started = time.monotonic()
+    config = MonitorEvalConfig(
+        honest_providers=honest_providers,
+        providers=providers,
+        horizon=horizon,
+        irs=irs,
+        shares=shares,
+        alpha=alpha,
+        seed=seed,
+    )
+    try:
+        report = run_monitor_eval(lodo_dir, config, log=typer.echo)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    report["seconds"] = round(time.monotonic() - started, 1)
+    write_monitor_report(report, out, log=typer.echo)
     typer.echo(f"done in {time.monotonic() - started:.0f} s")
     typer.echo(json.dumps(report["headline"]))

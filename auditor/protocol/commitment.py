@@ -1,8 +1,8 @@
 """The provider SDK: commit to a hidden trace, keep the openings, answer challenges (DESIGN §3).
 
-Leaf layout (protocol `coin/1`, see docs/protocol.md for why it hashes the fingerprint):
+Leaf layout (protocols `coin/1` and `coin/2`, see docs/protocol.md for why it hashes the fingerprint):
 
-    s_i          = BLAKE3-keyed(key = secret, "coin/1/salt" || u64le(i))[:16]
+    s_i          = BLAKE3-keyed(key = secret, "<version>/salt" || u64le(i))[:16]
     fp_i         = q(e_{i // B}) || q(t_i)                      768 bytes
     leaf_data_i  = u64le(i) || s_i || H(fp_i)                   56 bytes
     leaf hash    = H(0x00 || leaf_data_i)                        RFC 9162 §2.1.1
@@ -11,6 +11,10 @@ The index inside the leaf stops a leaf committed at one position from being open
 stops anyone from recovering a neighbouring token by trying the vocabulary against a sibling leaf hash;
 hashing fp_i lets a *count* opening prove a leaf exists without revealing any embedding, so only the few
 *content* openings expose semantics.
+
+`coin/2` keeps the leaf and adds the repetition profile (`auditor.protocol.repetition`): the commitment
+carries the profile's digest and the root of its bucket keys, and every response carries the profile. Its
+salts are derived under `coin/2/salt`, so no leaf of one version is a leaf of the other.
 """
 
 import json
@@ -24,8 +28,8 @@ from typing import Any
 import blake3
 import numpy as np
 
-from auditor.protocol import PROTOCOL_VERSION
-from auditor.protocol.encoding import from_b64, from_hex, to_b64, to_hex
+from auditor.protocol import PROTOCOL_VERSION, PROTOCOL_VERSIONS
+from auditor.protocol.encoding import field_of, from_b64, from_hex, object_of, to_b64, to_hex
 from auditor.protocol.errors import ChallengeError, ProtocolError
 from auditor.protocol.fingerprint import (
     EMBED_DIM,
@@ -38,6 +42,7 @@ from auditor.protocol.fingerprint import (
     quantize,
 )
 from auditor.protocol.merkle import BLAKE3, MerkleTree
+from auditor.protocol.repetition import Repetition, RepetitionCommitment, RepetitionOpening
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID, get_tokenizer
 
 # DESIGN §3 suggests 256; the auditor's heads are trained and calibrated at 16, and a short trace must
@@ -49,7 +54,6 @@ SECRET_BYTES = 32
 SALT_BYTES = 16
 DIGEST_BYTES = 32
 MAX_TRACE_TOKENS = 1 << 24  # far above any real trace; bounds what a report may claim
-_SALT_CONTEXT = PROTOCOL_VERSION.encode() + b"/salt"
 
 
 def digest(data: bytes) -> bytes:
@@ -57,11 +61,12 @@ def digest(data: bytes) -> bytes:
     return blake3.blake3(data).digest()
 
 
-def salt_for(secret: bytes, index: int) -> bytes:
-    """s_i = first 16 bytes of BLAKE3-keyed(secret, `coin/1/salt` || u64le(i))."""
+def salt_for(secret: bytes, index: int, version: str = PROTOCOL_VERSION) -> bytes:
+    """s_i = first 16 bytes of BLAKE3-keyed(secret, `<version>/salt` || u64le(i))."""
     if len(secret) != SECRET_BYTES:
         raise ProtocolError(f"secret: expected {SECRET_BYTES} bytes, got {len(secret)}")
-    return blake3.blake3(_SALT_CONTEXT + struct.pack("<Q", index), key=secret).digest()[:SALT_BYTES]
+    context = version.encode() + b"/salt" + struct.pack("<Q", index)
+    return blake3.blake3(context, key=secret).digest()[:SALT_BYTES]
 
 
 def leaf_data(index: int, salt: bytes, fingerprint_digest: bytes) -> bytes:
@@ -76,6 +81,12 @@ def answer_digest(text: str) -> bytes:
     return digest(text.encode("utf-8"))
 
 
+def check_version(version: str, field: str = "commitment.version") -> str:
+    if version not in PROTOCOL_VERSIONS:
+        raise ProtocolError(f"{field}: unsupported {version!r} (known: {', '.join(PROTOCOL_VERSIONS)})")
+    return version
+
+
 def check_block_size(block_size: object) -> int:
     if not isinstance(block_size, int) or isinstance(block_size, bool):
         raise ProtocolError("block_size: expected an integer")
@@ -84,24 +95,10 @@ def check_block_size(block_size: object) -> int:
     return block_size
 
 
-def _field(obj: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
-    if name not in obj:
-        raise ProtocolError(f"{where}.{name}: missing")
-    value = obj[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ProtocolError(f"{where}.{name}: expected {kind.__name__}")
-    return value
-
-
-def _mapping(obj: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(obj, Mapping):
-        raise ProtocolError(f"{where}: expected a JSON object")
-    return obj
-
-
 @dataclass(frozen=True)
 class Commitment:
-    """The `commitment` object of a report: the root of m leaves and how they were made."""
+    """The `commitment` object of a report: the root of m leaves and how they were made; under coin/2
+    also the `repetition` commitment (the profile's digest and the root of its bucket keys)."""
 
     root: bytes
     size: int
@@ -109,13 +106,19 @@ class Commitment:
     embd_id: str
     tokenizer_id: str
     version: str = PROTOCOL_VERSION
+    repetition: RepetitionCommitment | None = None
+
+    def __post_init__(self) -> None:
+        check_version(self.version)
+        if (self.version == "coin/2") != (self.repetition is not None):
+            raise ProtocolError("commitment.repetition: required by coin/2, absent from coin/1")
 
     @property
     def num_blocks(self) -> int:
         return -(-self.size // self.block_size)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": self.version,
             "root": to_hex(self.root),
             "size": self.size,
@@ -123,20 +126,19 @@ class Commitment:
             "embd_id": self.embd_id,
             "tokenizer_id": self.tokenizer_id,
         }
+        if self.repetition is not None:
+            out["repetition"] = self.repetition.to_json()
+        return out
 
     @classmethod
     def from_json(cls, obj: object) -> "Commitment":
-        data = _mapping(obj, "commitment")
-        version = _field(data, "version", str, "commitment")
-        if version != PROTOCOL_VERSION:
-            raise ProtocolError(
-                f"commitment.version: unsupported {version!r} (expected {PROTOCOL_VERSION!r})"
-            )
-        size = _field(data, "size", int, "commitment")
+        data = object_of(obj, "commitment")
+        version = check_version(field_of(data, "version", str, "commitment"))
+        size = field_of(data, "size", int, "commitment")
         if not 1 <= size <= MAX_TRACE_TOKENS:
             raise ProtocolError(f"commitment.size: {size} is outside 1..{MAX_TRACE_TOKENS}")
-        embd_id = _field(data, "embd_id", str, "commitment")
-        tokenizer_id = _field(data, "tokenizer_id", str, "commitment")
+        embd_id = field_of(data, "embd_id", str, "commitment")
+        tokenizer_id = field_of(data, "tokenizer_id", str, "commitment")
         if not embd_id or not tokenizer_id:
             raise ProtocolError("commitment: embd_id and tokenizer_id must not be empty")
         return cls(
@@ -146,7 +148,20 @@ class Commitment:
             embd_id=embd_id,
             tokenizer_id=tokenizer_id,
             version=version,
+            repetition=_repetition_commitment(data, version),
         )
+
+
+def _repetition_commitment(data: Mapping[str, Any], version: str) -> RepetitionCommitment | None:
+    """The `repetition` member: required under coin/2, absent (or null) under coin/1."""
+    value = data.get("repetition")
+    if version == "coin/1":
+        if value is not None:
+            raise ProtocolError("commitment.repetition: coin/1 has no repetition profile")
+        return None
+    if value is None:
+        raise ProtocolError("commitment.repetition: missing (coin/2 commits a repetition profile)")
+    return RepetitionCommitment.from_json(value)
 
 
 @dataclass(frozen=True)
@@ -169,7 +184,7 @@ class AnswerCommitment:
 
     @classmethod
     def from_json(cls, obj: object) -> "AnswerCommitment":
-        data = _mapping(obj, "answer")
+        data = object_of(obj, "answer")
         text = data.get("text")
         if text is not None and not isinstance(text, str):
             raise ProtocolError("answer.text: expected a string")
@@ -195,7 +210,7 @@ class PublicCommitment:
 
     @classmethod
     def from_json(cls, obj: object) -> "PublicCommitment":
-        data = _mapping(obj, "public commitment")
+        data = object_of(obj, "public commitment")
         return cls(
             Commitment.from_json(data.get("commitment")), AnswerCommitment.from_json(data.get("answer"))
         )
@@ -255,12 +270,12 @@ class Opening:
 
     @classmethod
     def from_json(cls, obj: object, *, max_proof_length: int = 64) -> "Opening":
-        data = _mapping(obj, "opening")
-        index = _field(data, "index", int, "opening")
+        data = object_of(obj, "opening")
+        index = field_of(data, "index", int, "opening")
         where = f"openings[{index}]"
         if not 0 <= index < MAX_TRACE_TOKENS:
             raise ProtocolError(f"{where}.index: outside 0..{MAX_TRACE_TOKENS - 1}")
-        proof_json = _field(data, "proof", list, where)
+        proof_json = field_of(data, "proof", list, where)
         if len(proof_json) > max_proof_length:
             raise ProtocolError(f"{where}.proof: longer than {max_proof_length} nodes")
         proof = tuple(
@@ -292,27 +307,47 @@ class Opening:
 
 @dataclass(frozen=True)
 class Response:
-    """A provider's answer to a challenge (DESIGN §3, "Response")."""
+    """A provider's answer to a challenge (DESIGN §3, "Response"); under coin/2 with the repetition
+    profile and the bucket keys the challenge's content openings need."""
 
     openings: tuple[Opening, ...]
+    repetition: RepetitionOpening | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"openings": [opening.to_json() for opening in self.openings]}
+        out: dict[str, Any] = {"openings": [opening.to_json() for opening in self.openings]}
+        if self.repetition is not None:
+            out["repetition"] = self.repetition.to_json()
+        return out
 
     @classmethod
     def from_json(cls, obj: object, *, max_openings: int = 100_000) -> "Response":
-        data = _mapping(obj, "response")
-        openings = _field(data, "openings", list, "response")
+        data = object_of(obj, "response")
+        openings = field_of(data, "openings", list, "response")
         if len(openings) > max_openings:
             raise ProtocolError(f"response.openings: more than {max_openings} openings")
-        return cls(tuple(Opening.from_json(item) for item in openings))
+        repetition = data.get("repetition")
+        return cls(
+            tuple(Opening.from_json(item) for item in openings),
+            None if repetition is None else RepetitionOpening.from_json(repetition),
+        )
+
+
+@dataclass(frozen=True)
+class _Leaves:
+    """What the provider derives from its fingerprints and tokens: the fingerprint digests, the tree over
+    the leaves, and under coin/2 the repetition profile with its keys."""
+
+    digests: list[bytes]
+    tree: MerkleTree
+    repetition: Repetition | None
 
 
 class Openings:
     """The provider's private store for one report: enough to answer any challenge later.
 
-    Salts are re-derived from the secret. Given no tree, the tree is rebuilt from the fingerprints and
-    must reproduce the committed root and size (a corrupted or mismatched store is refused)."""
+    Salts, and under coin/2 the repetition profile and its keys, are re-derived from the secret and the
+    tokens. Given nothing built, the leaves are rebuilt from the fingerprints and must reproduce the
+    committed root, size and repetition commitment (a corrupted or mismatched store is refused)."""
 
     def __init__(
         self,
@@ -321,33 +356,46 @@ class Openings:
         tokens: list[bytes],
         fingerprints: Int8Array,
         *,
-        built: tuple[list[bytes], MerkleTree] | None = None,
+        built: _Leaves | None = None,
     ) -> None:
         if fingerprints.shape != (len(tokens), FINGERPRINT_BYTES):
             raise ProtocolError("openings: fingerprints do not match the tokens")
         self.public, self.secret, self.tokens, self.fingerprints = public, secret, tokens, fingerprints
-        self._digests, self._tree = built or _leaf_tree(secret, fingerprints)
-        if self._tree.root != public.commitment.root or self._tree.size != public.commitment.size:
+        commitment = public.commitment
+        self._leaves = built or _build_leaves(secret, tokens, fingerprints, commitment.version)
+        tree, repetition = self._leaves.tree, self._leaves.repetition
+        if (
+            tree.root != commitment.root
+            or tree.size != commitment.size
+            or (repetition.commitment if repetition else None) != commitment.repetition
+        ):
             raise ProtocolError("openings: the stored leaves do not rebuild the committed root and size")
 
     @property
     def tree(self) -> MerkleTree:
-        return self._tree
+        return self._leaves.tree
+
+    @property
+    def repetition(self) -> Repetition | None:
+        return self._leaves.repetition
 
     def open(self, index: int, *, content: bool) -> Opening:
         if not 0 <= index < len(self.tokens):
             raise ChallengeError(f"index {index} is outside the {len(self.tokens)} committed leaves")
-        salt = salt_for(self.secret, index)
-        proof = tuple(self._tree.inclusion_proof(index))
+        salt = salt_for(self.secret, index, self.public.commitment.version)
+        proof = tuple(self.tree.inclusion_proof(index))
         if content:
             return Opening(index, salt, proof, self.fingerprints[index].tobytes(), self.tokens[index])
-        return Opening(index, salt, proof, fingerprint_digest_only=self._digests[index])
+        return Opening(index, salt, proof, fingerprint_digest_only=self._leaves.digests[index])
 
     def respond(self, indices: Iterable[int], content_indices: Iterable[int] = ()) -> Response:
-        """Open every index: `content_indices` as content openings, the others as count openings."""
+        """Open every index: `content_indices` as content openings, the others as count openings; under
+        coin/2 with the profile and the keys of the buckets those content openings let the auditor check."""
         content = set(content_indices)
         wanted = sorted(set(indices) | content)
-        return Response(tuple(self.open(i, content=i in content) for i in wanted))
+        openings = tuple(self.open(i, content=i in content) for i in wanted)
+        repetition = self.repetition
+        return Response(openings, repetition.open(content) if repetition else None)
 
     def save(self, path: str | Path) -> None:
         meta = {"public": self.public.to_json(), "secret": to_hex(self.secret)}
@@ -381,11 +429,13 @@ class Openings:
         )
 
 
-def _leaf_tree(secret: bytes, fps: Int8Array) -> tuple[list[bytes], MerkleTree]:
-    """The fingerprint digests and the RFC 9162 tree over the leaves built from them."""
+def _build_leaves(secret: bytes, tokens: Sequence[bytes], fps: Int8Array, version: str) -> _Leaves:
+    """The fingerprint digests, the RFC 9162 tree over the leaves built from them and, under coin/2,
+    the repetition profile of the tokens."""
     digests = [digest(row.tobytes()) for row in fps]
-    leaves = [leaf_hash(i, salt_for(secret, i), d) for i, d in enumerate(digests)]
-    return digests, MerkleTree(leaves, BLAKE3)
+    leaves = [leaf_hash(i, salt_for(secret, i, version), d) for i, d in enumerate(digests)]
+    repetition = Repetition(tokens, secret) if version == "coin/2" else None
+    return _Leaves(digests, MerkleTree(leaves, BLAKE3), repetition)
 
 
 def new_secret() -> bytes:
@@ -411,10 +461,13 @@ def commit(
     tokenizer_id: str = DEFAULT_TOKENIZER_ID,
     embedder: EmbeddingModel | None = None,
     include_answer_text: bool = False,
+    version: str = PROTOCOL_VERSION,
 ) -> tuple[PublicCommitment, Openings]:
-    """Commit to a hidden trace (token bytes, or text split by `tokenizer_id`) and its visible answer.
+    """Commit to a hidden trace (token bytes, or text split by `tokenizer_id`) and its visible answer,
+    under protocol `version` (coin/2 by default; coin/1 has no repetition profile).
 
     Returns the public commitment to report and the openings the provider keeps."""
+    check_version(version, "version")
     check_block_size(block_size)
     get_tokenizer(tokenizer_id)  # an unknown tokenizer is an error even for pre-split tokens
     tokens = tokens_of(trace, tokenizer_id)
@@ -429,11 +482,14 @@ def commit(
     texts = embd.embed_texts([*block_texts(tokens, block_size), answer])
     block_codes, answer_codes = quantize(texts[:-1]), quantize(texts[-1])
     fps = fingerprints(block_codes, quantize(embd.embed_tokens(tokens)), block_size)
-    digests, tree = _leaf_tree(secret, fps)
+    leaves = _build_leaves(secret, tokens, fps, version)
+    repetition = leaves.repetition.commitment if leaves.repetition else None
     public = PublicCommitment(
-        Commitment(tree.root, len(tokens), block_size, embd.embd_id, tokenizer_id),
+        Commitment(
+            leaves.tree.root, len(tokens), block_size, embd.embd_id, tokenizer_id, version, repetition
+        ),
         AnswerCommitment(
             answer_digest(answer), answer_codes.tobytes(), answer if include_answer_text else None
         ),
     )
-    return public, Openings(public, secret, tokens, fps, built=(digests, tree))
+    return public, Openings(public, secret, tokens, fps, built=leaves)

@@ -1,7 +1,8 @@
 r"""Wire encodings of DESIGN §3 ("Encodings"): lowercase hex for hashes, roots and salts; standard base64
 for embeddings, fingerprints and token bytes; canonical JSON for signatures and log entries.
 
-Each decoder checks its input strictly and raises `EncodingError` naming the field.
+Each decoder checks its input strictly and raises `EncodingError` naming the field; `object_of` and
+`field_of` read JSON objects for every message of the protocol, with a `ProtocolError` naming the field.
 
 Canonical JSON is RFC 8785, the JSON Canonicalization Scheme (JCS): no insignificant whitespace, UTF-8
 with only the mandatory escapes, numbers as ECMAScript writes them (`0.0` is `0`, `1e-7` is `1e-7`,
@@ -31,12 +32,13 @@ levels) the reference writes. tests/unit/test_encoding.py compares both paths wi
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import rfc8785
 
-from auditor.protocol.errors import EncodingError
+from auditor.protocol.errors import EncodingError, ProtocolError
 
 _HEX = re.compile(r"[0-9a-f]*")
 
@@ -72,6 +74,23 @@ def from_b64(value: object, *, field: str, length: int | None = None) -> bytes:
     if length is not None and len(data) != length:
         raise EncodingError(f"{field}: expected {length} bytes, got {len(data)}")
     return data
+
+
+def object_of(obj: object, where: str) -> Mapping[str, Any]:
+    """`obj` as a JSON object, or a ProtocolError naming `where`."""
+    if not isinstance(obj, Mapping):
+        raise ProtocolError(f"{where}: expected a JSON object")
+    return obj
+
+
+def field_of(obj: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
+    """The member `name` of a JSON object, of JSON type `kind` (a bool is not an int)."""
+    if name not in obj:
+        raise ProtocolError(f"{where}.{name}: missing")
+    value = obj[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(f"{where}.{name}: expected {kind.__name__}")
+    return value
 
 
 def canonical_json(obj: Any) -> bytes:

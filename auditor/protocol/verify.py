@@ -6,6 +6,15 @@
 3. ``token_embedding``: q(Embd(token)) matches the committed token half (cosine >= 0.98), so the
    provider really used Embd — a check CoIn lacks.
 
+Under `coin/2` two more proof checks read the repetition profile (`auditor.protocol.repetition`):
+
+- ``repetition_profile``: the response's profile is the one the report committed (its digest), every
+  bucket key it opens is in the committed key tree, and every fingerprint whose n-gram the content
+  openings reveal is the one those tokens give — the only test of a profile entry, so the detail states
+  the chance this challenge had of catching a profile lied on 5% of its positions;
+- ``copied_spans``: the committed profile holds more copied text than any honest trace measured
+  (`auditor.protocol.copies`, docs/protocol.md).
+
 Checks 4–8 (matching heads, duplicates, tokenization plausibility, aggregation) plug in through the
 ``semantic_checks`` seam: each is a ``SemanticCheck`` that sees the verified openings as an
 ``OpenedTrace`` and returns a ``CheckResult``. They run only when checks 1–3 hold, since semantics of
@@ -20,9 +29,19 @@ import numpy as np
 
 from auditor.protocol.challenge import DEFAULT_EPSILON, Challenge, detection_probability
 from auditor.protocol.commitment import Opening, PublicCommitment, Response
+from auditor.protocol.copies import COPY_RULE, CopyRule, copy_figures
 from auditor.protocol.errors import ProofError, ProtocolError
 from auditor.protocol.fingerprint import EMBED_DIM, EmbeddingModel, Int8Array, cosine, get_embedder, quantize
 from auditor.protocol.merkle import BLAKE3, verify_inclusion
+from auditor.protocol.repetition import (
+    PROFILE_BYTES,
+    RepetitionCommitment,
+    RepetitionOpening,
+    bucket_of,
+    fingerprint,
+    profile_digest,
+    revealed_ngram_hashes,
+)
 
 TOKEN_COSINE_THRESHOLD = 0.98
 # `fail`: a proof check found evidence that identifies inflation; `suspect`: a statistical check flags the
@@ -200,6 +219,70 @@ def _check_token_embeddings(content: Sequence[Opening], embedder: EmbeddingModel
     )
 
 
+def _profile_refusal(committed: RepetitionCommitment, size: int, opened: RepetitionOpening | None) -> str:
+    """Why the response's profile is not the one the report committed ("" when it is)."""
+    if opened is None:
+        return "a coin/2 response must carry the repetition profile"
+    if len(opened.profile) != size * PROFILE_BYTES:
+        return f"the profile holds {len(opened.profile) // PROFILE_BYTES} fingerprints, not {size}"
+    if profile_digest(opened.profile) != committed.digest:
+        return "the profile is not the one the report committed (its digest differs)"
+    return ""
+
+
+def _check_fingerprints(
+    committed: RepetitionCommitment, size: int, content: Sequence[Opening], opened: RepetitionOpening
+) -> CheckResult:
+    """Each fingerprint whose n-gram the content openings reveal, recomputed with its bucket's committed
+    key (all computed first, then compared)."""
+    hashes = revealed_ngram_hashes({o.index: o.token or b"" for o in content})
+    needed = {bucket_of(h, size) for h in hashes.values()}
+    keys = {k.bucket: k for k in opened.keys}
+    if keys.keys() != needed:
+        missing, extra = sorted(needed - keys.keys()), sorted(keys.keys() - needed)
+        detail = f"bucket keys missing {missing[:10]}, unrequested {extra[:10]}"
+        return CheckResult("repetition_profile", "fail", None, detail)
+    for key in opened.keys:
+        try:
+            verify_inclusion(key.leaf_hash, key.bucket, size, key.proof, committed.key_root, BLAKE3)
+        except ProofError as exc:
+            detail = f"bucket key {key.bucket} is not in the committed key tree: {exc}"
+            return CheckResult("repetition_profile", "fail", None, detail)
+    expected = {i: fingerprint(keys[bucket_of(h, size)].key, h) for i, h in hashes.items()}
+    lied = [i for i, r in expected.items() if opened.fingerprint_at(i) != r]
+    if lied:
+        detail = f"fingerprints at {lied[:10]} are not those of their revealed n-grams: the profile lies"
+        return CheckResult("repetition_profile", "fail", len(lied), detail)
+    catch = detection_probability(DEFAULT_EPSILON, len(expected))
+    detail = (
+        f"profile committed by the report; {len(expected)} fingerprints recomputed from revealed tokens "
+        f"(a profile lied on {DEFAULT_EPSILON:.0%} of its positions is caught with probability {catch:.3f})"
+    )
+    return CheckResult("repetition_profile", "pass", len(expected), detail)
+
+
+def _check_copies(profile: bytes, rule: CopyRule) -> CheckResult:
+    figures = copy_figures(profile)
+    # Report the mass that comes closer to its threshold (both are in the detail).
+    copied_share, repeated_share = (
+        figures.copied_fraction / rule.copied,
+        figures.repeated_fraction / rule.repeated,
+    )
+    figure, threshold = (
+        (figures.copied_fraction, rule.copied)
+        if copied_share >= repeated_share
+        else (figures.repeated_fraction, rule.repeated)
+    )
+    detail = (
+        f"copied {figures.copied} tokens ({figures.copied_fraction:.1%}, fail above {rule.copied:.0%}), "
+        f"repeated elsewhere {figures.repeated} ({figures.repeated_fraction:.1%}, fail above "
+        f"{rule.repeated:.0%}), at least {rule.min_tokens} tokens either way; {figures.copies} copies, "
+        f"the longest {figures.longest} tokens"
+    )
+    outcome: Outcome = "fail" if figures.proves_copying(rule) else "pass"
+    return CheckResult("copied_spans", outcome, figure, detail, threshold=threshold)
+
+
 def verify_response(
     public: PublicCommitment,
     challenge: Challenge,
@@ -207,8 +290,10 @@ def verify_response(
     *,
     embedder: EmbeddingModel | None = None,
     semantic_checks: Sequence[SemanticCheck] = (),
+    copy_rule: CopyRule = COPY_RULE,
 ) -> Verification:
-    """Run checks 1–3, then the semantic checks, and return every result with its figure."""
+    """Run checks 1–3 (and under coin/2 the profile checks), then the semantic checks, and return every
+    result with its figure."""
     commitment = public.commitment
     if (challenge.size, challenge.block_size) != (commitment.size, commitment.block_size):
         raise ProtocolError("challenge: size or block_size differ from the commitment's")
@@ -225,6 +310,18 @@ def verify_response(
         content = tuple(o for o in response.openings if o.index in wanted)
         consistency, blocks = _check_blocks(challenge, content)
         checks += [consistency, _check_token_embeddings(content, embd)]
+        committed, profile = commitment.repetition, response.repetition
+        if committed is None and profile is not None:
+            raise ProtocolError(f"response.repetition: {commitment.version} has no repetition profile")
+        if committed is not None:
+            refusal = _profile_refusal(committed, commitment.size, profile)
+            if refusal or profile is None:
+                checks.append(CheckResult("repetition_profile", "fail", None, refusal))
+            else:
+                checks += [
+                    _check_fingerprints(committed, commitment.size, content, profile),
+                    _check_copies(profile.profile, copy_rule),
+                ]
         if all(c.passed for c in checks):
             opened = OpenedTrace(public, challenge, content, embd, blocks)
             checks += [check(opened) for check in semantic_checks]

@@ -17,6 +17,12 @@ leaf indices: the last token repeated), `overclaim` (claimed size > committed le
 
 Placement follows what a real provider would do: `append` (after the genuine trace), `blocks`
 (chunks of 1–4 blocks interleaved at sentence boundaries) or `spread` (runs of 1–3 tokens anywhere).
+
+The copy family repeats the trace's own text the way a provider would paste it, each copied unit once
+(`CopyPlacement`): whole sentences or paragraphs pasted right after their source (`near`: "X X") or at a
+boundary at least a third of the trace away (`far`), a few of them gathered in shuffled order into one
+passage (`shuffled`), or a contiguous passage of whole sentences in its own order pasted far from it
+(`passage`: a section restated). Only when every unit has been copied once does a unit come back.
 """
 
 import random
@@ -25,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import pairwise
 from typing import Literal
 
 from auditor.protocol.commitment import DEFAULT_BLOCK_SIZE
@@ -39,6 +46,13 @@ class Placement(StrEnum):
     SPREAD = "spread"
 
 
+class CopyPlacement(StrEnum):
+    NEAR = "near"
+    FAR = "far"
+    SHUFFLED = "shuffled"
+    PASSAGE = "passage"
+
+
 Structural = Literal["none", "overclaim", "duplicate_last_leaf"]
 
 
@@ -51,7 +65,7 @@ class InflatedTrace:
 
     attack: str
     requested_ir: float
-    placement: Placement
+    placement: Placement | CopyPlacement
     tokens: tuple[bytes, ...]
     injected: tuple[bool, ...]
     genuine_count: int
@@ -257,10 +271,34 @@ def _chunks(tokens: Sequence[bytes], low: int, high: int, rng: random.Random) ->
     return out
 
 
+def _ends_sentence(token: bytes) -> bool:
+    return token.rstrip().endswith((b".", b"\n", b"?", b"!"))
+
+
 def _boundaries(genuine: Sequence[bytes]) -> list[int]:
     """Positions after a sentence or line end (where a provider would splice text), plus the end."""
-    positions = [k + 1 for k, tok in enumerate(genuine) if tok.rstrip().endswith((b".", b"\n", b"?", b"!"))]
+    positions = [k + 1 for k, tok in enumerate(genuine) if _ends_sentence(tok)]
     return positions or list(range(len(genuine) + 1))
+
+
+Insertion = tuple[int, list[bytes]]  # (position in the genuine trace, tokens inserted there)
+
+
+def _insert(genuine: Sequence[bytes], insertions: Sequence[Insertion]) -> tuple[list[bytes], list[bool]]:
+    """The genuine tokens with each insertion placed before genuine[position] (insertions at one
+    position keep their order); returns the tokens and the injected mask."""
+    tokens: list[bytes] = []
+    mask: list[bool] = []
+    cursor = 0
+    for position, chunk in sorted(insertions, key=lambda item: item[0]):
+        tokens.extend(genuine[cursor:position])
+        mask.extend([False] * (position - cursor))
+        cursor = position
+        tokens.extend(chunk)
+        mask.extend([True] * len(chunk))
+    tokens.extend(genuine[cursor:])
+    mask.extend([False] * (len(genuine) - cursor))
+    return tokens, mask
 
 
 def place(
@@ -281,18 +319,86 @@ def place(
     else:
         chunks = _chunks(injected, 1, 3, rng)
         positions = sorted(rng.randint(0, len(genuine)) for _ in chunks)
-    tokens: list[bytes] = []
-    mask: list[bool] = []
-    cursor = 0
-    for position, chunk in zip(positions, chunks, strict=True):
-        tokens.extend(genuine[cursor:position])
-        mask.extend([False] * (position - cursor))
-        cursor = position
-        tokens.extend(chunk)
-        mask.extend([True] * len(chunk))
-    tokens.extend(genuine[cursor:])
-    mask.extend([False] * (len(genuine) - cursor))
-    return tokens, mask
+    return _insert(genuine, list(zip(positions, chunks, strict=True)))
+
+
+# --- the copy family: the trace's own sentences and paragraphs pasted again --------------------------
+
+MIN_UNIT_TOKENS = 4  # a "sentence" of fewer tokens is a list number or a stray line end, not a sentence
+
+
+def _ends_paragraph(tokens: Sequence[bytes], k: int) -> bool:
+    token = tokens[k]
+    following = tokens[k + 1] if k + 1 < len(tokens) else b"\n"
+    return b"\n\n" in token or (token.endswith(b"\n") and following.startswith(b"\n"))
+
+
+def copy_units(genuine: Sequence[bytes], paragraphs: bool) -> list[tuple[int, int]]:
+    """The sentences (or paragraphs) of a trace as [start, end) token spans cut after the tokens that
+    end them; units shorter than `MIN_UNIT_TOKENS` are left out (never copied)."""
+    ends = [
+        k + 1
+        for k in range(len(genuine))
+        if (_ends_paragraph(genuine, k) if paragraphs else _ends_sentence(genuine[k]))
+    ]
+    cuts = sorted({0, *ends, len(genuine)})
+    spans = [(a, b) for a, b in pairwise(cuts) if b - a >= MIN_UNIT_TOKENS]
+    return spans or [(0, len(genuine))]
+
+
+def _drawn_units(units: Sequence[tuple[int, int]], n: int, rng: random.Random) -> list[tuple[int, int]]:
+    """Units in random order, each once before any comes back, the last cut to reach exactly n tokens."""
+    out: list[tuple[int, int]] = []
+    total = 0
+    while total < n:
+        order = list(units)
+        rng.shuffle(order)
+        for start, end in order:
+            take = min(end - start, n - total)
+            out.append((start, start + take))
+            total += take
+            if total == n:
+                break
+    return out
+
+
+def _far_boundary(boundaries: Sequence[int], source: int, m: int, rng: random.Random) -> int:
+    """A boundary at least m / 3 from `source`, or the farthest one."""
+    far = [b for b in boundaries if abs(b - source) >= m / 3]
+    return rng.choice(far) if far else max(boundaries, key=lambda b: abs(b - source))
+
+
+def copy_insertions(
+    genuine: Sequence[bytes], n: int, rng: random.Random, paragraphs: bool, where: CopyPlacement
+) -> list[Insertion]:
+    """Where a copying provider pastes n tokens of the trace's own units (see the module docstring)."""
+    units = copy_units(genuine, paragraphs)
+    boundaries = sorted({0, *(end for _, end in units), len(genuine)})
+    m = len(genuine)
+    if where == CopyPlacement.PASSAGE:
+        out: list[Insertion] = []
+        while n > 0:  # a contiguous run of units from a random one on, pasted far from itself
+            first = rng.randrange(len(units))
+            start = units[first][0]
+            end = min(units[-1][1], start + n)
+            cut = max((b for _, b in units[first:] if b <= end), default=end)
+            out.append((_far_boundary(boundaries, start, m, rng), list(genuine[start:cut])))
+            n -= cut - start
+        return out
+    drawn = _drawn_units(units, n, rng)
+    if where == CopyPlacement.NEAR:
+        return [(end, list(genuine[start:end])) for start, end in drawn]
+    if where == CopyPlacement.FAR:
+        return [(_far_boundary(boundaries, start, m, rng), list(genuine[start:end])) for start, end in drawn]
+    passage = [token for start, end in drawn for token in genuine[start:end]]  # drawn order is shuffled
+    return [(rng.choice(boundaries), passage)]
+
+
+def copier(paragraphs: bool, where: CopyPlacement) -> "Copier":
+    def copy(genuine: list[bytes], n: int, rng: random.Random) -> tuple[list[bytes], list[bool]]:
+        return _insert(genuine, copy_insertions(genuine, n, rng, paragraphs, where))
+
+    return copy
 
 
 # --- content generators: each returns exactly n injected tokens ------------------------------------
@@ -388,12 +494,16 @@ def gen_repeat_last(
     return [genuine[-1]] * n
 
 
+Copier = Callable[[list[bytes], int, random.Random], tuple[list[bytes], list[bool]]]
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     name: str
     kind: Literal["naive", "adaptive", "structural"]
-    placement: Placement
-    generator: Generator | None  # None: structural or re-tokenization (no injected text)
+    placement: Placement | CopyPlacement
+    generator: Generator | None  # None: structural, re-tokenization or a copy (no text from elsewhere)
+    copier: Copier | None = None  # the copy family: where the trace's own units are pasted again
 
 
 ATTACKS: dict[str, AttackSpec] = {
@@ -405,6 +515,14 @@ ATTACKS: dict[str, AttackSpec] = {
         AttackSpec("prompt_answer", "adaptive", Placement.BLOCKS, gen_prompt_answer),
         AttackSpec("filler", "adaptive", Placement.BLOCKS, gen_filler),
         AttackSpec("self_duplicate", "adaptive", Placement.BLOCKS, gen_self_duplicate),
+        *(
+            AttackSpec(f"copy_{unit}_{where}", "adaptive", where, None, copier(unit == "paragraph", where))
+            for unit in ("sentence", "paragraph")
+            for where in (CopyPlacement.NEAR, CopyPlacement.FAR, CopyPlacement.SHUFFLED)
+        ),
+        AttackSpec(
+            "copy_passage", "adaptive", CopyPlacement.PASSAGE, None, copier(False, CopyPlacement.PASSAGE)
+        ),
         AttackSpec("markov", "adaptive", Placement.BLOCKS, gen_markov),
         AttackSpec("retokenize", "adaptive", Placement.SPREAD, None),
         AttackSpec("pad_repeat_last", "adaptive", Placement.APPEND, gen_repeat_last),
@@ -414,6 +532,11 @@ ATTACKS: dict[str, AttackSpec] = {
 }
 # The attacks only the semantic checks can catch (the structural ones fail the count proofs).
 CONTENT_ATTACKS = tuple(name for name, spec in ATTACKS.items() if spec.kind != "structural")
+# The duplication family: the trace's own text pasted again (the repetition profile's business).
+COPY_ATTACKS = ("self_duplicate", *(name for name, spec in ATTACKS.items() if spec.copier is not None))
+# What the heads train on by default: every content attack but the copiers, which are the profile's to
+# catch (a copy reads exactly like its source to a head); training is what it was before them.
+HEAD_ATTACKS = tuple(name for name in CONTENT_ATTACKS if ATTACKS[name].copier is None)
 
 
 def _split_token(token: bytes, tokenizer: Tokenizer, rng: random.Random) -> tuple[bytes, bytes] | None:
@@ -476,13 +599,18 @@ def inflate(
         raise ProtocolError(f"trace {trace.id}: {len(genuine)} tokens; an attack needs at least 2")
     m = len(genuine)
     n = max(1, round(ir * m))
+    if placement is not None and spec.copier is not None:
+        raise ProtocolError(f"placement: {attack} pastes by its own rule ({spec.placement})")
     where = placement or spec.placement
     if spec.kind == "structural":
         structural: Structural = "overclaim" if attack == "overclaim" else "duplicate_last_leaf"
         return InflatedTrace(attack, ir, where, tuple(genuine), (False,) * m, m, m + n, structural)
-    if spec.generator is None:
+    if spec.copier is not None:
+        tokens, mask = spec.copier(genuine, n, rng)
+    elif spec.generator is None:
         tokens, mask = retokenize(genuine, n, ctx.tokenizer, rng)
     else:
+        assert isinstance(where, Placement)  # the spec of a text generator names a Placement
         injected = spec.generator(trace, genuine, n, rng, ctx)
         tokens, mask = place(genuine, injected, where, rng, ctx.block_size)
     return InflatedTrace(attack, ir, where, tuple(tokens), tuple(mask), m, len(tokens))

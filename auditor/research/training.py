@@ -31,10 +31,17 @@ from tqdm import tqdm
 from auditor.protocol.commitment import DEFAULT_BLOCK_SIZE
 from auditor.protocol.fingerprint import EmbeddingModel, Int8Array, block_texts, decode_token, quantize
 from auditor.protocol.tokenize import Tokenizer
-from auditor.research.attacks import CONTENT_ATTACKS, AttackContext, InflatedTrace, inflate
+from auditor.research.attacks import HEAD_ATTACKS, AttackContext, InflatedTrace, inflate
 from auditor.research.embedding_cache import CachedEmbedder
 from auditor.research.traces import Trace, stable_fraction
-from auditor.semantic.calibration import Alphas, calibrate, merge_rate, null_scores
+from auditor.semantic.calibration import (
+    Alphas,
+    calibrate,
+    merge_rate,
+    null_scores,
+    verifier_bands,
+    verifier_finals,
+)
 from auditor.semantic.checks import (
     FEATURE_NAMES,
     MEASURES,
@@ -138,7 +145,7 @@ def collect_samples(
     block_size: int,
     max_blocks: int = 16,
     min_tokens: int | None = None,
-    attacks: Sequence[str] = CONTENT_ATTACKS,
+    attacks: Sequence[str] = HEAD_ATTACKS,
     desc: str = "samples",
 ) -> list[Sample]:
     """For each trace of at least `min_tokens` tokens (default: two blocks): the honest sample and
@@ -345,7 +352,7 @@ class TrainConfig:
     model_epochs: int = 300
     alphas: Alphas = field(default_factory=Alphas)
     # The attack families the heads and the block model see; leaving one out measures transfer to it.
-    attacks: tuple[str, ...] = CONTENT_ATTACKS
+    attacks: tuple[str, ...] = HEAD_ATTACKS
 
 
 def _subsample(traces: Sequence[Trace], n: int, seed: int, salt: str) -> list[Trace]:
@@ -384,14 +391,21 @@ def train_heads(
     out: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> HeadBundle:
-    """Fit the pair heads and the block model, calibrate on every validation trace, save (see the module
-    docstring). `out=None` saves over the shipped checkpoint."""
+    """Fit the pair heads and the block model, calibrate on the traces no model was fit on, save (see the
+    module docstring). `out=None` saves over the shipped checkpoint."""
     policy = ExposurePolicy()
     heads_part = [t for t in train if stable_fraction("stack:" + t.question, config.seed) >= 0.35]
     model_part = [t for t in train if stable_fraction("stack:" + t.question, config.seed) < 0.35]
     heads_traces = _subsample(heads_part, config.heads_traces, config.seed, "heads")
     model_traces = _subsample(model_part, config.model_traces, config.seed, "stack")
-    log(f"traces: {len(heads_traces)} heads, {len(model_traces)} block model, {len(validation)} calibration")
+    fitted = {t.id for t in heads_traces} | {t.id for t in model_traces}
+    # The verifier's thresholds are per band of trace length and per domain: they need many honest traces,
+    # so every trace that no model was fit on calibrates them (the null scores come from validation).
+    held_back = [t for t in train if t.id not in fitted]
+    log(
+        f"traces: {len(heads_traces)} heads, {len(model_traces)} block model, {len(validation)} validation, "
+        f"{len(held_back)} more held back from fitting"
+    )
 
     def save_cache() -> None:
         # Keep the embeddings paid for so far even if a later stage fails.
@@ -416,11 +430,12 @@ def train_heads(
 
     heads_samples = collect(heads_traces, heads_part, "heads data", config.attacked_per_trace)
     model_samples = collect(model_traces, model_part, "block model data", config.attacked_per_trace)
-    # Calibration needs the tail of the honest distribution: every validation trace, honest, through
+    # Calibration needs the tail of the honest distribution: every calibration trace, honest, through
     # its whole exposure plan, as a real audit would reveal it.
+    calibration_traces = [*validation, *held_back]
     calibration_samples = collect_samples(
-        validation,
-        AttackContext(tokenizer, validation, config.block_size),
+        calibration_traces,
+        AttackContext(tokenizer, calibration_traces, config.block_size),
         embedder,
         policy,
         seed=config.seed,
@@ -456,6 +471,7 @@ def train_heads(
         feature_scale=np.ones(len(FEATURE_NAMES), dtype=np.float32),
         null_scores=np.zeros(0),
         null_outliers=np.zeros(0),
+        verifier_bands=(),
         calibration={},
         metrics={},
     )
@@ -468,10 +484,20 @@ def train_heads(
     bundle.block_model = _fit_block_model(x, y, seed=config.seed, epochs=config.model_epochs)
     bundle.__post_init__()
 
-    honest = [(s.plan, evidence_of(s.revealed, bundle, tokenizer)) for s in calibration_samples]
-    bundle.null_scores, bundle.null_outliers = null_scores(honest, bundle, tokenizer)
+    validation_ids = {t.id for t in validation}
+    honest = [(sample, evidence_of(sample.revealed, bundle, tokenizer)) for sample in calibration_samples]
+    bundle.null_scores, bundle.null_outliers = null_scores(
+        [(sample.plan, evidence) for sample, evidence in honest if sample.trace_id in validation_ids],
+        bundle,
+        tokenizer,
+    )
+    finals = verifier_finals([(sample.domain, sample.plan, evidence) for sample, evidence in honest], bundle)
+    bundle.verifier_bands = verifier_bands(finals, config.alphas.verifier)
     bundle.calibration = calibrate(
-        honest, bundle, honest_merge_rate=domain_merge_rate(train, tokenizer), alphas=config.alphas
+        [(sample.plan, evidence) for sample, evidence in honest],
+        bundle,
+        honest_merge_rate=domain_merge_rate(train, tokenizer),
+        alphas=config.alphas,
     )
     bundle.metrics = {
         **validation_metrics(heads_samples, model_samples, model_evidence, bundle),
@@ -481,6 +507,7 @@ def train_heads(
             "heads": len(heads_traces),
             "block_model": len(model_traces),
             "calibration": len(honest),
+            "calibration_by_domain": {domain: len(rows) for domain, rows in sorted(finals.items())},
         },
         "examples": {
             "tokens_to_block": len(tl),
@@ -566,6 +593,14 @@ def write_model_card(bundle: HeadBundle, path: Path) -> None:
         "| threshold | value |",
         "|---|---:|",
         *[f"| {k} | {v:.4g} |" for k, v in sorted(bundle.calibration.items())],
+        "",
+        "## Verifier thresholds (by blocks the plan reveals; the most cautious domain's alpha-quantile)",
+        "",
+        "| planned blocks up to | suspect below | clean-sample pass from |",
+        "|---:|---:|---:|",
+        *[f"| {b.max_planned} | {b.threshold:.3g} | {b.pass_level:.3g} |" for b in bundle.verifier_bands],
+        "",
+        f"Calibration traces per domain: {m.get('train_traces', {}).get('calibration_by_domain')}.",
         "",
         "## Fit (in-sample AUCs; the held-out figures are in docs/evaluation.md)",
         "",

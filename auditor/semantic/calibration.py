@@ -7,7 +7,7 @@ budget is half the `suspect` rate the auditor promises on honest traffic: the ot
 domains unlike the calibration's (what leave-one-domain-out evaluation measures).
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -15,13 +15,18 @@ import numpy as np
 import numpy.typing as npt
 
 from auditor.protocol.tokenize import Tokenizer
-from auditor.semantic.checks import Evidence, Revealed, evidence_of, outlier_scores
+from auditor.semantic.checks import Evidence, Revealed, evidence_of, outlier_scores, verifier_statistic
 from auditor.semantic.exposure import ExposurePlan
-from auditor.semantic.heads import HeadBundle
+from auditor.semantic.heads import HeadBundle, VerifierBand
 from auditor.semantic.tokenization import merges_when_retokenized
 
 # The honest `suspect` rate the auditor promises, per domain and trace length.
 TARGET_SUSPECT_RATE = 0.02
+# Upper ends of the verifier's bands, in blocks an audit's plan may reveal (the last has no end): a
+# longer trace shows more blocks, so more chances for one odd honest block, and gets its own threshold.
+PLANNED_BANDS = (4, 11, 24, 49, 99, 2**31)
+# Honest traces a domain needs in a band for its own threshold there (below, the domain is pooled).
+MIN_BAND_TRACES = 50
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,50 @@ def null_scores(
     model = np.concatenate([heads.block_scores(prefix.features) for prefix in prefixes])
     outliers = np.concatenate([outlier_scores(prefix.features) for prefix in prefixes])
     return np.sort(model), np.sort(outliers)
+
+
+def verifier_bands(
+    honest: Mapping[str, Sequence[tuple[int, float]]], alpha: float
+) -> tuple[VerifierBand, ...]:
+    """The verifier's thresholds per band of planned blocks, from honest traces grouped by domain, each
+    as (planned blocks, the verifier statistic at the end of its plan).
+
+    A composite null: in each band the threshold is the most cautious of the domains that have
+    `MIN_BAND_TRACES` traces there — each domain's own alpha-quantile (`threshold_below`) — so that
+    every domain trained on stays at or under alpha, and a new one does if it is no more unusual than
+    the most unusual of them. A band no domain fills is fit on all domains together; one with fewer
+    pooled traces than that keeps the band below's threshold, scaled down by the ratio of the bands'
+    sizes (more blocks, a proportionally smaller smallest p-value: the Bonferroni rule). The pass level
+    is the honest median of the band, so a clean sample stops early when it is as clean as a typical
+    honest trace."""
+    bands: list[VerifierBand] = []
+    low = 0
+    for high in PLANNED_BANDS:
+        by_domain = {d: [t for k, t in rows if low < k <= high] for d, rows in honest.items()}
+        filled = [values for values in by_domain.values() if len(values) >= MIN_BAND_TRACES]
+        pooled = [t for values in by_domain.values() for t in values]
+        if filled:
+            threshold = min(threshold_below(values, alpha) for values in filled)
+        elif len(pooled) >= MIN_BAND_TRACES:
+            threshold = threshold_below(pooled, alpha)
+        elif bands:
+            threshold = bands[-1].threshold * bands[-1].max_planned / min(high, 2 * bands[-1].max_planned)
+        else:
+            threshold = alpha
+        pass_level = float(np.median(pooled)) if pooled else (bands[-1].pass_level if bands else 1.0)
+        bands.append(VerifierBand(high, threshold, max(pass_level, threshold)))
+        low = high
+    return tuple(bands)
+
+
+def verifier_finals(
+    honest: Sequence[tuple[str, ExposurePlan, Evidence]], heads: HeadBundle
+) -> dict[str, list[tuple[int, float]]]:
+    """Per domain, (planned blocks, verifier statistic) of each honest trace at the end of its plan."""
+    finals: dict[str, list[tuple[int, float]]] = {}
+    for domain, plan, evidence in honest:
+        finals.setdefault(domain, []).append((len(plan.blocks), verifier_statistic(evidence, heads).p_value))
+    return finals
 
 
 def calibrate(

@@ -20,9 +20,11 @@ Statistical checks (`suspect`: evidence for monitoring, each calibrated on hones
   block: the block model's (trained to point at injected blocks) and an unsupervised outlier score
   (the squared length of its gap vector: unlike the others in any direction — which is how the genuine
   blocks of a trace inflated several times over stand out from the injected majority). Each score
-  becomes a p-value against honest calibration blocks, and the audit's p-value is the smallest one
-  times the number of tests its exposure plan allows, two per block it may reveal (Bonferroni): its
-  false-positive rate does not grow with the number of blocks or rounds.
+  becomes a p-value against honest calibration blocks; the audit's statistic is the smallest one. Its
+  threshold depends on how many blocks the audit's plan may reveal (more blocks, more chances for one
+  odd block) and is the most cautious of the per-domain thresholds fit on honest traces of each training
+  domain (`auditor.semantic.calibration.verifier_bands`): the false-positive rate does not grow with a
+  trace's length, and holds for a new domain as unusual as the most unusual one trained on.
 
 The verifier also drives progressive exposure (`auditor.semantic.exposure`): `inconclusive` asks for
 the next round, until the budget is spent or a clean sample is already conclusive. All checks read only
@@ -280,19 +282,17 @@ def outlier_scores(features: FloatMatrix) -> npt.NDArray[np.float64]:
 
 @dataclass(frozen=True)
 class VerifierStatistic:
-    p_value: float  # Bonferroni: min(1, tests * smallest p-value), two tests per planned block
-    worst_block: int  # index of the block with the smallest p-value
-    tests: int
+    p_value: float  # the smallest p-value of any revealed block, under either score
+    worst_block: int  # index of the block it belongs to
 
 
-def verifier_statistic(evidence: Evidence, heads: HeadBundle, planned_blocks: int) -> VerifierStatistic:
+def verifier_statistic(evidence: Evidence, heads: HeadBundle) -> VerifierStatistic:
     p = np.minimum(
         block_p_values(heads.block_scores(evidence.features), heads.null_scores),
         block_p_values(outlier_scores(evidence.features), heads.null_outliers),
     )
     worst = int(np.argmin(p))
-    tests = 2 * max(planned_blocks, len(p))
-    return VerifierStatistic(min(1.0, tests * float(p[worst])), evidence.revealed.blocks[worst].index, tests)
+    return VerifierStatistic(float(p[worst]), evidence.revealed.blocks[worst].index)
 
 
 def binomial_tail(successes: int, trials: int, rate: float) -> float:
@@ -530,9 +530,10 @@ class RetokenizationCheck:
 
 @dataclass
 class VerifierCheck:
-    """Check 8: the audit's p-value (see the module docstring) and the sequential decision of
-    progressive exposure: suspect below alpha; pass when the budget is spent, or when a clean sample of
-    `confident_blocks` holds no block rarer than one in `tests` honest ones; else inconclusive."""
+    """Check 8: the audit's statistic (see the module docstring) against its band's threshold, and the
+    sequential decision of progressive exposure: suspect below the threshold (the statistic only falls
+    as blocks are revealed); pass when the budget is spent, or when a clean sample of `confident_blocks`
+    is already as clean as a typical honest trace of its band; else inconclusive."""
 
     suite: SemanticSuite
     name: str = "verifier"
@@ -540,23 +541,31 @@ class VerifierCheck:
     def __call__(self, opened: OpenedTrace) -> CheckResult:
         evidence = self.suite.evidence(opened)
         planned = self.suite.policy.block_budget(evidence.revealed.num_blocks)
-        statistic = verifier_statistic(evidence, self.suite.heads, planned)
-        alpha = self.suite.heads.calibration["verifier_alpha"]
+        statistic = verifier_statistic(evidence, self.suite.heads)
+        band = self.suite.heads.verifier_band(planned)
         revealed = len(evidence.revealed.blocks)
         detail = (
-            f"p = {statistic.p_value:.2e} (most unusual block {statistic.worst_block}, Bonferroni over "
-            f"{statistic.tests} tests, two per planned block); {revealed} of {planned} blocks revealed"
+            f"smallest block p-value {statistic.p_value:.2e} (block {statistic.worst_block}); "
+            f"{revealed} of {planned} planned blocks revealed"
         )
 
         def result(outcome: Outcome, why: str) -> CheckResult:
             return CheckResult(
-                self.name, outcome, statistic.p_value, detail + why, kind="statistical", threshold=alpha
+                self.name,
+                outcome,
+                statistic.p_value,
+                detail + why,
+                kind="statistical",
+                threshold=band.threshold,
             )
 
-        if statistic.p_value < alpha:
-            return result("suspect", f"; below {alpha}")
+        if statistic.p_value < band.threshold:
+            return result(
+                "suspect",
+                f"; below {band.threshold:.2e}, the threshold for plans of up to {band.max_planned} blocks",
+            )
         if revealed >= planned:
             return result("pass", "; budget spent")
-        if revealed >= self.suite.policy.confident_blocks and statistic.p_value >= 1.0:
+        if revealed >= self.suite.policy.confident_blocks and statistic.p_value >= band.pass_level:
             return result("pass", "; clean sample already conclusive")
         return result("inconclusive", "; reveal more blocks")

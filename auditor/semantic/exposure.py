@@ -9,6 +9,11 @@ a word split into more tokens than the tokenizer would produce (the re-tokenizat
 Round k's challenge is cumulative (it re-asks the blocks of earlier rounds, which reveals nothing new),
 so each `verify_response` sees every opening so far and the semantic checks stay stateless.
 
+Under `coin/2` the auditor recomputes a fingerprint of the repetition profile wherever it holds the
+whole n-gram (NGRAM tokens) ending there, so the plan spends the tokens left after one per block on runs
+of NGRAM tokens, as many as the budget allows, in the first blocks (`min_run`); under coin/1 the budget is
+spread evenly. Either way the token budget is the same.
+
 A clean sample of n blocks bounds the inflated fraction of blocks by 1 - delta^(1/n) at confidence
 1 - delta; when the budget allows more blocks than that bound needs, the first round is sized to reach it (so an
 honest long trace can pass after one round); otherwise the budget is split into even rounds.
@@ -22,6 +27,7 @@ from typing import Any
 
 from auditor.protocol.challenge import Challenge, draw_challenge
 from auditor.protocol.errors import ChallengeError, ProtocolError
+from auditor.protocol.repetition import NGRAM
 
 
 @dataclass(frozen=True)
@@ -114,18 +120,37 @@ class ExposurePlan:
         return plan
 
 
-def plan_exposure(size: int, block_size: int, policy: ExposurePolicy, rng: random.Random) -> ExposurePlan:
-    """Draw the count sample (DESIGN §3), an order of blocks up to the budget, and a token run per block."""
+def min_run_for(version: str) -> int:
+    """The shortest token run worth opening under a protocol version: a whole n-gram under coin/2."""
+    return NGRAM if version == "coin/2" else 1
+
+
+def run_lengths(tokens: int, blocks: int, min_run: int = 1) -> list[int]:
+    """How many tokens each of `blocks` blocks opens, `tokens` in all: evenly, or — when an even share is
+    under `min_run` — runs of `min_run` in as many first blocks as the tokens left after one share each
+    allow (then one more token in the next blocks, as far as they go)."""
+    base, extra = divmod(tokens, blocks)
+    if base >= min_run:
+        return [base + (1 if k < extra else 0) for k in range(blocks)]
+    long = min(blocks, extra // (min_run - base))
+    rest = min(blocks - long, extra - long * (min_run - base))
+    return [min_run] * long + [base + 1] * rest + [base] * (blocks - long - rest)
+
+
+def plan_exposure(
+    size: int, block_size: int, policy: ExposurePolicy, rng: random.Random, min_run: int = 1
+) -> ExposurePlan:
+    """Draw the count sample (DESIGN §3), an order of blocks up to the budget, and a token run per block
+    (`run_lengths`; `min_run` is NGRAM under coin/2)."""
     count = draw_challenge(size, block_size, block_count=0, rng=rng).count_indices
     num_blocks = -(-size // block_size)
     budget = policy.block_budget(num_blocks)
     blocks = rng.sample(range(num_blocks), budget)
-    tokens = policy.token_budget(size, budget)
-    base, extra = divmod(tokens, budget)
+    lengths = run_lengths(policy.token_budget(size, budget), budget, min_run)
     runs: list[tuple[int, ...]] = []
-    for k, block in enumerate(blocks):
+    for block, wanted in zip(blocks, lengths, strict=True):
         start, stop = block * block_size, min((block + 1) * block_size, size)
-        length = max(1, min(stop - start, base + (1 if k < extra else 0)))
+        length = max(1, min(stop - start, wanted))
         first = rng.randint(start, stop - length)
         runs.append(tuple(range(first, first + length)))
     even = math.ceil(budget / policy.rounds)

@@ -55,6 +55,17 @@ class PairHead(nn.Module):
         return out
 
 
+@dataclass(frozen=True)
+class VerifierBand:
+    """The verifier's decision for audits whose exposure plan reveals at most `max_planned` blocks: the
+    audit is `suspect` when its most unusual block's p-value is below `threshold`, and a clean sample may
+    stop early when it is at least `pass_level`."""
+
+    max_planned: int
+    threshold: float
+    pass_level: float
+
+
 @dataclass
 class HeadBundle:
     """Everything the semantic checks load: the three pair heads, the verifier's block model, its
@@ -69,6 +80,7 @@ class HeadBundle:
     feature_scale: npt.NDArray[np.float32]
     null_scores: npt.NDArray[np.float64]  # honest calibration blocks' block-model scores, ascending
     null_outliers: npt.NDArray[np.float64]  # and their outlier scores, ascending
+    verifier_bands: tuple["VerifierBand", ...]  # by the number of blocks an audit's plan reveals
     calibration: dict[str, float]
     metrics: dict[str, Any]
     checkpoint_id: str = "unsaved"
@@ -89,6 +101,12 @@ class HeadBundle:
             logits: npt.NDArray[np.float32] = head(tx, ty).numpy().astype(np.float32)
             return logits
 
+    def verifier_band(self, planned: int) -> VerifierBand:
+        """The band of an audit whose plan reveals `planned` blocks (the last band has no upper end)."""
+        return next(
+            (band for band in self.verifier_bands if planned <= band.max_planned), self.verifier_bands[-1]
+        )
+
     def block_scores(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """The block model's logit that each block (a row of scaled features) is injected."""
         with torch.no_grad():
@@ -108,6 +126,7 @@ class HeadBundle:
             "feature_scale": self.feature_scale.tolist(),
             "null_scores": self.null_scores.tolist(),
             "null_outliers": self.null_outliers.tolist(),
+            "verifier_bands": [[b.max_planned, b.threshold, b.pass_level] for b in self.verifier_bands],
             "calibration": self.calibration,
             "metrics": self.metrics,
         }
@@ -159,6 +178,7 @@ def load_heads(path: Path | None = None, *, embd_id: str | None = None) -> HeadB
         feature_scale=np.asarray(data["feature_scale"], dtype=np.float32),
         null_scores=np.sort(np.asarray(data["null_scores"], dtype=np.float64)),
         null_outliers=np.sort(np.asarray(data["null_outliers"], dtype=np.float64)),
+        verifier_bands=tuple(VerifierBand(int(m), float(t), float(p)) for m, t, p in data["verifier_bands"]),
         calibration={k: float(v) for k, v in data["calibration"].items()},
         metrics=dict(data["metrics"]),
         checkpoint_id=checkpoint_id_of(where),

@@ -1,13 +1,24 @@
-"""Audits as the API starts them and feeds them (DESIGN §2 steps 3–4); workers do the rest."""
+"""Audits as the API starts them and feeds them (DESIGN §2 steps 3–4); workers do the rest.
 
+A receipt holder (the customer, but also the provider, which holds its customers' receipts) can never
+lock anyone out of auditing a report: a request gets the audit still running, else an audit decided
+within `customer_audit_reuse_seconds`, else a new audit while the report's `customer_audit_quota` lasts,
+and once it is spent the latest verdict. So spending the quota buys at most one new audit per window,
+each a real audit with a fresh CSPRNG sample, and the customer always sees an outcome.
+"""
+
+from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import blake3
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from auditor.protocol.challenge import Challenge as ChallengeSpec
 from auditor.protocol.commitment import Response
 from auditor.protocol.encoding import canonical_json
+from auditor.protocol.errors import ProtocolError
 from service.audits.workflow import lock_audit, start_audit, verify_audit
 from service.context import ServiceContext
 from service.errors import Conflict, Gone, NotFound, QuotaExceeded
@@ -21,8 +32,12 @@ from service.models import (
     ChallengeStatus,
     Provider,
     Report,
+    Verdict,
     utcnow,
 )
+
+# Indices named in full in a refusal; the rest are counted.
+_NAMED_INDICES = 20
 
 
 def request_audit(
@@ -37,15 +52,19 @@ def request_audit(
     if running is not None:
         return running, False
     if trigger == AuditTrigger.CUSTOMER:
+        latest = _latest_decided(session, report)
+        recent = utcnow() - timedelta(seconds=context.settings.customer_audit_reuse_seconds)
+        if latest is not None and latest.verdict is not None and latest.verdict.decided_at >= recent:
+            return latest, False
         used = session.scalar(
             select(func.count())
             .select_from(Audit)
             .where(Audit.report_id == report.id, Audit.trigger == AuditTrigger.CUSTOMER)
         )
         if (used or 0) >= context.settings.customer_audit_quota:
-            raise QuotaExceeded(
-                f"this receipt has used its {context.settings.customer_audit_quota} audit requests"
-            )
+            if latest is not None:
+                return latest, False
+            raise QuotaExceeded("this report may not be audited on a receipt holder's request")
     now = utcnow()
     audit = Audit(
         report_id=report.id,
@@ -61,6 +80,46 @@ def request_audit(
     append_audit_event(session, audit, "audit.requested", {"trigger": trigger.value})
     context.dispatcher.enqueue(session, start_audit, str(audit.id))
     return audit, True
+
+
+def _latest_decided(session: Session, report: Report) -> Audit | None:
+    return session.scalars(
+        select(Audit)
+        .join(Verdict, Verdict.audit_id == Audit.id)
+        .where(Audit.report_id == report.id)
+        .order_by(Verdict.decided_at.desc())
+        .limit(1)
+    ).first()
+
+
+def _indices(indices: list[int]) -> str:
+    named = ", ".join(str(i) for i in indices[:_NAMED_INDICES])
+    more = len(indices) - _NAMED_INDICES
+    return f"[{named}{f', … {more} more' if more > 0 else ''}]"
+
+
+def check_openings(spec: ChallengeSpec, response: Response) -> None:
+    """ProtocolError naming the indices unless `response` opens each challenged index exactly once, no
+    other, and the content indices with their fingerprint and token. Checked on receipt, so that the
+    provider can still send a correct answer before the deadline; verification would fail it for good."""
+    opened = Counter(opening.index for opening in response.openings)
+    wanted = set(spec.indices)
+    faults = []
+    missing = sorted(wanted - opened.keys())
+    if missing:
+        faults.append(f"missing {_indices(missing)}")
+    duplicated = sorted(index for index, count in opened.items() if count > 1)
+    if duplicated:
+        faults.append(f"opened more than once {_indices(duplicated)}")
+    unrequested = sorted(opened.keys() - wanted)
+    if unrequested:
+        faults.append(f"not requested {_indices(unrequested)}")
+    content = set(spec.content_indices)
+    bare = sorted({o.index for o in response.openings if o.index in content and o.fingerprint is None})
+    if bare:
+        faults.append(f"content indices opened without fingerprint and token {_indices(bare)}")
+    if faults:
+        raise ProtocolError(f"response.openings: {'; '.join(faults)}")
 
 
 def accept_response(
@@ -79,7 +138,8 @@ def accept_response(
         raise Gone(
             f"the deadline of this challenge passed at {challenge.deadline.isoformat()}; the audit fails"
         )
-    Response.from_json(body)  # shape and encodings; a malformed response may be corrected before the deadline
+    # Shape, encodings and indices: a wrong response may be corrected before the deadline.
+    check_openings(ChallengeSpec.from_json(challenge.body), Response.from_json(body))
     audit = lock_audit(session, challenge.audit_id)
     if audit is None or audit.status != AuditStatus.CHALLENGED:
         raise Conflict("the audit of this challenge is not waiting for a response")

@@ -6,12 +6,13 @@ ones, and the evidence names both apart. The signature covers the RFC 8785 canon
 statement.
 """
 
+import uuid
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from auditor.protocol.challenge import DEFAULT_EPSILON, Challenge, detection_probability
-from service.events import append_audit_event
+from service.events import append_audit_event, row_digest
 from service.models import Audit, AuditStatus, Outcome, Report, Verdict, utcnow
 from service.security import Signer
 
@@ -19,6 +20,9 @@ VERDICT_VERSION = "coin-verdict/2"
 
 # What decided a verdict: the embedding model id, and the head checkpoint (None when no head ran).
 DecidedBy = dict[str, str | None]
+
+# What a `verdicts` row says, vouched for by its `verdict.issued` event (`row_digest` in the payload).
+VERDICT_ROW_FIELDS = ("id", "audit_id", "outcome", "statement", "signature", "signing_key", "decided_at")
 
 
 def proof_failures(checks: list[dict[str, Any]]) -> list[str]:
@@ -72,6 +76,7 @@ def write_verdict(
         "decided_at": decided_at.isoformat(timespec="microseconds"),
     }
     verdict = Verdict(
+        id=uuid.uuid4(),
         audit_id=audit.id,
         outcome=outcome,
         statement=statement,
@@ -87,6 +92,13 @@ def write_verdict(
         session,
         audit,
         "verdict.issued",
-        {"verdict_id": str(verdict.id), "outcome": outcome.value, "signature": verdict.signature},
+        {
+            "verdict_id": str(verdict.id),
+            "outcome": outcome.value,
+            "signature": verdict.signature,
+            "row_digest": row_digest(
+                {name: getattr(verdict, name) for name in VERDICT_ROW_FIELDS}, VERDICT_ROW_FIELDS
+            ),
+        },
     )
     return verdict

@@ -13,26 +13,42 @@ Each step is a job (`service.jobs`) that the Celery workers and the embedded dis
 each is idempotent: it locks the audit row and acts only if the audit is still in the state the job
 expects, and a verdict is unique per audit. So a message delivered twice, a worker killed mid-task, or
 a re-enqueue by the sweeper all end in exactly one verdict.
+
+Recovery is driven by the database, not the broker: a verification holds a lease on its audit
+(`heartbeat_at`, renewed every `heartbeat_interval_seconds`), and the sweeper, every
+`sweep_interval_seconds`, re-enqueues an audit in a working state whose lease (or last move) is older
+than `stale_after_seconds`. A killed worker or a flushed Redis thus costs at most stale + sweep period
+(15 + 5 s by default) before the audit runs again, and a live verification is never started twice: a
+second task finds the lease fresh and leaves.
+
+The exposure plan is not stored: the audit keeps a secret seed (`exposure_seed`) and each round
+re-derives the plan from it (`exposure_plan`), capped so that its cost does not grow with the count a
+report claims.
 """
 
 import random
 import secrets
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
+import blake3
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from auditor.protocol.challenge import Challenge as ChallengeSpec
 from auditor.protocol.commitment import PublicCommitment
 from auditor.protocol.verify import CheckResult
-from auditor.semantic.exposure import ExposurePlan, ExposurePolicy, plan_exposure
+from auditor.semantic.exposure import ExposurePlan, ExposurePolicy, min_run_for, plan_exposure
 from service.audits.verdicts import evidence_of, write_verdict
 from service.context import ServiceContext
 from service.events import append_audit_event
 from service.jobs import Job, Queue, job
+from service.metrics import SWEEPER_REQUEUES, VERIFICATION_SECONDS
 from service.models import (
     Audit,
     AuditStatus,
@@ -61,16 +77,53 @@ def lock_audit(session: Session, audit_id: uuid.UUID) -> Audit | None:
     return session.scalars(select(Audit).where(Audit.id == audit_id).with_for_update()).one_or_none()
 
 
-def _challenge_rng(context: ServiceContext, audit_id: uuid.UUID) -> random.Random:
-    """A CSPRNG; tests may pin a seed (refused in production) so that draws are reproducible."""
-    seed = context.settings.challenge_seed
-    return random.Random(f"{seed}/{audit_id}") if seed is not None else secrets.SystemRandom()
+# What one audit may reveal, whatever the count its report claims: beyond these the default policy's
+# fractions (25 % of the blocks, 2 % of the tokens) are lowered. Without a cap, the plan of a report
+# claiming 2**24 tokens took 2.6 s to draw and 5.7 MB to store, and its later rounds asked for more
+# openings than one response may hold.
+MAX_PLAN_BLOCKS = 256
+MAX_PLAN_TOKENS = 4096
+
+
+def exposure_policy(size: int, block_size: int) -> ExposurePolicy:
+    """The default exposure policy, capped at MAX_PLAN_BLOCKS blocks and MAX_PLAN_TOKENS content tokens
+    for a commitment of `size` leaves in blocks of `block_size`."""
+    default = ExposurePolicy()
+    blocks = -(-size // block_size)
+    return ExposurePolicy(
+        max_block_fraction=min(default.max_block_fraction, MAX_PLAN_BLOCKS / blocks),
+        max_token_fraction=min(default.max_token_fraction, MAX_PLAN_TOKENS / size),
+    )
+
+
+def new_exposure_seed(context: ServiceContext, audit_id: uuid.UUID) -> str:
+    """256 bits from the CSPRNG; tests may pin a seed (refused in production) so that draws are
+    reproducible."""
+    pinned = context.settings.challenge_seed
+    if pinned is not None:
+        return blake3.blake3(f"{pinned}/{audit_id}".encode()).hexdigest()
+    return secrets.token_hex(32)
+
+
+def exposure_plan(audit: Audit, report: Report) -> ExposurePlan:
+    """The audit's plan, derived again from its secret seed: the same plan every round (the seed never
+    leaves the server, so the provider cannot tell which blocks later rounds will ask for)."""
+    if audit.exposure_seed is None:
+        raise RuntimeError(f"audit {audit.id} has no exposure seed: it has not started")
+    commitment = public_commitment_of(report).commitment
+    return plan_exposure(
+        commitment.size,
+        commitment.block_size,
+        exposure_policy(commitment.size, commitment.block_size),
+        random.Random(audit.exposure_seed),
+        min_run_for(commitment.version),
+    )
 
 
 def open_round(session: Session, context: ServiceContext, audit: Audit, round_index: int) -> Challenge:
     """Issue round `round_index` (0-based) of the audit's exposure plan, with a fresh deadline."""
     report = session.get_one(Report, audit.report_id)
-    plan = ExposurePlan.from_json(audit.exposure_plan)
+    plan = exposure_plan(audit, report)
     deadline_seconds = (
         report.provider.challenge_deadline_seconds or context.settings.challenge_deadline_seconds
     )
@@ -113,24 +166,77 @@ def start_audit(context: ServiceContext, audit_id: str) -> None:
         audit = lock_audit(session, uuid.UUID(audit_id))
         if audit is None or audit.status != AuditStatus.PENDING:
             return
-        commitment = public_commitment_of(session.get_one(Report, audit.report_id)).commitment
-        plan = plan_exposure(
-            commitment.size, commitment.block_size, ExposurePolicy(), _challenge_rng(context, audit.id)
-        )
-        audit.exposure_plan = plan.to_json()
+        audit.exposure_seed = new_exposure_seed(context, audit.id)
         open_round(session, context, audit, 0)
+
+
+def _claim(context: ServiceContext, audit_id: uuid.UUID) -> bool:
+    """Take the verification lease of an audit that is waiting for it: False when the audit is not
+    verifying, or when another task holds a fresh lease (a duplicate message: it must not verify twice)."""
+    now = utcnow()
+    stale = now - timedelta(seconds=context.settings.stale_after_seconds)
+    with context.db.unit_of_work() as session:
+        claimed = session.execute(
+            update(Audit)
+            .where(
+                Audit.id == audit_id,
+                Audit.status == AuditStatus.VERIFYING,
+                (Audit.heartbeat_at.is_(None)) | (Audit.heartbeat_at < stale),
+            )
+            .values(heartbeat_at=now)
+            .returning(Audit.id)
+        ).first()
+    return claimed is not None
+
+
+@contextmanager
+def _heartbeat(context: ServiceContext, audit_id: uuid.UUID) -> Iterator[None]:
+    """Renew the lease every `heartbeat_interval_seconds` while the block runs (from a thread: the
+    verification itself holds no connection)."""
+    stopped = threading.Event()
+
+    def beat() -> None:
+        while not stopped.wait(context.settings.heartbeat_interval_seconds):
+            try:
+                with context.db.unit_of_work() as session:
+                    session.execute(
+                        update(Audit)
+                        .where(Audit.id == audit_id, Audit.status == AuditStatus.VERIFYING)
+                        .values(heartbeat_at=utcnow())
+                    )
+            except Exception:
+                # A missed beat costs nothing while the next ones land; if none does, the lease goes
+                # stale and the sweeper hands the audit to another worker, which is the point.
+                log.warning("audit.heartbeat_failed", audit_id=str(audit_id), exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{audit_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join()
 
 
 @job("coin.audit.verify", queue=Queue.GPU)
 def verify_audit(context: ServiceContext, audit_id: str) -> None:
     """Verify the stored response of an audit and write its signed verdict (or open the next round).
 
-    The expensive part runs outside any transaction, so no lock is held while embedding; the verdict
-    is written under the audit lock only if the audit is still waiting for it."""
+    The expensive part runs outside any transaction, so no lock is held while embedding (the lease,
+    renewed by a heartbeat, keeps other tasks off the audit); the verdict is written under the audit
+    lock only if the audit is still waiting for it."""
+    audit_uuid = uuid.UUID(audit_id)
+    if not _claim(context, audit_uuid):
+        return
+    with _heartbeat(context, audit_uuid):
+        _verify_claimed(context, audit_uuid)
+
+
+def _verify_claimed(context: ServiceContext, audit_uuid: uuid.UUID) -> None:
     # Imported here: it loads torch, which a process that never verifies (the API with a broker) skips.
     from service.audits.verification import verify_round
 
-    audit_uuid = uuid.UUID(audit_id)
+    audit_id = str(audit_uuid)
     with context.db.unit_of_work() as session:
         audit = session.get(Audit, audit_uuid)
         if audit is None or audit.status != AuditStatus.VERIFYING:
@@ -148,16 +254,19 @@ def verify_audit(context: ServiceContext, audit_id: str) -> None:
         response_body = response.body
         round_index = challenge.round - 1
 
+    started = time.perf_counter()
     if context.settings.verify_delay_seconds:
         time.sleep(context.settings.verify_delay_seconds)
     result = verify_round(context.settings, public, spec, response_body)
+    VERIFICATION_SECONDS.observe(time.perf_counter() - started)
 
     with context.db.unit_of_work() as session:
         audit = lock_audit(session, audit_uuid)
         if audit is None or audit.status != AuditStatus.VERIFYING:
             return
-        plan = ExposurePlan.from_json(audit.exposure_plan)
-        if result.wants_more_blocks and round_index + 1 < plan.rounds:
+        audit.heartbeat_at = None  # the lease ends with this transaction
+        rounds = exposure_plan(audit, session.get_one(Report, audit.report_id)).rounds
+        if result.wants_more_blocks and round_index + 1 < rounds:
             open_round(session, context, audit, round_index + 1)
             return
         write_verdict(session, context.signer, audit, result.outcome, result.evidence, result.decided_by)
@@ -225,22 +334,29 @@ _RESUME: dict[AuditStatus, Job] = {AuditStatus.PENDING: start_audit, AuditStatus
 
 @job("coin.audits.sweep", every=lambda settings: settings.sweep_interval_seconds)
 def sweep_audits(context: ServiceContext) -> int:
-    """Re-enqueue audits left in a working state for longer than `stale_after_seconds`.
+    """Re-enqueue audits in a working state whose lease (or, with none, last move) is older than
+    `stale_after_seconds`.
 
     The database, not the broker, says what is outstanding: after a flushed Redis, a lost message or a
-    killed worker, this finds the audit and sends its job again (a duplicate is harmless)."""
+    killed worker, this finds the audit and sends its job again (a duplicate is harmless: the lease
+    keeps it from verifying twice)."""
     now = utcnow()
     cutoff = now - timedelta(seconds=context.settings.stale_after_seconds)
     with context.db.unit_of_work() as session:
         stuck = session.scalars(
             select(Audit)
-            .where(Audit.status.in_(list(_RESUME)), Audit.updated_at < cutoff)
+            .where(
+                Audit.status.in_(list(_RESUME)),
+                func.coalesce(Audit.heartbeat_at, Audit.updated_at) < cutoff,
+            )
             .order_by(Audit.updated_at)
             .limit(PERIODIC_BATCH)
             .with_for_update(skip_locked=True)
         ).all()
         for audit in stuck:
+            SWEEPER_REQUEUES.labels(audit.status.value).inc()
             audit.updated_at = now
+            audit.heartbeat_at = None  # a stale lease is a dead worker's: the next task may take it
             audit.enqueue_count += 1
             append_audit_event(
                 session,

@@ -2,6 +2,8 @@
 
 A report is idempotent on (provider, request_id): the same body again returns the same receipt, a
 different body under the same request id is a conflict — a provider cannot quietly re-bill a request.
+"The same body" is judged on the normalised report: an optional field sent as null is the field left
+out (`normalised_report`), and the digest, the stored body and the signature check all use that form.
 
 One report and a batch of a thousand take the same path (`submit_reports`): every check in Python,
 one multi-row `INSERT ... ON CONFLICT DO NOTHING` of the new reports, one read of the request ids that
@@ -27,7 +29,7 @@ from auditor.protocol.tokenize import known_tokenizers
 from service.context import ServiceContext
 from service.database import streamed_insert
 from service.errors import Conflict
-from service.events import NewEvent, append_with_commit
+from service.events import NewEvent, append_with_commit, row_digest
 from service.metrics import REPORTS
 from service.models import Provider, Report, utcnow
 from service.security import Signer, constant_time_equal, sha256_hex, verify_signature
@@ -42,6 +44,40 @@ INSERT_CHUNK_ROWS = 200
 def accepted_embd_id() -> str:
     """The embd_id of the auditor's own model: the weights file's hash, without loading the model."""
     return embd_id_of(model_dir() / "model.safetensors")
+
+
+# Optional fields whose null means "not given", by their parent object (None: the report itself).
+_OPTIONAL_FIELDS: tuple[tuple[str | None, str], ...] = (
+    (None, "signature"),
+    ("usage", "raw"),
+    ("answer", "text"),
+    ("commitment", "repetition"),  # coin/2 only: a coin/1 report may spell its absence as null
+)
+
+
+def normalised_report(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` without its optional fields that are null: a copy when there is one, else `body` itself
+    (the batch path stores the items as sent, so the common case must cost no copy)."""
+    normalised = body
+    for parent, name in _OPTIONAL_FIELDS:
+        holder = normalised if parent is None else normalised.get(parent)
+        if isinstance(holder, dict) and name in holder and holder[name] is None:
+            if normalised is body:
+                normalised = dict(body)
+            stripped = {key: value for key, value in holder.items() if key != name}
+            if parent is None:
+                normalised = stripped
+            else:
+                normalised[parent] = stripped
+    return normalised
+
+
+# What a `reports` row says, vouched for by its `report.received` event (`row_digest` in the payload);
+# the body is vouched for through `digest`, which the integrity check recomputes from it.
+REPORT_ROW_FIELDS = (
+    "id", "provider_id", "request_id", "model", "input_tokens", "output_tokens", "reasoning_tokens",
+    "digest", "receipt", "receipt_token_hash", "receipt_key_id", "received_at",
+)  # fmt: skip
 
 
 def report_digest(body: dict[str, Any]) -> str:
@@ -93,6 +129,7 @@ class Submission:
     receipt: dict[str, Any]  # as stored: {"receipt": ..., "signature": ...}
     created: bool  # False: the same report was submitted before, and its receipt is returned again
     receipt_token: str | None = None  # known when just created; otherwise re-derived (never stored)
+    receipt_key_id: str | None = None  # the secret that derived the token (`Signer.secret_key_id`)
 
 
 @dataclass(frozen=True)
@@ -102,6 +139,7 @@ class _Stored:
     report_id: uuid.UUID
     digest: str
     receipt: dict[str, Any]
+    receipt_key_id: str | None
 
 
 def _replay(request_id: str, stored: _Stored, digest: str) -> Submission:
@@ -110,7 +148,7 @@ def _replay(request_id: str, stored: _Stored, digest: str) -> Submission:
             f"request_id {request_id!r} was already reported with different content "
             f"(digest {stored.digest}); a request is billed once"
         )
-    return Submission(stored.report_id, stored.receipt, created=False)
+    return Submission(stored.report_id, stored.receipt, created=False, receipt_key_id=stored.receipt_key_id)
 
 
 @dataclass(frozen=True)
@@ -147,6 +185,7 @@ def new_report(signer: Signer, provider_id: uuid.UUID, body: dict[str, Any], dig
         "digest": digest,
         "receipt": {"receipt": receipt, "signature": signer.sign(receipt)},
         "receipt_token_hash": sha256_hex(token),
+        "receipt_key_id": signer.secret_key_id,
         "received_at": received_at,
     }
     return NewReport(row, token)
@@ -162,6 +201,7 @@ def received_event(row: dict[str, Any]) -> NewEvent:
             "request_id": row["request_id"],
             "digest": row["digest"],
             "reasoning_tokens": row["reasoning_tokens"],
+            "row_digest": row_digest(row, REPORT_ROW_FIELDS),
         },
     )
 
@@ -170,11 +210,11 @@ def _stored(session: Session, provider: Provider, request_ids: set[str]) -> dict
     if not request_ids:
         return {}
     rows = session.execute(
-        select(Report.request_id, Report.id, Report.digest, Report.receipt).where(
+        select(Report.request_id, Report.id, Report.digest, Report.receipt, Report.receipt_key_id).where(
             Report.provider_id == provider.id, Report.request_id.in_(request_ids)
         )
     )
-    return {row.request_id: _Stored(row.id, row.digest, row.receipt) for row in rows}
+    return {row.request_id: _Stored(row.id, row.digest, row.receipt, row.receipt_key_id) for row in rows}
 
 
 def submit_reports(
@@ -185,6 +225,7 @@ def submit_reports(
     Each `body` is a report as the provider sent it (schema-valid). The outcome of a body is what a
     lone submission at its place in the sequence would give: a stored request id (before, or earlier
     in `bodies`) replays or conflicts whatever the body, a new one is validated, then stored."""
+    bodies = [normalised_report(body) for body in bodies]
     digests = [report_digest(body) for body in bodies]
     by_request: dict[str, list[int]] = {}  # request id -> the indices of its bodies, in order
     for index, body in enumerate(bodies):
@@ -234,7 +275,7 @@ def submit_reports(
                 outcomes.append(invalid[index])
             elif request_id in inserted:
                 row = new[request_id].row
-                created[request_id] = _Stored(row["id"], digest, row["receipt"])
+                created[request_id] = _Stored(row["id"], digest, row["receipt"], row["receipt_key_id"])
                 outcomes.append(
                     Submission(
                         row["id"], row["receipt"], created=True, receipt_token=new[request_id].receipt_token
@@ -276,12 +317,16 @@ def submit_report(
 
 
 def receipt_of(context: ServiceContext, submission: Submission) -> dict[str, Any]:
-    """The signed receipt, with the customer's receipt token re-derived (it is never stored)."""
+    """The signed receipt, with the customer's receipt token re-derived (it is never stored) with the
+    secret that derived it first; None once that secret was rotated out (two rotations later)."""
+    token = submission.receipt_token or context.signer.rederived_receipt_token(
+        submission.report_id, submission.receipt_key_id
+    )
     return {
         "report_id": str(submission.report_id),
         "receipt": submission.receipt["receipt"],
         "signature": submission.receipt["signature"],
-        "receipt_token": submission.receipt_token or context.signer.receipt_token(submission.report_id),
+        "receipt_token": token,
     }
 
 

@@ -17,6 +17,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from service.context import database_of
 from service.database import Database
 from service.migrate import upgrade_database
 from service.settings import Settings
@@ -102,7 +103,7 @@ def settings(postgres: str, redis_client: redis.Redis) -> Settings:
 
 @pytest.fixture(scope="session")
 def database(settings: Settings) -> Iterator[Database]:
-    db = Database(settings.database_url)
+    db = database_of(settings)  # with the chain keys: tests append events and verify the chain
     yield db
     db.dispose()
 

@@ -3,13 +3,24 @@
 import base64
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from service.audits.verdicts import proof_failures, statistical_flags, write_verdict
 from service.events import verify_chain
-from service.models import Audit, AuditEvent, AuditStatus, AuditTrigger, Outcome, Report, Verdict, utcnow
+from service.models import (
+    Audit,
+    AuditEvent,
+    AuditStatus,
+    AuditTrigger,
+    Challenge,
+    Outcome,
+    Report,
+    Verdict,
+    utcnow,
+)
 from service.security import Signer, verify_signature
 from tests.integration.support import (
     ADMIN,
@@ -41,6 +52,7 @@ def test_honest_provider_passes_with_a_signed_verdict(client, make_provider, mak
     # fail is for proof checks, which cannot fire on honest text; suspect for statistical ones.
     assert {name: c["kind"] for name, c in checks.items()} == {
         "proof": "proof", "block_consistency": "proof", "token_embedding": "proof",  # DESIGN §3 checks 1-3
+        "repetition_profile": "proof", "copied_spans": "proof",  # coin/2: the repetition profile
         "tokens_to_block": "statistical", "block_to_answer": "statistical",  # 4-5
         "duplicate_blocks": "statistical", "repeated_token": "proof",  # 6
         "vocabulary": "proof", "retokenization": "statistical",  # 7
@@ -131,11 +143,19 @@ def test_forged_openings_fail(client, make_provider, make_request, worker):
 
 
 def test_silent_provider_fails_at_the_deadline(client, make_provider, make_request, worker, database):
-    provider = make_provider(challenge_deadline_seconds=2)
+    provider = make_provider()
     request = make_request(3)
     receipt = submit_report(client, provider, request)
     audit_id = open_audit(client, receipt["report_id"])
     challenge = wait_for_challenge(client, provider, audit_id)
+    # A deadline is at least a minute (COIN_CHALLENGE_DEADLINE_SECONDS, a provider's own): let this one
+    # pass at once rather than wait for it.
+    with database.unit_of_work() as session:
+        session.execute(
+            update(Challenge)
+            .where(Challenge.id == uuid.UUID(challenge["challenge_id"]))
+            .values(deadline=utcnow() - timedelta(seconds=1))
+        )
 
     audit = wait_for_verdict(client, audit_id, timeout=30)
     verdict = audit["verdict"]
@@ -217,7 +237,7 @@ def test_audits_are_listed_by_outcome(client, make_provider, make_request, datab
     def listed(headers: dict[str, str], **params: str) -> list[dict[str, Any]]:
         response = client.get("/v1/audits", params=params, headers=headers)
         assert response.status_code == 200, response.text
-        return list(response.json())
+        return list(response.json()["items"])
 
     [suspect] = listed(provider.headers, outcome="suspect")
     assert suspect["audit_id"] == audit_ids[provider.id, "suspect"]

@@ -93,14 +93,17 @@ def test_authorization_matrix(client, two_providers):
     assert not failures, "\n".join(failures)
 
     # Lists are filtered to the caller's own resources.
-    own_audits = client.get("/v1/audits", headers=key_a).json()
+    own_audits = client.get("/v1/audits", headers=key_a).json()["items"]
     assert [x["audit_id"] for x in own_audits] == [a["audit_id"]]
-    assert {x["audit_id"] for x in client.get("/v1/audits", headers=ADMIN).json()} == {a["audit_id"], audit_b}
+    assert {x["audit_id"] for x in client.get("/v1/audits", headers=ADMIN).json()["items"]} == {
+        a["audit_id"],
+        audit_b,
+    }
     filtered = client.get(f"/v1/audits?provider={b['provider'].id}&status=challenged", headers=ADMIN).json()
-    assert [x["audit_id"] for x in filtered] == [audit_b]
-    own_challenges = client.get("/v1/challenges?status=open", headers=key_a).json()
+    assert [x["audit_id"] for x in filtered["items"]] == [audit_b]
+    own_challenges = client.get("/v1/challenges?status=open", headers=key_a).json()["items"]
     assert [c["challenge_id"] for c in own_challenges] == [a["challenge"]["challenge_id"]]
-    assert len(client.get("/v1/challenges?status=open", headers=ADMIN).json()) == 2
+    assert client.get("/v1/challenges?status=open", headers=ADMIN).json()["total"] == 2
 
     # After all that, B's challenge is still open and B can answer it.
     answered = client.post(f"/v1/challenges/{challenge_b}/response", json=response_b, headers=key_b)

@@ -74,10 +74,15 @@ def test_hostile_bodies(client, make_provider, make_request, database):
         "bad uuid": "/v1/audits/not-a-uuid",
         "bad status filter": "/v1/audits?status=bogus",
         "bad limit": "/v1/audits?limit=0",
-        "bad report uuid": "/v1/reports/123/status",
     }.items():
         response = client.get(path, headers=ADMIN)
         assert response.status_code == 422, (name, response.status_code)
+    # A path that names no report (`:uuid`), so that /v1/reports/batch is a POST-only resource (405).
+    assert client.get("/v1/reports/123/status", headers=ADMIN).status_code == 404
+    batch = client.get("/v1/reports/batch", headers=ADMIN)
+    assert batch.status_code == 405 and batch.headers["Allow"] == "POST"
+    audits = client.options("/v1/audits", headers=ADMIN)
+    assert audits.status_code == 405 and audits.headers["Allow"] == "GET, POST"
 
     with database.unit_of_work() as session:
         assert session.scalar(select(func.count()).select_from(Report)) == 0

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from auditor.protocol.encoding import canonical_json
-from service.context import ServiceContext
-from service.database import Database, PoolLimits
+from service.context import ServiceContext, database_of
+from service.database import PoolLimits
 from service.models import AuditEvent, Report
 from service.security import sha256_hex, verify_signature
 from tests.integration.support import ADMIN, bearer
@@ -196,7 +196,7 @@ def test_no_free_database_connection_is_503_with_retry_after(settings, make_prov
     provider = make_provider()
     context = ServiceContext.from_settings(settings)
     context.db.dispose()
-    context.db = Database(settings.database_url, PoolLimits(size=1, overflow=0, timeout_seconds=0.2))
+    context.db = database_of(settings, PoolLimits(size=1, overflow=0, timeout_seconds=0.2))
     overloaded = TestClient(create_app(settings, context), raise_server_exceptions=False)
     try:
         with context.db.engine.connect():  # the pool's only connection, busy

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from api.app import create_app, run_periodic_jobs
-from service.database import Database
+from service.context import database_of
 from service.events import verify_chain
 from service.migrate import upgrade_database
 from service.models import Verdict
@@ -24,12 +24,13 @@ def test_health_ready_and_metrics(client, settings, make_provider, make_request)
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["broker"] == "redis"
     stored = 'coin_reports_total{outcome="stored"}'
-    before = _counter(client.get("/metrics").text, stored)
+    before = _counter(client.get("/metrics", headers=ADMIN).text, stored)
     provider = make_provider("metrics-provider")
     request = make_request(0)
     assert client.post("/v1/reports", json=request.report, headers=provider.headers).status_code == 201
     assert client.post("/v1/reports", json=request.report, headers=provider.headers).status_code == 200
-    metrics = client.get("/metrics")
+    assert client.get("/metrics").status_code == 401  # not for anyone who can reach the port
+    metrics = client.get("/metrics", headers=ADMIN)
     assert metrics.status_code == 200
     assert 'coin_http_requests_total{method="POST",route="/v1/providers",status="201"}' in metrics.text
     assert 'coin_audits{status="pending"}' in metrics.text
@@ -112,7 +113,13 @@ def test_refuses_default_secrets_outside_development(monkeypatch):
         with pytest.raises(ValidationError, match="development"):
             Settings(env=unknown)
     assert (
-        Settings(env="PRODUCTION ", secret_key="s" * 32, signing_key="ab" * 32, admin_token="t" * 32).env
+        Settings(
+            env="PRODUCTION ",
+            secret_key="s" * 32,
+            signing_key="ab" * 32,
+            admin_token="t" * 32,
+            chain_key="c" * 32,
+        ).env
         == "production"
     )
     with pytest.raises(ValidationError, match="refuses the published default secrets"):
@@ -122,8 +129,16 @@ def test_refuses_default_secrets_outside_development(monkeypatch):
     with pytest.raises(ValidationError, match="64 hex"):
         Settings(signing_key="not-a-seed")
     with pytest.raises(ValidationError, match="COIN_SECRET_KEY must be at least 32"):
-        Settings(env="production", secret_key="s" * 31, signing_key="ab" * 32, admin_token="t" * 32)
-    ok = Settings(env="production", secret_key="s" * 32, signing_key="ab" * 32, admin_token="t" * 32)
+        Settings(
+            env="production",
+            secret_key="s" * 31,
+            signing_key="ab" * 32,
+            admin_token="t" * 32,
+            chain_key="c" * 32,
+        )
+    ok = Settings(
+        env="production", secret_key="s" * 32, signing_key="ab" * 32, admin_token="t" * 32, chain_key="c" * 32
+    )
     assert ok.embedded
 
 
@@ -144,7 +159,8 @@ def test_embedded_default_runs_a_whole_audit_on_sqlite(tmp_path, make_request):
             "/v1/audits", json={"report_id": receipt.json()["report_id"]}, headers=admin
         ).json()
         # In-process: the challenge is drawn before the request returns.
-        [challenge] = client.get("/v1/challenges", params={"status": "open"}, headers=provider).json()
+        page = client.get("/v1/challenges", params={"status": "open"}, headers=provider).json()
+        [challenge] = page["items"]
         body = request.openings.respond(challenge["indices"], challenge["content_indices"]).to_json()
         answer = client.post(
             f"/v1/challenges/{challenge['challenge_id']}/response", json=body, headers=provider
@@ -154,7 +170,7 @@ def test_embedded_default_runs_a_whole_audit_on_sqlite(tmp_path, make_request):
         assert done["status"] == "done" and done["verdict"]["outcome"] == "pass"
         run_periodic_jobs(client.app.state.context)  # nothing stuck, nothing overdue: no change
 
-    database = Database(url)
+    database = database_of(settings)
     with database.unit_of_work() as session:
         assert verify_chain(session).ok
         assert session.scalar(select(func.count()).select_from(Verdict)) == 1

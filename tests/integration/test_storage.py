@@ -80,7 +80,8 @@ def test_migration_0004_lets_verdicts_say_suspect(backend, tmp_path, request):
         url = f"sqlite:///{tmp_path / 'coin.sqlite3'}"
     else:
         url = request.getfixturevalue("scratch_postgres")
-    upgrade_database(url)
+    # At 0004 itself: from 0005 on, verdicts are append-only and this test deletes one.
+    upgrade_database(url, "0004")
     engine = make_engine(url)
     try:
         _insert_verdict(engine, "suspect")
@@ -99,7 +100,7 @@ def test_migration_0004_lets_verdicts_say_suspect(backend, tmp_path, request):
             _insert_verdict(engine, "suspect")
         assert _outcomes(engine) == ["fail", "inconclusive", "pass"]  # the rebuild kept the rows
 
-        upgrade_database(url)
+        upgrade_database(url, "0004")
         _insert_verdict(engine, "suspect")
         with pytest.raises(IntegrityError, match="ck_verdicts_outcome_valid"):
             _insert_verdict(engine, "bogus")

@@ -37,7 +37,11 @@ def _run(*args: str) -> tuple[int, str, str]:
 
 def test_commit_prints_the_report_commitment(workdir):
     public = json.loads((workdir / "public.json").read_text())
-    assert set(public["commitment"]) == {"version", "root", "size", "block_size", "embd_id", "tokenizer_id"}
+    assert set(public["commitment"]) == {
+        "version", "root", "size", "block_size", "embd_id", "tokenizer_id", "repetition"
+    }  # fmt: skip
+    assert public["commitment"]["version"] == "coin/2"
+    assert set(public["commitment"]["repetition"]) == {"digest", "key_root"}
     assert public["commitment"]["block_size"] == 32 and public["commitment"]["tokenizer_id"] == "qwen2"
     assert set(public["answer"]) == {"digest", "embedding"}
 
@@ -69,6 +73,54 @@ def test_respond_then_verify_passes(workdir):
     )
     assert code == 0, err
     assert json.loads(out)["verdict"] == "pass"
+
+
+def test_coin1_still_commits_responds_and_verifies(workdir):
+    code, out, err = _run(
+        "commit", "--text-file", str(workdir / "trace.txt"), "--answer-file", str(workdir / "answer.txt"),
+        "--secret", SECRET, "--block-size", "32", "--openings-out", str(workdir / "o1.npz"), "--protocol", "coin/1",
+    )  # fmt: skip
+    assert code == 0, err
+    public = json.loads(out)
+    assert public["commitment"]["version"] == "coin/1" and "repetition" not in public["commitment"]
+    (workdir / "public1.json").write_text(out)
+    _, out, _ = _run("respond", "--openings", str(workdir / "o1.npz"), "--indices", "3,4,5,6")
+    assert "repetition" not in json.loads(out)
+    (workdir / "response1.json").write_text(out)
+    code, out, err = _run(
+        "verify-openings", "--commitment", str(workdir / "public1.json"), "--response", str(workdir / "response1.json")
+    )  # fmt: skip
+    assert code == 0, err
+    assert [c["name"] for c in json.loads(out)["checks"]] == ["proof", "block_consistency", "token_embedding"]
+
+
+def test_verify_recomputes_the_profile_and_names_a_lie(workdir):
+    _, out, _ = _run("respond", "--openings", str(workdir / "o.npz"), "--indices", "3,4,5,6")
+    response = json.loads(out)
+    assert [k["bucket"] for k in response["repetition"]["keys"]]  # the n-gram ending at 6 is revealed
+    (workdir / "r4.json").write_text(json.dumps(response))
+    code, out, err = _run(
+        "verify-openings",
+        "--commitment",
+        str(workdir / "public.json"),
+        "--response",
+        str(workdir / "r4.json"),
+    )
+    assert code == 0, err
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["repetition_profile"]["figure"] == 1 and checks["copied_spans"]["outcome"] == "pass"
+    profile = bytearray(base64.b64decode(response["repetition"]["profile"]))
+    profile[6 * 6] ^= 1  # the fingerprint at position 6, and so the profile's digest
+    response["repetition"]["profile"] = base64.b64encode(bytes(profile)).decode()
+    (workdir / "lied.json").write_text(json.dumps(response))
+    code, _, err = _run(
+        "verify-openings",
+        "--commitment",
+        str(workdir / "public.json"),
+        "--response",
+        str(workdir / "lied.json"),
+    )
+    assert code == 1 and "verification failed: repetition_profile" in err
 
 
 def test_verify_names_the_failed_check(workdir):

@@ -32,9 +32,15 @@ BLOCK = 32
 
 @pytest.fixture(scope="module")
 def committed(short_traces, embedder):
+    """A coin/1 commitment: this file is the coin/1 suite (coin/2 adds the profile, test_repetition.py)."""
     trace = short_traces[0]
     public, openings = commit(
-        trace["reasoning"], trace["answer"], new_secret(), block_size=BLOCK, embedder=embedder
+        trace["reasoning"],
+        trace["answer"],
+        new_secret(),
+        block_size=BLOCK,
+        embedder=embedder,
+        version="coin/1",
     )
     return trace, public, openings
 

@@ -22,4 +22,5 @@ def test_demo_audits_every_behaviour_through_the_api(tmp_path: Path, embedder, m
         "over-claim 1.5x": ["fail"],
         "coin padding": ["fail"],
         "forged opening": ["fail"],
+        "copied 2x": ["fail"],
     }

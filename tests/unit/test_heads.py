@@ -9,7 +9,7 @@ import torch
 
 from auditor.protocol.errors import ChallengeError, ModelError
 from auditor.research.training import auc
-from auditor.semantic.calibration import threshold_below
+from auditor.semantic.calibration import PLANNED_BANDS, threshold_below
 from auditor.semantic.checks import FEATURE_NAMES
 from auditor.semantic.exposure import ExposurePolicy, plan_exposure
 from auditor.semantic.heads import (
@@ -17,6 +17,7 @@ from auditor.semantic.heads import (
     WEIGHTS_DIR,
     HeadBundle,
     PairHead,
+    VerifierBand,
     checkpoint_id_of,
     load_heads,
 )
@@ -35,6 +36,7 @@ def small_bundle(embd_id: str = "all-MiniLM-L6-v2@0000000000000000") -> HeadBund
         feature_scale=np.ones(n, dtype=np.float32),
         null_scores=np.sort(np.random.default_rng(0).normal(size=100)),
         null_outliers=np.sort(np.random.default_rng(1).exponential(size=100)),
+        verifier_bands=(VerifierBand(10, 1e-3, 0.2), VerifierBand(2**31, 1e-4, 0.1)),
         calibration={"tokens_to_block": -1.0, "block_to_answer": -1.0},
         metrics={"note": "test"},
     )
@@ -55,6 +57,8 @@ def test_checkpoint_round_trip(tmp_path):
     assert np.allclose(loaded.block_scores(features), bundle.block_scores(features))
     assert np.array_equal(loaded.null_scores, bundle.null_scores)
     assert np.array_equal(loaded.null_outliers, bundle.null_outliers)
+    assert loaded.verifier_bands == bundle.verifier_bands
+    assert loaded.verifier_band(10).threshold == 1e-3 and loaded.verifier_band(11).threshold == 1e-4
     # The id names the file's bytes: what a verdict records as the checkpoint that decided it.
     assert loaded.checkpoint_id == bundle.checkpoint_id == checkpoint_id_of(path)
     assert loaded.checkpoint_id.startswith("heads@") and len(loaded.checkpoint_id) == len("heads@") + 16
@@ -112,6 +116,8 @@ def test_packaged_checkpoint_loads_and_is_small():
     # Enough honest blocks that a Bonferroni test over a long trace's plan can reach its alpha.
     assert len(bundle.null_scores) >= 10_000 and np.all(np.diff(bundle.null_scores) >= 0)
     assert bundle.metrics["domains"] == ["general_reasoning", "math", "medical", "process_mining"]
+    assert [b.max_planned for b in bundle.verifier_bands] == list(PLANNED_BANDS)
+    assert all(0 < b.threshold <= b.pass_level <= 1 for b in bundle.verifier_bands)
 
 
 def test_auc_and_thresholds():

@@ -20,6 +20,7 @@ from auditor.protocol.verify import OpenedTrace, verify_response
 from auditor.research.attacks import AttackContext
 from auditor.research.evaluation.run import Auditor, EvalConfig
 from auditor.research.traces import load_traces
+from auditor.semantic.calibration import PLANNED_BANDS, verifier_bands
 from auditor.semantic.checks import (
     FEATURE_NAMES,
     Revealed,
@@ -314,30 +315,48 @@ def test_block_p_values_are_conformal_in_the_body_and_exponential_in_the_tail():
     assert np.all(np.diff(block_p_values(np.linspace(-1, 30, 200), null)) <= 0)
 
 
-def test_the_verifier_false_positive_rate_does_not_grow_with_the_number_of_blocks(heads):
-    """Honest blocks drawn from the null itself: whatever the number of planned blocks, the audits the
-    Bonferroni test calls suspect stay at or under alpha."""
-    rng = np.random.default_rng(1)
-    alpha = 0.05
-    for planned in (2, 8, 32, 64):
-        flagged = 0
-        for _ in range(2000):
-            scores = rng.choice(heads.null_scores, size=planned)
-            outliers = rng.choice(heads.null_outliers, size=planned)
-            p = np.minimum(
-                block_p_values(scores, heads.null_scores), block_p_values(outliers, heads.null_outliers)
-            )
-            flagged += min(1.0, 2 * planned * p.min()) < alpha
-        assert flagged / 2000 <= alpha + 0.015, planned
+def test_verifier_bands_hold_every_domain_at_alpha_whatever_the_length():
+    """Honest traces whose smallest block p-value shrinks with the number of blocks (more blocks, more
+    chances for an odd one), in two domains, one more unusual than the other: each band's threshold is
+    the more cautious domain's, so in every band neither domain is flagged above alpha."""
+    rng = np.random.default_rng(0)
+    alpha = 0.01
+
+    def traces(n, spread):  # smallest of `planned` uniform p-values, spread times more unusual
+        planned = rng.integers(2, 200, size=n)
+        return [(int(k), float(rng.uniform(size=k).min() / spread)) for k in planned]
+
+    calibration = {"calm": traces(4000, 1.0), "odd": traces(4000, 3.0)}
+    bands = verifier_bands(calibration, alpha)
+    assert [b.max_planned for b in bands] == list(PLANNED_BANDS)
+    fresh = {"calm": traces(20_000, 1.0), "odd": traces(20_000, 3.0)}
+    for domain, rows in fresh.items():
+        for band, low in zip(bands, (0, *PLANNED_BANDS[:-1]), strict=True):
+            inside = [t for k, t in rows if low < k <= band.max_planned]
+            if len(inside) > 1000:
+                rate = np.mean([t < band.threshold for t in inside])
+                assert rate <= alpha + 0.006, (domain, band, rate)
+    # The calm domain pays for the odd one: it is flagged less than alpha.
+    calm = [t < bands[3].threshold for k, t in fresh["calm"] if 24 < k <= 49]
+    assert np.mean(calm) < alpha / 2
+
+
+def test_verifier_bands_pool_sparse_domains_and_scale_empty_bands():
+    rows = {"a": [(3, 0.01 * k) for k in range(1, 40)], "b": [(3, 0.02 * k) for k in range(1, 40)]}
+    bands = verifier_bands(rows, 0.05)
+    # Band 1: no domain has 50 traces, 78 pooled: the pooled 5% quantile.
+    assert bands[0].threshold == pytest.approx(sorted(t for d in rows.values() for _, t in d)[3])
+    # Empty bands keep the one below, scaled by the ratio of their sizes.
+    assert bands[1].threshold == pytest.approx(bands[0].threshold * 4 / 8)
+    assert all(b.pass_level >= b.threshold for b in bands)
 
 
 def test_the_verifier_statistic_names_the_most_unusual_block(heads, tokenizer):
     codes = [np.asarray(HashEmbedder().embed_texts([f"block {k}"])[0] * 127, dtype=np.int8) for k in range(6)]
     blocks = tuple(RevealedBlock(k, codes[k], (16 * k,), (b" the",), codes[k][None, :]) for k in range(6))
     evidence = evidence_of(Revealed(24, codes[0], blocks), heads, tokenizer)
-    statistic = verifier_statistic(evidence, heads, planned_blocks=6)
-    assert statistic.tests == 12 and 0 < statistic.p_value <= 1
-    assert statistic.worst_block in range(6)
+    statistic = verifier_statistic(evidence, heads)
+    assert 0 < statistic.p_value <= 1 and statistic.worst_block in range(6)
 
 
 def test_binomial_tail():

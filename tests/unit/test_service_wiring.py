@@ -14,6 +14,7 @@ EXPECTED_JOBS = {
     "coin.challenges.expire": Queue.CPU,
     "coin.audits.sweep": Queue.CPU,
     "coin.events.link": Queue.CPU,
+    "coin.integrity.check": Queue.CPU,
 }
 
 
@@ -21,13 +22,20 @@ def test_every_job_is_declared_once_with_its_queue():
     jobs = registered_jobs()
     assert {name: job.queue for name, job in jobs.items()} == EXPECTED_JOBS
     periodic = {name for name, job in jobs.items() if job.every is not None}
-    assert periodic == {"coin.challenges.expire", "coin.audits.sweep", "coin.events.link"}
+    assert periodic == {
+        "coin.challenges.expire",
+        "coin.audits.sweep",
+        "coin.events.link",
+        "coin.integrity.check",
+    }
 
 
 def test_the_celery_app_and_beat_come_from_the_registry():
     from workers.app import make_celery
 
-    settings = Settings(expire_interval_seconds=7, sweep_interval_seconds=11)
+    settings = Settings(
+        expire_interval_seconds=7, sweep_interval_seconds=11, integrity_check_interval_seconds=13
+    )
     app = make_celery(settings)
     jobs = registered_jobs()
     for name, job in jobs.items():
@@ -36,7 +44,12 @@ def test_the_celery_app_and_beat_come_from_the_registry():
         assert (task.soft_time_limit, task.time_limit) == (540.0, 600.0), name
         assert app.conf.task_routes[name] == {"queue": job.queue.value}
     schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
-    assert schedule == {"coin.challenges.expire": 7, "coin.audits.sweep": 11, "coin.events.link": 11}
+    assert schedule == {
+        "coin.challenges.expire": 7,
+        "coin.audits.sweep": 11,
+        "coin.events.link": 11,
+        "coin.integrity.check": 13,
+    }
 
 
 def test_a_bad_configuration_is_one_line_that_never_echoes_a_secret(monkeypatch):

@@ -16,19 +16,24 @@ content hash (`auditor.research.embedding_cache`).
 
 Structural attacks are simulated as the provider would run them: `overclaim` commits m leaves and
 reports m' > m; `coin_padding` pads the tree with copies of the last leaf hash (CoIn's construction).
-Neither can open an index >= m, so both answer those indices with the last real leaf.
+Neither can open an index >= m, so both answer those indices with the last real leaf (and, under coin/2,
+with the profile of the m real tokens).
+
+Commitments are made under `EvalConfig.protocol` (coin/2 by default: the exposure plan opens NGRAM-token
+runs and the `repetition_profile` and `copied_spans` checks run on every audit; coin/1 evaluates as
+before).
 """
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from auditor.protocol import PROTOCOL_VERSION
 from auditor.protocol.commitment import (
     DEFAULT_BLOCK_SIZE,
-    AnswerCommitment,
-    Commitment,
     Opening,
     Openings,
     PublicCommitment,
@@ -43,7 +48,7 @@ from auditor.research.attacks import ATTACKS, AttackContext, InflatedTrace, infl
 from auditor.research.embedding_cache import CachedEmbedder, PlannedEmbedder
 from auditor.research.traces import Trace, model_family, stable_fraction
 from auditor.semantic.checks import SemanticSuite
-from auditor.semantic.exposure import ExposurePlan, ExposurePolicy, plan_exposure
+from auditor.semantic.exposure import ExposurePlan, ExposurePolicy, min_run_for, plan_exposure
 
 DEFAULT_IRS = (0.1, 0.25, 0.5, 1.0, 3.0)
 HONEST = "honest"
@@ -58,6 +63,7 @@ class EvalConfig:
     honest_traces: int | None = None  # None: every trace
     seed: int = 0
     policy: ExposurePolicy = field(default_factory=ExposurePolicy)
+    protocol: str = PROTOCOL_VERSION
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,8 @@ class Auditor:
     ) -> AuditOutcome:
         secret = rng.randbytes(32)
         claimed = inflated.claimed_size if inflated else len(tokens)
-        plan = plan_exposure(claimed, self.config.block_size, self.config.policy, rng)
+        config = self.config
+        plan = plan_exposure(claimed, config.block_size, config.policy, rng, min_run_for(config.protocol))
         structural = inflated.structural if inflated else "none"
         suite = self.suite
         verification: Verification | None = None
@@ -129,7 +136,12 @@ class Auditor:
                 self.embedder, tokens, trace.answer, self.config.block_size, blocks, positions
             )
             public, openings = commit(
-                list(tokens), trace.answer, secret, block_size=self.config.block_size, embedder=embedder
+                list(tokens),
+                trace.answer,
+                secret,
+                block_size=config.block_size,
+                embedder=embedder,
+                version=config.protocol,
             )
             challenge = plan.challenge(r)
             if structural == "none":
@@ -178,18 +190,17 @@ def _structural_response(
         tree = MerkleTree(leaves + [leaves[-1]] * (claimed - m), BLAKE3)
     else:
         tree = openings.tree
-    commitment = public.commitment
-    public = PublicCommitment(
-        Commitment(tree.root, claimed, commitment.block_size, commitment.embd_id, commitment.tokenizer_id),
-        AnswerCommitment(public.answer.digest, public.answer.embedding, public.answer.text),
+    public = dataclasses.replace(
+        public, commitment=dataclasses.replace(public.commitment, root=tree.root, size=claimed)
     )
+    version = public.commitment.version
     challenge = plan.challenge(r)
     content = set(challenge.content_indices)
     out = []
     for index in challenge.indices:
         source = min(index, m - 1)  # indices past the real leaves can only be answered with the last one
         proof = tuple(tree.inclusion_proof(min(index, tree.size - 1)))
-        salt = salt_for(openings.secret, source)
+        salt = salt_for(openings.secret, source, version)
         if index in content:
             out.append(
                 Opening(index, salt, proof, openings.fingerprints[source].tobytes(), openings.tokens[source])
@@ -197,7 +208,9 @@ def _structural_response(
         else:
             digest_only = openings.open(source, content=False).fingerprint_digest
             out.append(Opening(index, salt, proof, fingerprint_digest_only=digest_only))
-    return public, Response(tuple(out))
+    repetition = openings.repetition
+    real = [i for i in challenge.content_indices if i < m]
+    return public, Response(tuple(out), repetition.open(real) if repetition else None)
 
 
 def _cell_traces(traces: Sequence[Trace], n: int | None, seed: int, salt: str) -> list[Trace]:

@@ -1,0 +1,1 @@
+"""The staff dashboard: server-rendered pages (Jinja2, htmx, plotly.js served from this app)."""

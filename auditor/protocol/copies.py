@@ -1,0 +1,152 @@
+"""Copied spans in a repetition profile (protocol `coin/2`; the rule, its measurement over every honest
+trace and its limits are in docs/protocol.md, "The copied_spans check").
+
+A profile holds one fingerprint per position, equal exactly where the n-grams ending there are equal
+(`auditor.protocol.repetition`). Text pasted again shows as a run of positions whose fingerprints repeat
+those a constant `offset` earlier; the auditor finds those runs without seeing a token:
+
+1. each position's nearest earlier position with the same fingerprint gives it an offset (0: none);
+2. maximal stretches of one offset are *segments*; segments of one offset at most `COPY_GAP` positions
+   apart join into one *copy*: a word edited in a copy breaks its run into pieces at the same offset (a
+   one-token edit costs NGRAM positions), and so does an n-gram that also occurs between the source and
+   the copy (its nearest occurrence is then not the source);
+3. a copy *spans* its first to its last position and the NGRAM - 1 tokens before; copies spanning fewer
+   than `MIN_COPY_TOKENS` tokens are restated numbers, formulas and phrases, and are left out; a copy's
+   tokens are its matched positions and the NGRAM - 1 tokens the first of them reaches back;
+4. two masses, as fractions of the trace:
+   - *copied*: per copy, the tokens of its n-grams occurring for the second time — text pasted once
+     counts once, and a loop repeating a period many times counts one period;
+   - *repeated*: every copy that does not overlap its own source (spans at most `PERIODIC` times its
+     offset), each occurrence counted — the same text pasted again and again at different places.
+   Honest models loop (a copy overlapping its source: one period after another), restate a result,
+   rewrite a draft; the thresholds (`CopyRule`) sit above the largest masses of 5,111 honest traces.
+
+Vectorised: one stable argsort and a few array passes, no Python loop over positions or segments.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from auditor.protocol.repetition import NGRAM, PROFILE_BYTES
+
+COPY_GAP = NGRAM
+MIN_COPY_TOKENS = 10
+PERIODIC = 1.25
+
+IntArray = npt.NDArray[np.int64]
+
+
+def profile_values(profile: bytes) -> npt.NDArray[np.uint64]:
+    """The profile's fingerprints as integers (equal exactly where the fingerprints are equal)."""
+    raw = np.frombuffer(profile, dtype=np.uint8).reshape(-1, PROFILE_BYTES)
+    padded = np.zeros((len(raw), 8), dtype=np.uint8)
+    padded[:, :PROFILE_BYTES] = raw
+    values: npt.NDArray[np.uint64] = padded.view("<u8").ravel()
+    return values
+
+
+@dataclass(frozen=True)
+class Copies:
+    """The copies of one profile (index-aligned arrays, in order of offset, then start) and the number of
+    earlier occurrences of each position's n-gram."""
+
+    size: int
+    start: IntArray  # first matched position
+    end: IntArray  # one past the last matched position
+    offset: IntArray  # positions [start, end) repeat positions [start - offset, end - offset)
+    matched: IntArray  # positions whose fingerprint equals the one `offset` earlier
+    second: IntArray  # matched positions whose n-gram occurs for the second time there
+
+
+def find_copies(values: npt.NDArray[np.uint64], gap: int = COPY_GAP) -> Copies:
+    """Steps 1-2 of the module docstring."""
+    m = len(values)
+    positions = np.arange(m, dtype=np.int64)
+    order = np.argsort(values, kind="stable")  # stable: equal fingerprints stay in position order
+    ranked = values[order]
+    repeat = np.r_[False, ranked[1:] == ranked[:-1]]  # in sorted order: not the first occurrence
+    group_start = np.maximum.accumulate(np.where(repeat, 0, positions))
+    earlier = np.empty(m, dtype=np.int64)
+    earlier[order] = positions - group_start
+    offset = np.zeros(m, dtype=np.int64)
+    offset[order[repeat]] = order[repeat] - order[np.flatnonzero(repeat) - 1]
+
+    cut = np.flatnonzero(np.diff(offset)) + 1
+    starts, ends = np.r_[0, cut], np.r_[cut, m]
+    keep = offset[starts] > 0
+    starts, ends = starts[keep], ends[keep]
+    offsets = offset[starts]
+    by_offset = np.lexsort((starts, offsets))
+    starts, ends, offsets = starts[by_offset], ends[by_offset], offsets[by_offset]
+    joins = (offsets[1:] == offsets[:-1]) & (starts[1:] - ends[:-1] <= gap)
+    first = np.flatnonzero(np.r_[True, ~joins]) if len(starts) else np.zeros(0, dtype=np.int64)
+
+    second_prefix = np.r_[0, np.cumsum(earlier == 1)]
+    if not len(first):
+        empty = np.zeros(0, dtype=np.int64)
+        return Copies(m, empty, empty, empty, empty, empty)
+    return Copies(
+        size=m,
+        start=starts[first],
+        end=np.maximum.reduceat(ends, first),
+        offset=offsets[first],
+        matched=np.add.reduceat(ends - starts, first),
+        second=np.add.reduceat(second_prefix[ends] - second_prefix[starts], first),
+    )
+
+
+@dataclass(frozen=True)
+class CopyRule:
+    """When a profile proves copying (docs/protocol.md): either mass where the exponential tail fitted to
+    the top 1% of 5,111 honest traces puts fewer than one honest trace in 10,000 (the largest honest
+    masses are 0.198 and 0.508), with at least `min_tokens` tokens in it, so that one restated sentence
+    never fails a short trace."""
+
+    copied: float = 0.24
+    repeated: float = 0.60
+    min_tokens: int = 32
+
+
+COPY_RULE = CopyRule()
+
+
+@dataclass(frozen=True)
+class CopyFigures:
+    """Step 4 of the module docstring on one profile, and what the rule decides."""
+
+    size: int
+    copied: int  # tokens of n-grams occurring for the second time, in copies spanning MIN_COPY_TOKENS or more
+    repeated: int  # tokens of copies (spanning MIN_COPY_TOKENS or more) that do not overlap their source
+    copies: int  # copies spanning MIN_COPY_TOKENS tokens or more
+    longest: int  # the longest span of a copy, in tokens (0 if none)
+
+    @property
+    def copied_fraction(self) -> float:
+        return self.copied / self.size
+
+    @property
+    def repeated_fraction(self) -> float:
+        return self.repeated / self.size
+
+    def proves_copying(self, rule: CopyRule) -> bool:
+        return max(self.copied, self.repeated) >= rule.min_tokens and (
+            self.copied_fraction > rule.copied or self.repeated_fraction > rule.repeated
+        )
+
+
+def copy_figures(profile: bytes) -> CopyFigures:
+    """Steps 1-4 of the module docstring on one profile."""
+    found = find_copies(profile_values(profile))
+    span = found.end - found.start + NGRAM - 1
+    long = span >= MIN_COPY_TOKENS
+    second = found.second[long]
+    elsewhere = long & (span <= PERIODIC * found.offset)
+    return CopyFigures(
+        size=found.size,
+        copied=int((second + (NGRAM - 1) * (second > 0)).sum()),
+        repeated=int((found.matched[elsewhere] + NGRAM - 1).sum()),
+        copies=int(long.sum()),
+        longest=int(span.max(initial=0)),
+    )

@@ -1,0 +1,1 @@
+"""The auditor's staff: accounts, dashboard sign-in and sessions."""

@@ -1,0 +1,1 @@
+"""Browser tests of the staff dashboard (Playwright, Debian's Chromium)."""

@@ -1,0 +1,221 @@
+"""The dashboard's access control over HTTP: staff sessions (cookie flags, logout, expiry), CSRF on every
+form, the sign-in rate limit kept in the store, `coin staff add`; no API credential opens a page. And the
+migration that adds the staff's tables."""
+
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+from typer.testing import CliRunner
+
+from auditor.cli import build_app
+from service.database import make_engine
+from service.migrate import alembic_config, upgrade_database
+from service.models import AuditEvent, LoginFailure, StaffSession, utcnow
+from service.settings import get_settings
+from service.staff.service import SignInOutcome, create_staff, sign_in
+from tests.integration.support import ADMIN, TEST_ENV, bearer
+
+PASSWORD = "correct horse battery staple"
+SESSION_COOKIE = "__Host-coin_session"  # COIN_ENV=test: Secure cookies with the __Host- prefix
+
+
+@pytest.fixture
+def staff(clean_db) -> str:
+    with clean_db.unit_of_work() as session:
+        create_staff(session, "Alice@Example.com", PASSWORD)
+    return "alice@example.com"
+
+
+@pytest.fixture
+def browser(app, client) -> Iterator[TestClient]:
+    """A cookie-keeping client over https (the app's lifespan runs in `client`)."""
+    with TestClient(app, base_url="https://testserver", raise_server_exceptions=False) as browser:
+        yield browser
+
+
+def _token(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def _sign_in(browser: TestClient, email: str, password: str, **extra: str) -> Any:
+    form = browser.get("/dashboard/login")
+    assert form.status_code == 200
+    data = {"email": email, "password": password, "csrf_token": _token(form.text), **extra}
+    return browser.post("/dashboard/login", data=data, follow_redirects=False)
+
+
+def test_only_a_staff_session_opens_the_dashboard(browser, staff, make_provider, make_request):
+    provider = make_provider()
+    receipt = browser.post("/v1/reports", json=make_request(0).report, headers=provider.headers).json()
+    for headers in ({}, ADMIN, provider.headers, bearer(receipt["receipt_token"])):
+        page = browser.get("/dashboard/reports?model=x", headers=headers, follow_redirects=False)
+        assert page.status_code == 303, headers
+        assert page.headers["location"] == "/dashboard/login?next=/dashboard/reports%3Fmodel%3Dx"
+
+    signed_in = _sign_in(browser, staff.upper(), PASSWORD, next="/dashboard/reports?model=x")
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/dashboard/reports?model=x"
+    cookie = next(h for h in signed_in.headers.get_list("set-cookie") if h.startswith(SESSION_COOKIE))
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "secure", "path=/", "samesite=lax"} <= flags, cookie
+    page = browser.get("/dashboard")
+    assert page.status_code == 200 and staff in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"
+    # Only a page of this dashboard is a place to go back to.
+    for elsewhere in ("https://evil.example/", "//evil.example/x", "/v1/providers"):
+        assert _sign_in(browser, staff, PASSWORD, next=elsewhere).headers["location"] == "/dashboard"
+
+
+def test_sign_in_is_rate_limited_in_the_store(browser, staff, clean_db, settings):
+    for _ in range(settings.login_failures_per_account):
+        refused = _sign_in(browser, staff, "wrong password")
+        assert refused.status_code == 401 and "Wrong email or password." in refused.text
+    # The right password no longer helps: the account is refused without its password being checked.
+    throttled = _sign_in(browser, staff, PASSWORD)
+    assert throttled.status_code == 429 and "Too many failed sign-ins" in throttled.text
+    assert int(throttled.headers["retry-after"]) == int(settings.login_window_seconds)
+    with clean_db.unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(LoginFailure)) == 5
+        # Failures past the window are forgotten.
+        old = utcnow() - timedelta(seconds=settings.login_window_seconds + 1)
+        session.execute(update(LoginFailure).values(occurred_at=old))
+    assert _sign_in(browser, staff, PASSWORD).status_code == 303
+
+
+def test_the_address_limit_spans_accounts(clean_db, settings):
+    tight = settings.model_copy(update={"login_failures_per_address": 3})
+    with clean_db.unit_of_work() as session:
+        create_staff(session, "bob@example.com", PASSWORD)
+    outcomes = []
+    for email in ("x@example.com", "y@example.com", "z@example.com", "bob@example.com"):
+        with clean_db.unit_of_work() as session:
+            outcomes.append(sign_in(session, tight, email, "guess", "192.0.2.7").outcome)
+    assert outcomes == [SignInOutcome.REFUSED] * 3 + [SignInOutcome.THROTTLED]
+    with clean_db.unit_of_work() as session:
+        here = sign_in(session, tight, "bob@example.com", PASSWORD, "192.0.2.7")
+        elsewhere = sign_in(session, tight, "bob@example.com", PASSWORD, "198.51.100.1")
+    assert here.outcome == SignInOutcome.THROTTLED  # the right password does not help
+    assert elsewhere.outcome == SignInOutcome.SIGNED_IN and elsewhere.token
+
+
+def test_every_form_needs_the_csrf_token(browser, staff, make_provider, clean_db):
+    provider = make_provider()
+    keys = f"/dashboard/providers/{provider.id}/keys"
+    # The sign-in form's own token: without it (or without its cookie) nobody is signed in.
+    form = browser.get("/dashboard/login")
+    missing = browser.post(
+        "/dashboard/login", data={"email": staff, "password": PASSWORD}, follow_redirects=False
+    )
+    assert missing.status_code == 403
+    browser.cookies.clear()
+    no_cookie = {"email": staff, "password": PASSWORD, "csrf_token": _token(form.text)}
+    assert browser.post("/dashboard/login", data=no_cookie, follow_redirects=False).status_code == 403
+
+    assert _sign_in(browser, staff, PASSWORD).status_code == 303
+    token = _token(browser.get(f"/dashboard/providers/{provider.id}").text)
+    assert browser.post(keys, data={}).status_code == 403
+    assert browser.post(keys, data={"csrf_token": "forged"}).status_code == 403
+    assert browser.post("/dashboard/logout", data={}, follow_redirects=False).status_code == 403
+    assert browser.get("/dashboard").status_code == 200  # still signed in
+    issued = browser.post(keys, data={"csrf_token": token})
+    assert issued.status_code == 200 and "New API key issued." in issued.text
+    [new_key] = re.findall(r'<code class="key">(coin_[^<]+)</code>', issued.text)
+    assert new_key not in browser.get(f"/dashboard/providers/{provider.id}").text  # shown once
+    assert browser.get("/v1/providers/me", headers=bearer(new_key)).status_code == 200
+
+    # htmx sends the token as a header; the revocation goes through the REST endpoints' service function.
+    prefix = provider.key.split("_")[1]
+    revoked = browser.post(f"{keys}/{prefix}/revoke", headers={"X-CSRF-Token": token, "HX-Request": "true"})
+    assert revoked.status_code == 200 and "revoked" in revoked.text
+    assert browser.get("/v1/providers/me", headers=provider.headers).status_code == 401
+    with clean_db.unit_of_work() as session:
+        staff_id = session.scalars(select(StaffSession.staff_id)).one()
+        trail = session.execute(
+            select(AuditEvent.kind, AuditEvent.payload["by"].as_string())
+            .where(AuditEvent.provider_id == uuid.UUID(provider.id), AuditEvent.kind.like("api_key.%"))
+            .order_by(AuditEvent.seq)
+        ).all()
+    assert [tuple(row) for row in trail] == [
+        ("api_key.issued", "admin"), ("api_key.issued", f"staff:{staff_id}"), ("api_key.revoked", f"staff:{staff_id}"),
+    ]  # fmt: skip
+
+
+def test_sessions_end_on_logout_and_on_expiry(browser, staff, clean_db, settings):
+    assert _sign_in(browser, staff, PASSWORD).status_code == 303
+    cookie = browser.cookies[SESSION_COOKIE]
+    token = _token(browser.get("/dashboard").text)
+    out = browser.post("/dashboard/logout", data={"csrf_token": token}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/dashboard/login"
+    browser.cookies.set(SESSION_COOKIE, cookie, domain="testserver")  # a copy kept by an attacker
+    assert browser.get("/dashboard", follow_redirects=False).status_code == 303
+    with clean_db.unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(StaffSession)) == 0
+
+    for expired in (
+        {"expires_at": utcnow()},
+        {"last_seen_at": utcnow() - timedelta(seconds=settings.staff_idle_seconds)},
+    ):
+        browser.cookies.clear()
+        assert _sign_in(browser, staff, PASSWORD).status_code == 303
+        with clean_db.unit_of_work() as session:
+            session.execute(update(StaffSession).values(**expired))
+        assert browser.get("/dashboard", follow_redirects=False).status_code == 303, expired
+        with clean_db.unit_of_work() as session:
+            assert session.scalar(select(func.count()).select_from(StaffSession)) == 0  # deleted when seen
+
+
+def test_coin_staff_add(clean_db, monkeypatch, browser):
+    for name, value in TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        add = ["staff", "add", "--email", "Carol@example.com", "--password-stdin"]
+        created = CliRunner().invoke(build_app(), add, input=f"{PASSWORD}\n")
+        assert created.exit_code == 0, created.output
+        assert "carol@example.com created" in created.stdout
+        again = CliRunner().invoke(build_app(), add, input=f"{PASSWORD}\n")
+        assert again.exit_code == 1 and "already exists" in again.stderr
+        short = CliRunner().invoke(build_app(), ["staff", "add", "--email", "d@example.com", "--password-stdin"],
+                                   input="short\n")  # fmt: skip
+        assert short.exit_code == 1 and "at least 12 characters" in short.stderr
+    finally:
+        get_settings.cache_clear()
+    assert _sign_in(browser, "carol@example.com", PASSWORD).status_code == 303
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0006_adds_and_drops_the_staff_tables(backend, tmp_path, request):
+    url = (
+        f"sqlite:///{tmp_path / 'coin.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("scratch_postgres")
+    )
+    staff_tables = {"staff_accounts", "staff_sessions", "login_failures"}
+    list_indexes = {("reports", "ix_reports_received_at_id"), ("reports", "ix_reports_request_id"),
+                    ("audits", "ix_audits_created_at_id")}  # fmt: skip
+
+    def schema() -> tuple[set[str], set[tuple[str, str]]]:
+        engine = make_engine(url)
+        try:
+            inspector = sa.inspect(engine)
+            indexes = {(t, ix["name"]) for t in ("reports", "audits") for ix in inspector.get_indexes(t)}
+            return set(inspector.get_table_names()), indexes
+        finally:
+            engine.dispose()
+
+    upgrade_database(url)
+    tables, indexes = schema()
+    assert staff_tables <= tables and list_indexes <= indexes
+    command.downgrade(alembic_config(url), "0005")
+    tables, indexes = schema()
+    assert not staff_tables & tables and not list_indexes & indexes
+    upgrade_database(url)
+    assert staff_tables <= schema()[0]

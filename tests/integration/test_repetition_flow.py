@@ -1,0 +1,87 @@
+"""Protocol coin/2 through the REST API and a real Celery worker: a copying provider fails on its own
+committed profile, a profile swapped after the report fails, and a coin/1 report still audits as before."""
+
+import uuid
+from typing import Any
+
+from tests.integration.support import (
+    CommittedRequest,
+    answer_until_verdict,
+    open_audit,
+    respond,
+    shortest_traces,
+    submit_report,
+    wait_for_challenge,
+    wait_for_verdict,
+)
+
+
+def committed_request(embedder: Any, version: str, copies: int = 1) -> CommittedRequest:
+    """A real short trace committed by the SDK under `version`; `copies` > 1 bills it that many times,
+    the reasoning pasted again after itself (and committed faithfully)."""
+    from auditor.protocol.commitment import commit, new_secret
+
+    trace = shortest_traces()[0]
+    reasoning = "\n\n".join([trace["reasoning"]] * copies)
+    public, openings = commit(
+        reasoning, trace["answer"], new_secret(), block_size=16, embedder=embedder, version=version
+    )
+    size = public.commitment.size
+    report = {
+        "request_id": f"req-{uuid.uuid4().hex}",
+        "model": trace["model"],
+        "usage": {"input_tokens": 40, "output_tokens": size + 25, "reasoning_tokens": size},
+        **public.to_json(),
+    }
+    return CommittedRequest(report, openings)
+
+
+def checks_of(audit: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in audit["verdict"]["statement"]["evidence"]["checks"]}
+
+
+def test_a_copying_provider_fails_on_copied_spans(client, make_provider, worker, embedder):
+    provider = make_provider()
+    request = committed_request(embedder, "coin/2", copies=2)
+    audit_id = open_audit(client, submit_report(client, provider, request)["report_id"])
+    audit = answer_until_verdict(client, provider, audit_id, request.openings)
+    assert audit["verdict"]["outcome"] == "fail"
+    assert audit["verdict"]["proof_failures"] == ["copied_spans"]
+    copied = checks_of(audit)["copied_spans"]
+    assert copied["kind"] == "proof" and copied["figure"] > copied["threshold"]
+    assert checks_of(audit)["repetition_profile"]["outcome"] == "pass"
+
+
+def test_a_profile_other_than_the_reported_one_fails(client, make_provider, worker, embedder):
+    provider = make_provider()
+    request = committed_request(embedder, "coin/2")
+    other = committed_request(embedder, "coin/2").openings.repetition
+    assert other is not None
+    audit_id = open_audit(client, submit_report(client, provider, request)["report_id"])
+    challenge = wait_for_challenge(client, provider, audit_id)
+    body = request.openings.respond(challenge["indices"], challenge["content_indices"]).to_json()
+    body["repetition"]["profile"] = other.open([]).to_json()["profile"]
+    assert respond(client, provider, challenge, body).status_code == 202
+    audit = wait_for_verdict(client, audit_id)
+    assert audit["verdict"]["outcome"] == "fail"
+    assert audit["verdict"]["proof_failures"] == ["repetition_profile"]
+    assert "digest" in checks_of(audit)["repetition_profile"]["detail"]
+
+
+def test_a_coin1_report_still_audits(client, make_provider, worker, embedder, database):
+    from sqlalchemy import select
+
+    from service.models import Challenge, ChallengeResponse
+
+    provider = make_provider()
+    request = committed_request(embedder, "coin/1")
+    assert "repetition" not in request.report["commitment"]
+    audit_id = open_audit(client, submit_report(client, provider, request)["report_id"])
+    audit = answer_until_verdict(client, provider, audit_id, request.openings)
+    assert audit["verdict"]["outcome"] == "pass", audit["verdict"]
+    assert not {"repetition_profile", "copied_spans"} & checks_of(audit).keys()
+    with database.unit_of_work() as session:
+        stored = session.scalars(
+            select(ChallengeResponse.body).join(Challenge).where(Challenge.audit_id == uuid.UUID(audit_id))
+        ).all()
+    assert stored and all("repetition" not in body for body in stored)

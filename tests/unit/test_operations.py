@@ -1,0 +1,262 @@
+"""Operations without services (Issue 15): settings that never echo a secret and refuse test knobs
+outside tests, receipt tokens through a key rotation, report normalisation, readable identifiers,
+bounded exposure plans, the rate and body limits of the API, and metrics summed across processes."""
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from api.limits import Bucket, LocalLimiter, RequestLimits
+from api.middleware import BodySizeLimit
+from service.audits.workflow import MAX_PLAN_BLOCKS, MAX_PLAN_TOKENS, exposure_policy
+from service.reports.service import normalised_report
+from service.security import Signer
+from service.settings import Settings, SettingsError, load_settings
+from service.text import check_identifier, display_name, name_key
+
+REPO = Path(__file__).resolve().parents[2]
+
+SECRETS = (
+    "COIN_SECRET_KEY",
+    "COIN_SECRET_KEY_PREVIOUS",
+    "COIN_SIGNING_KEY",
+    "COIN_ADMIN_TOKEN",
+    "COIN_CHAIN_KEY",
+    "COIN_CHAIN_KEY_PREVIOUS",
+    "COIN_METRICS_TOKEN",
+)
+GOOD = {
+    "COIN_SECRET_KEY": "s" * 40,
+    "COIN_SIGNING_KEY": "ab" * 32,
+    "COIN_ADMIN_TOKEN": "t" * 24,
+    "COIN_CHAIN_KEY": "c" * 40,
+}
+MALFORMED = (
+    "0123456789abcdef" * 3 + "0123456789abcde",  # 63 hex characters
+    "short-Secret-9",
+    "not hex at all, but long enough to pass a length check: zzzz",
+    "ünïcødé-sécret-☃-0123456789",
+    "line\nbreak-secret-0123456789abcdef",
+    "",
+)
+
+
+@pytest.mark.parametrize("name", SECRETS)
+@pytest.mark.parametrize("value", MALFORMED)
+def test_no_secret_setting_is_ever_echoed(monkeypatch, name, value):
+    for key in SECRETS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("COIN_ENV", "production")
+    for key, good in GOOD.items():
+        monkeypatch.setenv(key, good)
+    monkeypatch.setenv(name, value)
+    try:
+        load_settings()
+    except SettingsError as refused:
+        message = str(refused)
+        assert "\n" not in message
+        for fragment in (value, value[:12], value[-12:]):
+            if len(fragment) >= 6:
+                assert fragment not in message, (name, message)
+    # Settings() itself never puts the input in its error either (pydantic's hide_input_in_errors).
+    try:
+        Settings()
+    except ValueError as refused:
+        for fragment in (value[:12], value[-12:]):
+            if len(fragment) >= 6:
+                assert fragment not in str(refused), (name, str(refused))
+
+
+@pytest.mark.parametrize("env", ["production", "PRODUCTION", " Production "])
+@pytest.mark.parametrize("knob", [{"verify_delay_seconds": 1.0}, {"challenge_seed": "fixed"}])
+def test_test_knobs_are_refused_outside_development_and_test(env, knob):
+    secrets = {key.removeprefix("COIN_").lower(): value for key, value in GOOD.items()}
+    with pytest.raises(ValueError, match="test knob"):
+        Settings(env=env, **secrets, **knob)
+    assert Settings(env="test", **secrets, **knob).env == "test"
+    for unknown in ("prod", "staging", "dev"):
+        with pytest.raises(ValueError):
+            Settings(env=unknown, **secrets)
+
+
+def test_a_heartbeat_must_outpace_staleness():
+    with pytest.raises(ValueError, match="twice COIN_HEARTBEAT_INTERVAL_SECONDS"):
+        Settings(stale_after_seconds=8, heartbeat_interval_seconds=5)
+
+
+def test_receipt_tokens_survive_a_rotation_of_the_secret_key():
+    report = uuid.uuid4()
+    before = Signer("ab" * 32, "k1" * 20)
+    token = before.receipt_token(report)
+    rotated = Signer("ab" * 32, "k2" * 20, "k1" * 20)
+    assert rotated.receipt_token(report) != token  # new reports get tokens of the new key
+    assert rotated.rederived_receipt_token(report, before.secret_key_id) == token
+    assert rotated.rederived_receipt_token(report, None) == rotated.receipt_token(report)
+    retired = Signer("ab" * 32, "k3" * 20, "k2" * 20)
+    assert retired.rederived_receipt_token(report, before.secret_key_id) is None
+
+
+def test_null_optional_fields_are_dropped_without_copying_otherwise():
+    body = {"request_id": "r", "usage": {"raw": {"x": None}}, "answer": {"digest": "d"}}
+    assert normalised_report(body) is body  # a null inside the verbatim raw usage is content
+    spelled = {**body, "signature": None, "usage": {"raw": None}, "answer": {"digest": "d", "text": None}}
+    assert normalised_report(spelled) == {"request_id": "r", "usage": {}, "answer": {"digest": "d"}}
+    assert spelled["signature"] is None and spelled["answer"]["text"] is None  # the input is left alone
+
+
+def test_identifiers():
+    for bad in ("a\nb", "a\u202eb", "a\u2066b", "a\u200bb", "\ufeffa", "a\ue000", "a\u2028b"):
+        with pytest.raises(ValueError, match="U\\+"):
+            check_identifier(bad)
+    with pytest.raises(ValueError, match="NFC"):
+        check_identifier("e\u0301")
+    assert display_name("  e\u0301 ") == "\u00e9"
+    assert name_key("Ａｃｍｅ") == name_key("ACME") == name_key("acme") == "acme"
+    assert name_key("Straße") == name_key("STRASSE")
+
+
+@pytest.mark.parametrize("size", [100, 5000, 2**20, 2**24])
+def test_an_exposure_plan_is_bounded_whatever_the_claim(size):
+    from auditor.semantic.exposure import plan_exposure
+
+    policy = exposure_policy(size, 16)
+    seed = "ab" * 32
+    plan = plan_exposure(size, 16, policy, random.Random(seed))
+    assert len(plan.blocks) <= MAX_PLAN_BLOCKS
+    assert len(plan.token_positions) <= max(MAX_PLAN_TOKENS, MAX_PLAN_BLOCKS)
+    assert len(json.dumps(plan.to_json())) < 200_000  # it was 5.7 MB at 2**24
+    again = plan_exposure(size, 16, policy, random.Random(seed))
+    assert again == plan  # re-derived from the seed, the same plan every round
+
+
+def _request(headers=(), client="10.0.0.1"):
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/reports",
+        "headers": [(b"content-length", b"10"), *headers],
+        "client": (client, 1234),
+    }
+
+
+async def _call(app, scope, body_messages):
+    sent = []
+    queue = list(body_messages)
+
+    async def receive():
+        if queue:
+            return queue.pop(0)
+        await asyncio.sleep(3600)  # a client that never sends the rest
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+
+async def _ok(scope, receive, send):
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def test_a_body_that_never_arrives_is_408_within_the_read_timeout():
+    app = BodySizeLimit(_ok, max_bytes=1000, read_timeout=0.2)
+    started = time.monotonic()
+    status, headers, _ = asyncio.run(
+        _call(app, _request(), [{"type": "http.request", "body": b"{", "more_body": True}])
+    )
+    assert status == 408 and time.monotonic() - started < 2
+    assert headers[b"content-type"] == b"application/problem+json"
+
+
+def test_rates_and_failed_authentications_are_limited_per_client():
+    settings = Settings(
+        rate_limit_address_per_second=5,
+        rate_limit_key_per_second=2,
+        rate_limit_burst_seconds=1,
+        auth_failures_per_minute=3,
+    )
+
+    async def scenario():
+        app = RequestLimits(_ok, settings, LocalLimiter())
+        key = [(b"authorization", b"Bearer coin_x_y")]
+        statuses = [(await _call(app, _request(key), [{"type": "http.request"}]))[0] for _ in range(4)]
+        refused = await _call(app, _request(key), [{"type": "http.request"}])
+        other_key = await _call(
+            app, _request([(b"authorization", b"Bearer other")]), [{"type": "http.request"}]
+        )
+
+        async def unauthorized(scope, receive, send):
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        guessing = RequestLimits(unauthorized, settings, LocalLimiter())
+        failures = [(await _call(guessing, _request(client="10.9.9.9"), [{}]))[0] for _ in range(6)]
+        return statuses, refused, other_key, failures
+
+    statuses, refused, other_key, failures = asyncio.run(scenario())
+    assert statuses[:3] == [200, 200, 200] and 429 in statuses  # a burst of rate × burst + 1, then no
+    assert refused[0] == 429 and int(refused[1][b"retry-after"]) >= 1
+    assert json.loads(refused[2])["status"] == 429
+    assert other_key[0] == 200  # another credential from the same address still has its own bucket
+    assert failures == [401, 401, 401, 401, 429, 429]  # a minute's failures, then refused outright
+
+
+def test_requests_in_flight_are_capped_per_address():
+    settings = Settings(max_requests_in_flight_per_address=2)
+
+    async def scenario():
+        release = asyncio.Event()
+
+        async def slow(scope, receive, send):
+            await release.wait()
+            await _ok(scope, receive, send)
+
+        app = RequestLimits(slow, settings, LocalLimiter())
+        held = [asyncio.create_task(_call(app, _request(), [{"type": "http.request"}])) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        third = await _call(app, _request(), [{"type": "http.request"}])
+        elsewhere = asyncio.create_task(_call(app, _request(client="10.0.0.2"), [{"type": "http.request"}]))
+        release.set()
+        return third, [(await task)[0] for task in held], (await elsewhere)[0], app.in_flight
+
+    third, held, elsewhere, in_flight = asyncio.run(scenario())
+    assert third[0] == 429 and held == [200, 200] and elsewhere == 200
+    assert in_flight == {}  # nothing left counted once the requests are done
+
+
+def test_the_limiter_forgets_empty_buckets():
+    limiter = LocalLimiter(max_keys=10)
+
+    async def fill():
+        for i in range(11):
+            await limiter.take([Bucket(f"k{i}", 0.001, 1.0)])
+        await asyncio.sleep(0.05)  # every bucket is full again: nothing to remember
+        await limiter.take([Bucket("late", 0.001, 1.0)])
+
+    asyncio.run(fill())
+    assert set(limiter._tats) == {"late"}
+
+
+def test_metrics_are_summed_across_processes(tmp_path):
+    """`--workers 2`: each process counts its own; with PROMETHEUS_MULTIPROC_DIR, /metrics sums them."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    count = "from service.metrics import REPORTS; REPORTS.labels('stored').inc({n})"
+    for n in (2, 3):
+        subprocess.run([sys.executable, "-c", count.format(n=n)], env=env, check=True)
+    scrape = "from api.health.endpoints import _exposition; print(_exposition().decode())"
+    text = subprocess.run(
+        [sys.executable, "-c", scrape], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    assert 'coin_reports_total{outcome="stored"} 5.0' in text
