@@ -1,8 +1,8 @@
 """The composite null: how often an honest provider's audits may score below each threshold.
 
 One audit's verifier p-value is calibrated on the training domains; on an unseen domain its honest
-rate below a threshold moves a lot (leave-one-domain-out: 1.5% of general-reasoning audits and 4.5%
-of math audits fall under the verifier's alpha of 0.6%). So the monitor does not trust the p-value's
+rate below a threshold moves a lot (leave-one-domain-out: 0.9% of general-reasoning audits and 4.7%
+of math audits score under 0.006). So the monitor does not trust the p-value's
 nominal rate. Its null is composite: an honest provider's audits satisfy P(S < t_j | past) <= r_j for
 every threshold t_j, where r_j is the *worst* honest rate measured over the domains held out one at a
 time — the upper end of the Wilson 95% interval of the worst fold — and never below t_j itself, the
@@ -27,10 +27,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# S < t for these t: the verifier's own alpha (a `suspect`), one in twenty, one in four, one in two —
-# a ladder over the range, because strong attacks show in the far tail and weak ones shift the bulk of
-# the p-values (0.25–0.5) more than the tail. Not 1: its floor r = 1 would make that stream void.
-THRESHOLDS = (0.006, 0.05, 0.25, 0.5)
+# S < t for these t: the verifier's alpha of old (a `suspect` at 0.6%) and one in twenty — the tail
+# only. The bulk does not transfer across domains: below 0.25 and 0.5 the GPT-4o medical set's honest
+# audits fall at 38% and 63%, against at most 25% and 36% on the other domains (leave-one-domain-out,
+# docs of `coin monitor-eval`), so a rung there alarms every honest provider of such a domain; in the
+# tail the other domains' bounds hold it. Weak attacks shift the bulk most, so this costs power.
+THRESHOLDS = (0.006, 0.05)
 Z95 = 1.959964
 
 

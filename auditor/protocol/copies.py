@@ -1,5 +1,5 @@
 """Copied spans in a repetition profile (protocol `coin/2`; the rule, its measurement over every honest
-trace and its limits are in docs/protocol.md, "The copied_spans check").
+trace and its limits are in docs/protocol.md, "Protocol coin/2").
 
 A profile holds one fingerprint per position, equal exactly where the n-grams ending there are equal
 (`auditor.protocol.repetition`). Text pasted again shows as a run of positions whose fingerprints repeat
@@ -49,15 +49,14 @@ def profile_values(profile: bytes) -> npt.NDArray[np.uint64]:
 
 @dataclass(frozen=True)
 class Copies:
-    """The copies of one profile (index-aligned arrays, in order of offset, then start) and the number of
-    earlier occurrences of each position's n-gram."""
+    """The copies of one profile: index-aligned arrays, in order of offset, then start."""
 
     size: int
     start: IntArray  # first matched position
     end: IntArray  # one past the last matched position
     offset: IntArray  # positions [start, end) repeat positions [start - offset, end - offset)
-    matched: IntArray  # positions whose fingerprint equals the one `offset` earlier
-    second: IntArray  # matched positions whose n-gram occurs for the second time there
+    matched: IntArray  # positions of its segments: each fingerprint equals the one `offset` earlier
+    second: IntArray  # matched positions where their n-gram occurs for the second time
 
 
 def find_copies(values: npt.NDArray[np.uint64], gap: int = COPY_GAP) -> Copies:
@@ -80,13 +79,12 @@ def find_copies(values: npt.NDArray[np.uint64], gap: int = COPY_GAP) -> Copies:
     offsets = offset[starts]
     by_offset = np.lexsort((starts, offsets))
     starts, ends, offsets = starts[by_offset], ends[by_offset], offsets[by_offset]
-    joins = (offsets[1:] == offsets[:-1]) & (starts[1:] - ends[:-1] <= gap)
-    first = np.flatnonzero(np.r_[True, ~joins]) if len(starts) else np.zeros(0, dtype=np.int64)
-
-    second_prefix = np.r_[0, np.cumsum(earlier == 1)]
-    if not len(first):
+    if not len(starts):  # nothing repeats
         empty = np.zeros(0, dtype=np.int64)
         return Copies(m, empty, empty, empty, empty, empty)
+    joins = (offsets[1:] == offsets[:-1]) & (starts[1:] - ends[:-1] <= gap)
+    first = np.flatnonzero(np.r_[True, ~joins])  # the first segment of each copy
+    second_prefix = np.r_[0, np.cumsum(earlier == 1)]
     return Copies(
         size=m,
         start=starts[first],

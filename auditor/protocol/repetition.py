@@ -1,4 +1,4 @@
-"""Protocol `coin/2`: the repetition profile (docs/protocol.md, "coin/2: the repetition profile").
+"""Protocol `coin/2`: the repetition profile (docs/protocol.md, "Protocol coin/2: the repetition profile").
 
 For every position i the provider commits r_i, a keyed fingerprint of the n-gram of tokens ending at i,
 and answers every challenge with the whole profile r_0..r_{m-1}: the auditor sees which positions repeat

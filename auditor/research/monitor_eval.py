@@ -52,6 +52,8 @@ from auditor.research.traces import DEFAULT_HELD_OUT_DOMAINS
 from auditor.semantic.exposure import ExposurePolicy
 
 OUTCOMES_FILE = "outcomes.jsonl"
+# A wider ladder than the monitor's, to show which thresholds' honest rates carry over between domains.
+DIAGNOSTIC_THRESHOLDS = (0.006, 0.05, 0.25, 0.5)
 FOLD_PREFIX = "fold-"
 # Kept small enough that one chunk's e-values (providers x horizon x streams x bets) stay ~30 MB.
 CHUNK = 100
@@ -416,6 +418,22 @@ def headline(folds: dict[str, dict[str, Any]], held_out: tuple[str, ...]) -> dic
     }
 
 
+def transfer(summaries: list[FoldRates]) -> dict[str, dict[str, list[Any]]]:
+    """Per fold: its honest rates below each threshold and the bound the other folds give — where the
+    rate exceeds the bound, a rung at that threshold would alarm that domain's honest providers."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    for fold in summaries:
+        bound = composite_null(summaries, exclude=fold.domain)
+        rates = [k / fold.honest_audits for k in fold.honest_flags]
+        out[fold.domain] = {
+            "thresholds": list(fold.thresholds),
+            "rates": rates,
+            "bound": list(bound.rates),
+            "exceeds": [r > b for r, b in zip(rates, bound.rates, strict=True)],
+        }
+    return out
+
+
 def run_monitor_eval(
     lodo_dir: Path, config: MonitorEvalConfig, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
@@ -427,6 +445,7 @@ def run_monitor_eval(
             "comes from the other folds, so at least two are needed"
         )
     summaries = [fold_rates(domain, rows, config.thresholds) for domain, rows in outcomes.items()]
+    ladder = [fold_rates(domain, rows, DIAGNOSTIC_THRESHOLDS) for domain, rows in outcomes.items()]
     rng = np.random.default_rng(config.seed)
     folds = {}
     for domain, rows in outcomes.items():
@@ -440,6 +459,7 @@ def run_monitor_eval(
         "lodo_dir": str(lodo_dir),
         "fold_rates": [asdict(s) for s in summaries],
         "calibration": shipped.to_json(),
+        "transfer": transfer(ladder),
         "folds": folds,
         "targets": targets(folds, DEFAULT_HELD_OUT_DOMAINS),
         "headline": headline(folds, DEFAULT_HELD_OUT_DOMAINS),

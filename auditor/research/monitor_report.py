@@ -104,6 +104,21 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{honest['false_alarms']}/{honest['providers']} = {_pct(honest['false_alarm_rate'])} "
             f"({_pct(honest['ci_low'])}–{_pct(honest['ci_high'])}) | {_pct(honest['coverage_end'])} |"
         )
+    ladder = next(iter(report["transfer"].values()))["thresholds"]
+    lines += [
+        "",
+        f"Which thresholds carry over: each fold's honest rate below t = {tuple(ladder)} against the bound of "
+        "the other folds (**bold**: above it — a rung there would alarm that domain's honest providers).",
+        "",
+        "| domain | " + " | ".join(f"t = {t:g}" for t in ladder) + " |",
+        "|---|" + "---:|" * len(ladder),
+    ]
+    for domain, row in report["transfer"].items():
+        cells = [
+            f"**{r:.3f}** > {b:.3f}" if over else f"{r:.3f} ≤ {b:.3f}"
+            for r, b, over in zip(row["rates"], row["bound"], row["exceeds"], strict=True)
+        ]
+        lines.append(f"| {domain} | " + " | ".join(cells) + " |")
     shipped = report["calibration"]["bound"]
     lines += [
         "",

@@ -55,7 +55,7 @@ def test_honest_provider_passes_with_a_signed_verdict(client, make_provider, mak
         "repetition_profile": "proof", "copied_spans": "proof",  # coin/2: the repetition profile
         "tokens_to_block": "statistical", "block_to_answer": "statistical",  # 4-5
         "duplicate_blocks": "statistical", "repeated_token": "proof",  # 6
-        "vocabulary": "proof", "retokenization": "statistical",  # 7
+        "vocabulary": "proof", "split_token": "proof", "retokenization": "statistical",  # 7
         "verifier": "statistical",  # 8
     }  # fmt: skip
     assert all(c["outcome"] == "pass" for c in checks.values())

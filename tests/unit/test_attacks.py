@@ -7,7 +7,19 @@ import pytest
 
 from auditor.protocol.errors import ProtocolError
 from auditor.protocol.tokenize import get_tokenizer
-from auditor.research.attacks import ATTACKS, AttackContext, Placement, inflate, place, retokenize
+from auditor.research.attacks import (
+    ATTACKS,
+    COPY_ATTACKS,
+    HEAD_ATTACKS,
+    AttackContext,
+    CopyPlacement,
+    Placement,
+    copy_insertions,
+    copy_units,
+    inflate,
+    place,
+    retokenize,
+)
 from auditor.research.traces import Trace, load_traces
 
 TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces"
@@ -119,3 +131,53 @@ def test_bad_input_is_a_typed_error(ctx, victim):
         inflate(victim, "other_domain", 1.0, random.Random(0), lonely)
     with pytest.raises(ProtocolError, match="similar_question"):
         inflate(victim, "similar_question", 1.0, random.Random(0), lonely)
+
+
+def _pasted(inflated) -> list[list[bytes]]:  # type: ignore[no-untyped-def]
+    """The injected runs of an inflated trace, in order."""
+    runs: list[list[bytes]] = []
+    for k, (token, injected) in enumerate(zip(inflated.tokens, inflated.injected, strict=True)):
+        if injected:
+            if not k or not inflated.injected[k - 1]:
+                runs.append([])
+            runs[-1].append(token)
+    return runs
+
+
+@pytest.mark.parametrize("paragraphs", [False, True])
+def test_copy_units_are_whole_sentences_or_paragraphs(ctx, victim, paragraphs):
+    genuine = ctx.tokens(victim)
+    units = copy_units(genuine, paragraphs)
+    assert all(b - a >= 4 for a, b in units) and units == sorted(units)
+    for a, _ in units:
+        assert a == 0 or genuine[a - 1].rstrip().endswith((b".", b"\n", b"?", b"!"))
+        assert not paragraphs or a == 0 or b"\n" in genuine[a - 1] or genuine[a].startswith(b"\n")
+
+
+def test_near_copies_follow_their_source_and_each_unit_is_pasted_once(ctx, victim):
+    inflated = inflate(victim, "copy_sentence_near", 0.5, random.Random(4), ctx)
+    runs = _pasted(inflated)
+    texts = [b"".join(run) for run in runs[:-1]]  # the last may be cut to reach the IR
+    assert len(set(texts)) == len(texts)
+    joined = list(inflated.tokens)
+    for run in runs[:-1]:
+        k = next(i for i in range(len(joined)) if joined[i : i + len(run)] == run)
+        assert joined[k + len(run) : k + 2 * len(run)] == run  # "X X": the copy right after its source
+
+
+def test_a_passage_is_pasted_in_its_own_order_far_from_itself(ctx, victim):
+    genuine = ctx.tokens(victim)
+    n = len(genuine) // 4
+    insertions = copy_insertions(genuine, n, random.Random(5), False, CopyPlacement.PASSAGE)
+    assert sum(len(chunk) for _, chunk in insertions) == n
+    for position, chunk in insertions:
+        start = next(k for k in range(len(genuine)) if genuine[k : k + len(chunk)] == chunk)
+        assert abs(position - start) >= len(genuine) / 3
+
+
+def test_the_heads_do_not_train_on_the_copiers():
+    assert COPY_ATTACKS[0] == "self_duplicate" and len(COPY_ATTACKS) == 8
+    assert "self_duplicate" in HEAD_ATTACKS and not set(COPY_ATTACKS[1:]) & set(HEAD_ATTACKS)
+    with pytest.raises(ProtocolError, match="pastes by its own rule"):
+        inflate(Trace("t", "d", "m", "q", "A b c d. E f g h.", "a"), "copy_passage", 1.0, random.Random(0),
+                AttackContext(get_tokenizer("qwen2"), []), placement=Placement.APPEND)  # fmt: skip

@@ -371,6 +371,7 @@ def test_monitor_eval_runs_on_a_small_lodo_folder(tmp_path):
     report = json.loads((tmp_path / "out" / "monitor.json").read_text())
     assert set(report["folds"]) == {"general_reasoning", "math", "medical"}
     assert report["folds"]["medical"]["bound"]["domains"] == ["general_reasoning", "math"]
+    assert set(report["transfer"]) == set(report["folds"]) and len(report["transfer"]["math"]["bound"]) == 4
     overclaim = [c for c in report["folds"]["math"]["cells"] if c["attack"] == "overclaim"]
     assert all(c["alarm_by_first_fail"] == 1.0 for c in overclaim)
     assert MonitorPolicy.from_json(report["calibration"]).bound.domains == (

@@ -136,6 +136,26 @@ def test_checkable_positions_need_the_whole_ngram():
 # --- copies: what the profile shows ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("values", "copies"),
+    [
+        # (start, end, offset, matched, second) per copy, in order of offset
+        ([1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 9, 5, 6], [(6, 10, 6, 4, 4), (11, 13, 7, 2, 2)]),
+        # one fresh value inside a pasted run: one copy across the gap
+        ([*range(1, 11), 1, 2, 3, 99, 5, 6, 7], [(10, 17, 10, 6, 6)]),
+        # a gap wider than COPY_GAP: two copies at the same offset
+        ([*range(1, 21), 1, 2, 3, 91, 92, 93, 94, 95, 9, 10], [(20, 23, 20, 3, 3), (28, 30, 20, 2, 2)]),
+        # a loop: one segment, the second occurrences are its first period
+        ([7, 8, 9] * 4, [(3, 12, 3, 9, 3)]),
+        ([1, 2, 3], []),
+    ],
+)
+def test_find_copies_vectors(values, copies):
+    found = find_copies(np.array(values, dtype=np.uint64))
+    got = list(zip(found.start, found.end, found.offset, found.matched, found.second, strict=True))
+    assert [tuple(int(x) for x in row) for row in got] == copies
+
+
 def test_a_pasted_span_is_one_copy_at_a_constant_offset():
     base = words(200)
     tokens = base[:120] + base[20:60] + base[120:]  # 40 tokens pasted 60 positions after their source
