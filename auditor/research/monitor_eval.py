@@ -15,12 +15,14 @@ What each cell reports: audits to alarm (median, 90th percentile, share never al
 horizon), whether the alarm came no later than the first audit that failed a proof, and the interval's
 coverage — the share of providers whose token-share interval holds the population's true inflated
 share (injected / billed tokens of the mixture they draw from), read at the end of the horizon and at
-the alarm (the interval is a confidence sequence, so both must cover). Two diagnostics say why a cell
-is slow: `best_possible_audits` ≈ log(1/α) / max_j KL(q_j ‖ r_j) (Wald), the audits a test that knew
-the provider's flag rates q_j would need against the composite null — None where the attack never
-flags more often than some honest domain does, so that no test against this null can detect it — and
-`best_possible_audits_own_null`, the same against the domain's own honest rates: what honest reference
-traces of the provider's domain would buy.
+the alarm (or the horizon's end, for a provider that never alarms): the interval is a confidence
+sequence, so it must cover at any stopping time. Two diagnostics say why a cell is slow:
+`best_possible_audits` ≈ log(1/α) / max_j KL(q_j ‖ r_j) (Wald), the audits a test that knew the
+provider's flag rates q_j would need against the composite null — None where the attack never flags
+more often than some honest domain does, so that no test against this null can detect it — and
+`best_possible_audits_own_null`, the same against the domain's own honest rates on the wider
+diagnostic ladder (with reference traces of the provider's own domain the bulk thresholds are safe):
+what honest reference traces of the domain would buy.
 """
 
 import json
@@ -144,9 +146,6 @@ class Counts:
     proof_failures: IntArray
     flags: IntArray  # (providers, thresholds)
 
-    def select(self, mask: BoolArray) -> "Counts":
-        return Counts(self.audits[mask], self.proof_failures[mask], self.flags[mask])
-
     def inflated_lower(self, policy: MonitorPolicy) -> FloatArray:
         """Each provider's lower confidence bound on its share of inflated reports."""
         return inflated_reports_lower(
@@ -162,7 +161,7 @@ class Counts:
 @dataclass(frozen=True)
 class Streams:
     """What the monitor saw of each simulated provider: when it alarmed (horizon + 1: never), its
-    first proof failure, and its counts at the end of the horizon and at the alarm (or the end)."""
+    first proof failure, and its counts at the end of the horizon and at min(alarm, horizon)."""
 
     alarm: IntArray
     first_fail: IntArray
@@ -228,18 +227,16 @@ def best_possible_audits(flag_rates: FloatArray, nulls: FloatArray, alpha: float
     return min(candidates) if candidates else None
 
 
-def _interval_figures(
-    streams: Streams, policy: MonitorPolicy, truth: float, horizon: int
-) -> dict[str, float | None]:
+def _interval_figures(streams: Streams, policy: MonitorPolicy, truth: float) -> dict[str, float]:
     lower_end = streams.end.inflated_lower(policy)
     share_end = token_share_lower(lower_end, policy.min_inflation_ratio)
-    alarmed = streams.alarm <= horizon
-    lower_alarm = streams.at_alarm.select(alarmed).inflated_lower(policy)
-    share_alarm = token_share_lower(lower_alarm, policy.min_inflation_ratio)
-    figures: dict[str, float | None] = {
+    # Read at the stopping time min(alarm, horizon) of *every* provider: the confidence sequence holds
+    # there. Among alarmed providers alone it need not: an honest provider that alarmed was unlucky.
+    share_alarm = token_share_lower(streams.at_alarm.inflated_lower(policy), policy.min_inflation_ratio)
+    figures = {
         "true_token_share": truth,
         "coverage_end": float(np.mean(share_end <= truth)),
-        "coverage_at_alarm": float(np.mean(share_alarm <= truth)) if alarmed.any() else None,
+        "coverage_at_alarm": float(np.mean(share_alarm <= truth)),
         "inflated_reports_lower_mean": float(lower_end.mean()),
         "token_share_lower_mean": float(share_end.mean()),
         "interval_width_mean": float(np.mean(1.0 - share_end)),
@@ -297,9 +294,10 @@ def simulate_fold(
         "false_alarm_rate": alarms / config.honest_providers,
         "ci_low": low,
         "ci_high": high,
-        **_interval_figures(streams, policy, 0.0, horizon),
+        **_interval_figures(streams, policy, 0.0),
     }
     honest_rates = honest.flag_rates(config.thresholds)
+    honest_ladder = honest.flag_rates(DIAGNOSTIC_THRESHOLDS)
     rates = np.asarray(policy.bound.rates)
     cells = []
     for attack in ATTACKS:
@@ -335,9 +333,13 @@ def simulate_fold(
                         # Against the composite null, and against this domain's own honest rates (what
                         # honest reference traces of the domain would allow): the price of robustness.
                         "best_possible_audits": best_possible_audits(q, rates, config.alpha),
-                        "best_possible_audits_own_null": best_possible_audits(q, honest_rates, config.alpha),
+                        "best_possible_audits_own_null": best_possible_audits(
+                            (1 - share) * honest_ladder + share * pool.flag_rates(DIAGNOSTIC_THRESHOLDS),
+                            honest_ladder,
+                            config.alpha,
+                        ),
                         **_alarm_figures(streams, horizon),
-                        **_interval_figures(streams, policy, truth, horizon),
+                        **_interval_figures(streams, policy, truth),
                     }
                 )
     return {
@@ -355,8 +357,7 @@ def _rows(fold: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def _coverage(row: dict[str, Any]) -> float:
     """The lower of the coverages at the end of the horizon and at the alarm."""
-    at_alarm = row["coverage_at_alarm"]
-    return float(row["coverage_end"] if at_alarm is None else min(row["coverage_end"], at_alarm))
+    return float(min(row["coverage_end"], row["coverage_at_alarm"]))
 
 
 def _speed_target(ir: float, share: float) -> int | None:

@@ -20,7 +20,7 @@ def _audits(cell: dict[str, Any]) -> str:
     if never == 1:
         return "never"
     shown = "never" if median is None else f"{median:g} / {'—' if p90 is None else f'{p90:g}'}"
-    return shown if never == 0 else f"{shown} ({100 * never:.2g}% never)"
+    return shown if never == 0 else f"{shown} ({100 * never:.1f}% never)"
 
 
 def _grid(cells: list[dict[str, Any]], share: float, show: Callable[[dict[str, Any]], str]) -> list[str]:
@@ -42,16 +42,20 @@ def _interval_cell(cell: dict[str, Any]) -> str:
     return f"{cell['true_token_share']:.2f}: {lower}{point}"
 
 
+def _count(audits: float) -> str:
+    return "more than 10,000" if audits > 10_000 else f"~{audits:,.0f}"
+
+
 def _why(cell: dict[str, Any]) -> str:
     best, own = cell["best_possible_audits"], cell["best_possible_audits_own_null"]
     if best is None:
         reason = "flags no more often than the composite null allows an honest provider: no test against it can alarm"
     else:
         reason = (
-            f"even a test that knew its flag rates would need ~{best:.0f} audits against the composite null"
+            f"a test that knew its flag rates would need {_count(best)} audits against the composite null"
         )
-    own_text = "none" if own is None else f"~{own:.0f}"
-    return f"{reason} (against this domain's own honest rates: {own_text})"
+    own_text = "never" if own is None else _count(own)
+    return f"{reason} (against this domain's own honest rates, thresholds up to 0.5: {own_text})"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -163,7 +167,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"({report['calibration']['min_inflation_ratio']}). The upper end stays 1: an inflated report may "
         "look honest (similar_question, prompt_answer, self_duplicate do), and no statistical check measures "
         "how much was injected, so nothing bounds the share from above. Coverage is read at the end of the "
-        "horizon and at the alarm. Each cell below: the true share: the mean lower end (and of L, the "
+        "horizon and at each provider's alarm (the end, if it never alarms): a stopping time, where a "
+        "confidence sequence must hold. Each cell below: the true share: the mean lower end (and of L, the "
         "lower bound on the share of inflated reports, here p = 1); ŝ, the point estimate that assumes the "
         "evaluation's average detection and ratio (not covered by any guarantee). Plot: "
         f"`{INTERVAL_PLOT}`.",

@@ -38,6 +38,10 @@ from tests.integration.support import (
     truncate_all,
 )
 
+# The resilience suite runs from bench/resilience.py (`make resilience`, and its short form in `make
+# test`), which sets COIN_RESILIENCE_TRIALS; a plain pytest run does not collect it.
+collect_ignore = [] if "COIN_RESILIENCE_TRIALS" in os.environ else ["resilience"]
+
 
 def _service_missing(what: str, exc: Exception) -> None:
     message = f"{what} is not reachable ({exc})"
