@@ -4,8 +4,8 @@ Model. Each audited report is inflated with probability π (given the past: audi
 honest report scores below t_j with probability at most r_j (the composite null) and never fails a
 proof; an inflated one fails a proof or scores below t_j with some probability d_j in [0, 1] that
 depends on the attack and its inflation ratio ρ (IR: injected / genuine tokens) and is unknown — for
-the adaptive attacks that copy same-domain text (similar_question, prompt_answer, self_duplicate) it
-is no higher than the honest rate. The quantity billed in excess is the token share
+the adaptive attacks that paste relevant same-domain text (similar_question, prompt_answer) it is no
+higher than the honest rate. The quantity billed in excess is the token share
 s = inflated tokens / billed tokens, which for one ratio ρ is πρ / (1 + πρ).
 
 What is identifiable, and how it is bounded here:
@@ -44,7 +44,7 @@ from auditor.monitoring.eprocess import BET_FRACTIONS, FloatArray, log_e_values
 CONFIDENCE = 0.95
 # A report inflated by less than this ratio is not counted by the token-share lower bound.
 MIN_INFLATION_RATIO = 0.05
-# Bisection steps: the bound is exact to 2^-30, then rounded down.
+# Bisection steps: the bound is a rejected value within 2^-30 below the exact supremum.
 BISECTION_STEPS = 30
 
 

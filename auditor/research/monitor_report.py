@@ -165,7 +165,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Guaranteed (95%, anytime) interval: [L · ρ_min / (1 + ρ_min), 1], L the lower confidence sequence "
         "on the share of inflated reports, ρ_min the smallest inflation ratio counted "
         f"({report['calibration']['min_inflation_ratio']}). The upper end stays 1: an inflated report may "
-        "look honest (similar_question, prompt_answer, self_duplicate do), and no statistical check measures "
+        "look honest (similar_question and prompt_answer do), and no statistical check measures "
         "how much was injected, so nothing bounds the share from above. Coverage is read at the end of the "
         "horizon and at each provider's alarm (the end, if it never alarms): a stopping time, where a "
         "confidence sequence must hold. Each cell below: the true share: the mean lower end (and of L, the "

@@ -208,7 +208,9 @@ def world(server: str, dashboard_settings: Settings, embedder: Any) -> Iterator[
         client.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop running in this thread while it is open, and
+# tests collected after the browser tests (asyncio.run in tests/unit) need the thread's loop free.
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not CHROMIUM.exists():
         _missing(f"{CHROMIUM} is missing (apt-get install chromium; `make test` installs it)")
