@@ -1,5 +1,5 @@
 """The service's commands (`coin api`, `worker`, `beat`, `migrate`, `verify-chain`, `demo`, `staff`,
-`verify-verdict`).
+`policy`, `calibrate`, `verify-verdict`).
 
 `app` is a plain `typer.Typer()` that the `coin` CLI (`auditor.cli`) loads as a plugin (entry point
 group `coin.commands`). Every command reads the settings first: a wrong configuration is one line on
@@ -7,15 +7,22 @@ stderr and exit status 2, never a traceback. The worker and beat are started by 
 so the API never imports the workers.
 """
 
+import dataclasses
 import enum
+import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from service.settings import Settings, SettingsError, get_settings
+
+if TYPE_CHECKING:
+    from service.models import SamplingPolicy
+    from service.monitoring.references import ReferenceTrace
+    from service.monitoring.service import Standing
 
 app = typer.Typer(help="Run the CoIn Audit service.", no_args_is_help=True)
 
@@ -191,6 +198,210 @@ def staff(
     finally:
         database.dispose()
     typer.echo(f"staff account {account.email} created; sign in at /dashboard")
+
+
+class PolicyAction(enum.StrEnum):
+    SHOW = "show"
+    SET = "set"
+
+
+def _percent(value: float) -> str:
+    return f"{value:.2%}"
+
+
+def _describe_policy(policy: "SamplingPolicy | None", retention_days: int) -> list[str]:
+    if policy is None:
+        return ["sampling policy: none (not audited on a schedule; `coin policy set` gives it one)"]
+    lines = [
+        f"sampling policy: domain {policy.domain}; {_percent(policy.share)} of reports and at least "
+        f"{policy.min_per_day} a day (escalated: {_percent(policy.escalated_share)}, "
+        f"{policy.escalated_min_per_day} a day); drawn within {retention_days} days of receipt",
+        f"  escalates after a failed audit, an alarm, or an e-value >= {policy.warning_e_value:g}; back to "
+        f"base after {policy.clean_audits} consecutive passing audits",
+    ]
+    if policy.escalated:
+        assert policy.escalation_reason is not None and policy.escalated_at is not None
+        lines.append(
+            f"  ESCALATED since {policy.escalated_at:%Y-%m-%d %H:%M:%S} UTC ({policy.escalation_reason.value}); "
+            f"{policy.clean_streak} of {policy.clean_audits} clean audits so far"
+        )
+    else:
+        lines.append("  at base")
+    return lines
+
+
+def _describe_standing(standing: "Standing") -> list[str]:
+    alarm = "no alarm"
+    if standing.alarm is not None:
+        alarm = f"ALARM ({standing.alarm.value}) at audit {standing.alarm_at}"
+    low, high = standing.token_share_interval
+    return [
+        f"monitor {standing.period} (calibration {standing.calibration}): {standing.audits} audits, "
+        f"{standing.proof_failures} proof failures; e-value {standing.e_value:.3g} (largest "
+        f"{standing.max_e_value:.3g}, alarm at {1 / standing.alpha:g}); {alarm}",
+        f"  inflated reports >= {_percent(standing.inflated_reports_lower)}; inflated share of billed "
+        f"tokens in [{_percent(low)}, {_percent(high)}] ({standing.confidence:.0%}, anytime)",
+    ]
+
+
+@app.command("policy")
+def policy(
+    action: Annotated[
+        PolicyAction, typer.Argument(help="show: the policy and the monitor's standing; set: set the policy")
+    ],
+    provider: Annotated[str, typer.Option(help="the provider's id or name")],
+    domain: Annotated[
+        str | None, typer.Option(help="set: the provider's domain (default: the current policy's)")
+    ] = None,
+    share: Annotated[
+        float | None, typer.Option(help="set: the share of reports drawn for audit, 0..1")
+    ] = None,
+    min_per_day: Annotated[int | None, typer.Option(help="set: audits drawn per UTC day at least")] = None,
+    escalated_share: Annotated[
+        float | None, typer.Option(help="set: the share while escalated (default: 4 x share)")
+    ] = None,
+    escalated_min_per_day: Annotated[
+        int | None, typer.Option(help="set: the minimum per day while escalated (default: 4 x min-per-day)")
+    ] = None,
+    clean_audits: Annotated[
+        int | None, typer.Option(help="set: consecutive passing audits that end an escalation (default 5)")
+    ] = None,
+    warning_e_value: Annotated[
+        float | None, typer.Option(help="set: the e-value that escalates the policy (default 10)")
+    ] = None,
+) -> None:
+    """Show or set a provider's sampling policy: `coin policy show --provider NAME` (with its monitor's
+    standing), `coin policy set --provider NAME --share 0.02 --min-per-day 5 [--domain math]`. Like
+    PUT /v1/providers/{id}/policy, a term left out takes its default; recorded in the audit trail."""
+    from service.context import database_of
+    from service.errors import ServiceError
+    from service.monitoring.service import standing
+    from service.providers.service import find_provider
+    from service.scheduling.service import PolicyTerms, get_policy, set_policy
+
+    configured = settings()
+    database = database_of(configured)
+    try:
+        with database.unit_of_work() as session:
+            found = find_provider(session, provider)
+            current = get_policy(session, found)
+            if action == PolicyAction.SET:
+                if share is None or min_per_day is None:
+                    typer.echo("error: `coin policy set` needs --share and --min-per-day", err=True)
+                    raise typer.Exit(2)
+                chosen_domain = domain or (current.domain if current is not None else None)
+                if chosen_domain is None:
+                    typer.echo("error: a new policy needs --domain", err=True)
+                    raise typer.Exit(2)
+                given = PolicyTerms(chosen_domain, share, min_per_day, escalated_share, escalated_min_per_day)
+                terms = dataclasses.replace(
+                    given,
+                    clean_audits=given.clean_audits if clean_audits is None else clean_audits,
+                    warning_e_value=given.warning_e_value if warning_e_value is None else warning_e_value,
+                )
+                current = set_policy(session, found, terms, actor="cli")
+            lines = [f"provider {found.name} ({found.id})"]
+            lines += _describe_policy(current, configured.retention_days)
+            lines += _describe_standing(standing(session, found.id))
+    except ServiceError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        database.dispose()
+    for line in lines:
+        typer.echo(line)
+
+
+def read_reference_traces(path: Path, domain: str) -> "list[ReferenceTrace]":
+    """The traces of a JSON-lines file: `reasoning` and `answer` (strings) on each line, `id` if given
+    (else the line number), and `domain`, if given, must be `domain`. ValueError naming the line."""
+    from service.monitoring.references import ReferenceTrace
+
+    traces = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: not JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{where}: expected a JSON object")
+            for name in ("reasoning", "answer"):
+                if not isinstance(record.get(name), str) or not record[name].strip():
+                    raise ValueError(f"{where}.{name}: expected a non-empty string")
+            if record.get("domain", domain) != domain:
+                raise ValueError(f"{where}.domain: {record['domain']!r}, not {domain!r}")
+            traces.append(
+                ReferenceTrace(str(record.get("id", number)), record["reasoning"], record["answer"])
+            )
+    if not traces:
+        raise ValueError(f"{path.name}: no traces")
+    return traces
+
+
+@app.command("calibrate")
+def calibrate(
+    domain: Annotated[str, typer.Option(help="the domain the traces are references of (e.g. math)")],
+    traces: Annotated[
+        Path,
+        typer.Option(
+            help="JSON lines, one honest trace the auditor produced itself per line: reasoning, answer "
+            "(and optionally id, domain)"
+        ),
+    ],
+) -> None:
+    """Calibrate the monitor of a domain on honest reference traces: each is committed with the SDK and
+    audited in this process with the shipped heads; their scores give the domain's null bound, stored as
+    the next version of its calibration. Providers of the domain use it from their next period."""
+    from service.context import database_of
+    from service.monitoring.calibration import register_calibration, shipped_calibration
+    from service.monitoring.references import audit_references, checkpoint_in_use
+    from service.scheduling.service import DOMAIN_PATTERN
+
+    configured = settings()
+    if not DOMAIN_PATTERN.match(domain):
+        typer.echo("error: --domain: lower-case letters, digits, '_', '.' and '-', at most 64", err=True)
+        raise typer.Exit(2)
+    try:
+        references = read_reference_traces(traces, domain)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    heads, embd_id = checkpoint_in_use(configured)
+    typer.echo(f"auditing {len(references)} reference traces of {domain} with {heads}")
+    audits = audit_references(
+        configured,
+        references,
+        lambda audit: typer.echo(f"  {audit.trace_id}: {audit.outcome}, score {audit.evidence.score():.3g}"),
+    )
+    database = database_of(configured)
+    try:
+        with database.unit_of_work() as session:
+            calibration = register_calibration(
+                session,
+                domain,
+                [a.evidence.score() for a in audits],
+                heads=heads,
+                embd_id=embd_id,
+                actor="cli",
+            )
+            label, bound = calibration.label, calibration.policy["bound"]
+    finally:
+        database.dispose()
+    shipped = shipped_calibration().policy.bound
+    typer.echo(
+        f"calibration {label}: {len(audits)} traces; null bound {', '.join(f'{r:.3g}' for r in bound['rates'])} "
+        f"below {', '.join(f'{t:g}' for t in bound['thresholds'])} (shipped: "
+        f"{', '.join(f'{r:.3g}' for r in shipped.rates)}); providers of {domain} use it from their next period"
+    )
+    if heads != shipped_calibration().heads:
+        typer.echo(
+            f"warning: {heads} is not the shipped checkpoint: no monitor will use this calibration", err=True
+        )
 
 
 @app.command("verify-verdict")

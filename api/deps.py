@@ -8,11 +8,12 @@ Every secret is compared in constant time; an unknown key and a wrong key look t
 
 import enum
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import Depends, HTTPException, Query, Request, status
@@ -20,6 +21,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, joinedload
@@ -266,6 +268,21 @@ class QueryParameterCheck:
             )
 
 
+_ISO_DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _iso_8601_only(value: Any) -> Any:
+    """Pydantic reads a number as Unix time (`created_to=0.5` is 1970); the filters are documented as
+    ISO 8601 date-times, so anything that does not start like one is refused."""
+    if isinstance(value, str) and not _ISO_DATE_PREFIX.match(value):
+        raise ValueError("an ISO 8601 date-time, e.g. 2026-11-30T10:00:00Z")
+    return value
+
+
+# A date-time query parameter: ISO 8601 only (no zone: UTC).
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only)]
+
+
 @dataclass(frozen=True)
 class ListQuery:
     """A list's filters and page, as its query parameters give them."""
@@ -287,11 +304,11 @@ def list_query(timestamp: str) -> Callable[..., Awaitable[ListQuery]]:
             str | None, Query(max_length=256, description="only this billed request id's")
         ] = None,
         since: Annotated[
-            datetime | None,
+            IsoDateTime | None,
             Query(alias=f"{timestamp}_from", description=f"{timestamp} at or after (no zone: UTC)"),
         ] = None,
         until: Annotated[
-            datetime | None,
+            IsoDateTime | None,
             Query(alias=f"{timestamp}_to", description=f"{timestamp} before (exclusive; no zone: UTC)"),
         ] = None,
         cursor: Annotated[

@@ -56,7 +56,13 @@ def _intake_paths(context: ServiceContext) -> None:
     """A report through everything intake does, storing nothing."""
     body = normalised_report(ReportIn.model_validate(_sample_report()).model_dump(mode="json"))
     validate_report(body, Provider(public_key=None))
-    row = new_report(context.signer, uuid.uuid4(), body, report_digest(body)).row
+    row = new_report(
+        context.signer,
+        uuid.uuid4(),
+        body,
+        report_digest(body),
+        retention_days=context.settings.retention_days,
+    ).row
     row_digest(row, REPORT_ROW_FIELDS)
     verify_signature(context.signer.public_key_hex, row["receipt"]["receipt"], row["receipt"]["signature"])
 

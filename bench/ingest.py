@@ -256,7 +256,7 @@ def bench_raw(url: str, n: int) -> float:
     reports = []
     for k in range(n):
         body = make_report(k)
-        reports.append(new_report(signer, provider, body, report_digest(body)).row)
+        reports.append(new_report(signer, provider, body, report_digest(body), retention_days=30).row)
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO providers (id, name, name_key, created_at) VALUES (:id, :name, :name, now())"),
                      {"id": provider, "name": f"raw-{provider}"})  # fmt: skip

@@ -8,7 +8,7 @@ from pydantic import SecretStr
 from service.database import Database, PoolLimits
 from service.events import chain_session_info
 from service.jobs import Dispatcher
-from service.security import ChainKeys, Signer
+from service.security import ChainKeys, ScheduleKey, Signer
 from service.settings import Settings
 
 
@@ -39,6 +39,13 @@ class ServiceContext:
                 _value(settings.secret_key_previous),
             ),
         )
+
+    @cached_property
+    def schedule_key(self) -> ScheduleKey:
+        configured = _value(self.settings.schedule_key)
+        if configured is not None:
+            return ScheduleKey(configured)
+        return ScheduleKey.derived(self.settings.secret_key.get_secret_value())
 
     @cached_property
     def dispatcher(self) -> Dispatcher:

@@ -236,11 +236,21 @@ def _unvouched(row: Any) -> NewEvent:
     )
 
 
+def lock_chain(session: Session) -> None:
+    """Take the chain's lock until the end of the caller's transaction (again: a no-op).
+
+    Appending takes it anyway; a transaction that will append and also locks a sampling policy, a
+    monitor or a report row takes it first, so that every such transaction waits for these in one
+    order — the chain, then those rows — and none holds a row another one waits for while waiting for
+    the chain (a deadlock)."""
+    if is_postgres(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK_KEY})
+
+
 def append_events(session: Session, events: Sequence[NewEvent]) -> None:
     """Link the pending events, then `events` in order, into the chain inside the caller's transaction:
     one lock and one read of the chain's head whatever their number; the new head is sealed."""
-    if is_postgres(session):
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK_KEY})
+    lock_chain(session)
     keys = chain_keys(session)
     # Under the lock: every event deferred by a transaction that committed before is taken, and linked now.
     pending = sorted(

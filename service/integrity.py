@@ -8,9 +8,9 @@ consistent snapshot of the store:
   the stored `digest`, its body; the counts and ids in the row against the body;
 - a verdict against its `verdict.issued` event (`VERDICT_ROW_FIELDS`), its `outcome` against the
   signed statement, and the statement against its Ed25519 signature;
-- an audit against its events: its trigger against `audit.requested`, its status against the last
-  event that moved it (audits change status legitimately, so it is their history that is checked, not
-  immutability);
+- an audit against its events: its trigger (and full exposure) against `audit.requested`, its status
+  against the last event that moved it (audits change status legitimately, so it is their history
+  that is checked, not immutability);
 - and the other way round: no `report.received`, `verdict.issued` or `audit.requested` event whose row
   is gone.
 
@@ -225,6 +225,8 @@ def _check_audits(session: Session, report: IntegrityReport) -> None:
                 report.add("audits", row.id, "report or provider differs from its audit.requested event")
             if first.payload.get("trigger") != row.trigger.value:
                 report.add("audits", row.id, "trigger differs from its audit.requested event")
+            if first.payload.get("full_exposure", False) != row.full_exposure:
+                report.add("audits", row.id, "full_exposure differs from its audit.requested event")
             moves = [STATUS_AFTER[event.kind] for event in trail if event.kind in STATUS_AFTER]
             if moves[-1] != row.status:
                 report.add(

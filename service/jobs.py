@@ -58,7 +58,13 @@ class Job:
 _REGISTRY: dict[str, Job] = {}
 
 # The modules that declare jobs: importing them fills the registry.
-JOB_MODULES = ("service.audits.workflow", "service.events", "service.integrity")
+JOB_MODULES = (
+    "service.audits.workflow",
+    "service.events",
+    "service.integrity",
+    "service.scheduling.draws",
+    "service.webhooks.service",
+)
 
 
 def job(

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Enum,
@@ -107,7 +108,7 @@ class ChallengeStatus(enum.StrEnum):
 
 
 class Outcome(enum.StrEnum):
-    """The outcome of an audit, in its signed verdict (coin-verdict/2).
+    """The outcome of an audit, in its signed verdict (coin-verdict/2 and /3).
 
     - `pass`: every check holds.
     - `suspect`: statistical evidence (a calibrated check such as the verifier or near-duplicate blocks
@@ -213,6 +214,12 @@ class Audit(Base):
     # The secret seed (hex) the exposure plan is derived from (`service.audits.workflow.exposure_plan`):
     # drawn when the audit starts, never shown to the provider; the plan itself is re-derived, not stored.
     exposure_seed: Mapped[str | None] = mapped_column(String(64))
+    # The whole exposure plan in the first round, rather than a few blocks a round: the scheduled audits
+    # of an escalated provider (`service.scheduling`). The budget is the same; a clean first round no
+    # longer ends the audit early.
+    # A server default, not a Python one: an insert that names no such column (written for an older
+    # schema, as the migration tests' rows are) gets false.
+    full_exposure: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     report: Mapped[Report] = relationship(back_populates="audits")
     challenges: Mapped[list["Challenge"]] = relationship(back_populates="audit", order_by="Challenge.round")
@@ -393,3 +400,209 @@ class LoginFailure(Base):
     account: Mapped[str] = mapped_column(String(64))
     address: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class PolicyLevel(enum.StrEnum):
+    """Where a provider's sampling policy stands: `base` (its base share and minimum per day) or
+    `escalated` (the escalated ones, each scheduled audit revealing its whole exposure plan at once)."""
+
+    BASE = "base"
+    ESCALATED = "escalated"
+
+
+class EscalationReason(enum.StrEnum):
+    """Why a sampling policy escalated: `fail` (an audit failed a proof check), `alarm` (the provider's
+    monitor alarmed), `evidence` (the monitor's e-value reached the policy's warning level)."""
+
+    FAIL = "fail"
+    ALARM = "alarm"
+    EVIDENCE = "evidence"
+
+
+class SamplingPolicy(Base):
+    """How many of a provider's reports the auditor draws for audit (`service.scheduling`), and the
+    state of its escalation. One row per provider; a provider without one is not sampled on a schedule.
+    Every change is an event in the audit trail."""
+
+    __tablename__ = "sampling_policies"
+    __table_args__ = (
+        _one_of("level", PolicyLevel),
+        _one_of("escalation_reason", EscalationReason),
+        CheckConstraint(
+            "share >= 0 AND share <= escalated_share AND escalated_share <= 1", name="shares_ordered"
+        ),
+        CheckConstraint("min_per_day >= 0 AND min_per_day <= escalated_min_per_day", name="minimums_ordered"),
+        CheckConstraint("clean_audits >= 1 AND warning_e_value > 1", name="escalation_bounds"),
+    )
+
+    provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("providers.id"), primary_key=True)
+    # The provider's domain: its monitor uses the latest calibration of that domain (`coin calibrate`).
+    domain: Mapped[str] = mapped_column(String(64))
+    share: Mapped[float] = mapped_column(Float)
+    min_per_day: Mapped[int] = mapped_column(Integer)
+    escalated_share: Mapped[float] = mapped_column(Float)
+    escalated_min_per_day: Mapped[int] = mapped_column(Integer)
+    clean_audits: Mapped[int] = mapped_column(Integer)  # consecutive passing audits that end an escalation
+    warning_e_value: Mapped[float] = mapped_column(Float)
+    level: Mapped[PolicyLevel] = mapped_column(_enum(PolicyLevel), default=PolicyLevel.BASE)
+    escalation_reason: Mapped[EscalationReason | None] = mapped_column(_enum(EscalationReason))
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    clean_streak: Mapped[int] = mapped_column(Integer, default=0)  # passing audits since the escalation
+    # Reports received up to this instant have had their share draw (the next draw starts after it).
+    drawn_through: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def escalated(self) -> bool:
+        return self.level == PolicyLevel.ESCALATED
+
+    @property
+    def effective_share(self) -> float:
+        return self.escalated_share if self.escalated else self.share
+
+    @property
+    def effective_min_per_day(self) -> int:
+        return self.escalated_min_per_day if self.escalated else self.min_per_day
+
+
+class DrawReason(enum.StrEnum):
+    """Why the schedule drew a report: `share` (its keyed score fell under the share in force) or
+    `minimum` (among the day's lowest scores, to reach the minimum per day)."""
+
+    SHARE = "share"
+    MINIMUM = "minimum"
+
+
+class ScheduledDraw(Base):
+    """A report the schedule drew for audit, with what justifies the draw: the period whose key scored
+    it, the score (HMAC-SHA256, hex) and the share or rank it was drawn under. Unique per (provider,
+    report), so a draw that runs twice opens one audit."""
+
+    __tablename__ = "scheduled_draws"
+    __table_args__ = (
+        UniqueConstraint("provider_id", "report_id"),
+        _one_of("reason", DrawReason),
+        _one_of("level", PolicyLevel),
+        Index("ix_scheduled_draws_provider_id_drawn_at", "provider_id", "drawn_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("providers.id"))
+    report_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("reports.id"))
+    audit_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("audits.id"), index=True)
+    reason: Mapped[DrawReason] = mapped_column(_enum(DrawReason))
+    key_period: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD (UTC) of the key that scored it
+    key_id: Mapped[str] = mapped_column(String(16))  # which schedule key (`service.scheduling.draws`)
+    score: Mapped[str] = mapped_column(String(64))
+    share: Mapped[float | None] = mapped_column(Float)  # share draws
+    rank: Mapped[int | None] = mapped_column(Integer)  # minimum draws: 1 = the day's lowest score
+    level: Mapped[PolicyLevel] = mapped_column(_enum(PolicyLevel))
+    drawn_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MonitorAlarm(enum.StrEnum):
+    """A provider monitor's alarm: `proof` (an audit failed a proof check) or `statistical` (the
+    e-process reached 1/alpha: an honest provider gets there with probability at most alpha a period)."""
+
+    PROOF = "proof"
+    STATISTICAL = "statistical"
+
+
+class ProviderMonitor(Base):
+    """A provider's monitor over one period (`auditor.monitoring.MonitorState`, as JSON), updated in the
+    transaction of every verdict; the columns beside it repeat its figures for ranking and display."""
+
+    __tablename__ = "monitor_states"
+    __table_args__ = (UniqueConstraint("provider_id", "period"), _one_of("alarm", MonitorAlarm))
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("providers.id"), index=True)
+    period: Mapped[str] = mapped_column(String(16))
+    calibration: Mapped[str] = mapped_column(String(80))  # "shipped" or "<domain>@<version>"
+    state: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    audits: Mapped[int] = mapped_column(Integer, default=0)
+    proof_failures: Mapped[int] = mapped_column(Integer, default=0)
+    log_e: Mapped[float] = mapped_column(Float, default=0.0)
+    max_log_e: Mapped[float] = mapped_column(Float, default=0.0)
+    alarm: Mapped[MonitorAlarm | None] = mapped_column(_enum(MonitorAlarm))
+    alarm_at: Mapped[int | None] = mapped_column(Integer)  # the audit of the period that raised it
+    alarmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    inflated_reports_lower: Mapped[float] = mapped_column(Float, default=0.0)
+    token_share_lower: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MonitorCalibration(Base):
+    """The null bound of one domain's monitor, measured on honest reference traces the auditor produced
+    itself (`coin calibrate`); versioned per domain, never changed."""
+
+    __tablename__ = "monitor_calibrations"
+    __table_args__ = (UniqueConstraint("domain", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    domain: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    traces: Mapped[int] = mapped_column(Integer)
+    rates: Mapped[dict[str, Any]] = mapped_column(JSONDocument)  # the reference audits' `FoldRates`
+    policy: Mapped[dict[str, Any]] = mapped_column(JSONDocument)  # `MonitorPolicy.to_json()`
+    heads: Mapped[str] = mapped_column(String(32))  # the head checkpoint the references were audited with
+    embd_id: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def label(self) -> str:
+        """What a verdict's `decided_by.calibration` names it by."""
+        return f"{self.domain}@{self.version}"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """A webhook delivery: `pending` (due at its next attempt), `delivered` (answered 2xx), `failed`
+    (given up after the last attempt)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookDelivery(Base):
+    """One notification to the auditor's staff (a failed audit, a provider alarm) for one URL; unique
+    per (event, URL), so an event that is recorded twice is sent once."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_key", "url"),
+        _one_of("status", DeliveryStatus),
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    event_key: Mapped[str] = mapped_column(String(160))  # e.g. audit.failed:<audit id>
+    kind: Mapped[str] = mapped_column(String(32))
+    provider_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("providers.id"))
+    url: Mapped[str] = mapped_column(String(2000))
+    body: Mapped[dict[str, Any]] = mapped_column(JSONDocument)  # sent as its RFC 8785 canonical JSON
+    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    attempt_log: Mapped[list["WebhookAttempt"]] = relationship(order_by="WebhookAttempt.number")
+
+
+class WebhookAttempt(Base):
+    """Every attempt at a delivery: the answer's status code or the error, and when the next one is due."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (UniqueConstraint("delivery_id", "number"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_deliveries.id"))
+    number: Mapped[int] = mapped_column(Integer)  # 1 for the first attempt
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+    seconds: Mapped[float] = mapped_column(Float)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: delivered or given up

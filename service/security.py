@@ -10,6 +10,11 @@
   trail and the events waiting to be linked (`service/events.py`); the database never holds them.
 - Receipts and verdicts are signed with the auditor's Ed25519 key over their canonical JSON, so anyone
   holding the auditor's public key can check them offline.
+- The schedule key (COIN_SCHEDULE_KEY, else derived from COIN_SECRET_KEY) scores reports for the
+  scheduled draws through a key per UTC day, which the auditor can disclose after the day to show that
+  a draw was fair without disclosing any other day's (`ScheduleKey`).
+- Webhooks carry HMAC-SHA256 with COIN_WEBHOOK_SECRET over their timestamp and body
+  (`webhook_signature`).
 """
 
 import base64
@@ -136,3 +141,42 @@ def verify_signature(public_key_hex: str, statement: dict[str, Any], signature_h
     except (BadSignatureError, ValueError, TypeError):
         return False
     return True
+
+
+SCHEDULE_VERSION = "coin-schedule/1"
+
+
+class ScheduleKey:
+    """Scores for the scheduled draws: score(day, report) = HMAC-SHA256(K_day, report id), with the day's
+    key K_day = HMAC-SHA256(key, "coin-schedule/1:" ‖ day). A provider cannot predict which reports
+    will be drawn; after the day the auditor may publish K_day, from which anyone recomputes that day's
+    scores and no other day's."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key.encode("utf-8")
+        self.key_id = key_id(key)
+
+    @classmethod
+    def derived(cls, secret_key: str) -> "ScheduleKey":
+        """The schedule key derived from the auditor's HMAC secret (COIN_SECRET_KEY), when no
+        COIN_SCHEDULE_KEY is configured."""
+        return cls(hmac.digest(secret_key.encode("utf-8"), b"coin-schedule-key/1", "sha256").hex())
+
+    def day_key(self, day: str) -> bytes:
+        return hmac.digest(self._key, f"{SCHEDULE_VERSION}:{day}".encode("ascii"), "sha256")
+
+    def score(self, day: str, report_id: uuid.UUID) -> str:
+        """The report's score under the day's key, hex (64 digits): a uniform draw in [0, 2^256)."""
+        return hmac.digest(self.day_key(day), str(report_id).encode("ascii"), "sha256").hex()
+
+
+def score_below(score: str, share: float) -> bool:
+    """Whether a score (hex) read as a fraction of 2^256 is below `share`."""
+    return int(score, 16) < share * 2**256
+
+
+def webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
+    """`sha256=` + HMAC-SHA256(secret, timestamp ‖ "." ‖ body), hex: the timestamp is covered, so a
+    receiver that refuses old timestamps refuses a replayed delivery."""
+    message = str(timestamp).encode("ascii") + b"." + body
+    return "sha256=" + hmac.digest(secret.encode("utf-8"), message, "sha256").hex()

@@ -150,6 +150,46 @@ class Settings(BaseSettings):
         gt=0,
         description="beat period of the integrity check (the audit trail and every row it vouches for)",
     )
+    retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="days a provider must keep a report's openings, stated in its receipt; scheduled audits "
+        "draw only reports inside this window",
+    )
+    schedule_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the scheduled draws (which reports are audited); unset: derived from "
+        "COIN_SECRET_KEY",
+    )
+    schedule_interval_seconds: float = Field(
+        default=300.0, gt=0, description="beat period of the scheduled draw"
+    )
+    schedule_settle_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="a report's share draw waits this long after its receipt: longer than any intake "
+        "transaction, so that no report commits behind the draw's progress",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        max_length=2000,
+        description="where the auditor's staff are notified of failed audits and provider alarms; unset: "
+        "no notifications",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key signing every webhook (required with COIN_WEBHOOK_URL)"
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, description="attempts at a webhook delivery before it is given up"
+    )
+    webhook_backoff_seconds: float = Field(
+        default=30.0, gt=0, description="wait after a webhook's first failed attempt, doubled after each"
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="a webhook receiver must answer within this long"
+    )
     task_soft_time_limit_seconds: float = Field(default=540.0, gt=0)
     task_time_limit_seconds: float = Field(default=600.0, gt=0)
     broker_visibility_timeout_seconds: float = Field(
@@ -193,6 +233,12 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def webhooks_are_signed(self) -> "Settings":
+        if self.webhook_url is not None and self.webhook_secret is None:
+            raise ValueError("COIN_WEBHOOK_URL needs COIN_WEBHOOK_SECRET: every webhook is signed")
+        return self
+
+    @model_validator(mode="after")
     def refuse_default_secrets(self) -> "Settings":
         if self.is_development:
             return self
@@ -216,6 +262,8 @@ class Settings(BaseSettings):
             ("COIN_SECRET_KEY_PREVIOUS", self.secret_key_previous),
             ("COIN_CHAIN_KEY", self.chain_key),
             ("COIN_CHAIN_KEY_PREVIOUS", self.chain_key_previous),
+            ("COIN_SCHEDULE_KEY", self.schedule_key),
+            ("COIN_WEBHOOK_SECRET", self.webhook_secret),
         ):
             if key is not None and len(key.get_secret_value()) < 32:
                 raise ValueError(f"{name} must be at least 32 characters outside development")

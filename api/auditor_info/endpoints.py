@@ -23,4 +23,5 @@ def auditor_info(context: ContextDep) -> AuditorInfo:
         verdict_version=VERDICT_VERSION,
         embd_id=accepted_embd_id(),
         tokenizers=known_tokenizers(),
+        retention_days=context.settings.retention_days,
     )

@@ -57,8 +57,9 @@ class VerdictOut(BaseModel):
     )
     decided_at: datetime
     statement: dict[str, Any] = Field(
-        description="what is signed (coin-verdict/2): outcome, evidence (every check with its kind, "
-        "figure and threshold), decided_by (embedding model and head checkpoint), ids"
+        description="what is signed (coin-verdict/3): outcome, evidence (every check with its kind, "
+        "figure and threshold), decided_by (embedding model, head checkpoint and the calibration of the "
+        "provider's monitor), ids"
     )
     signature: str = Field(description="Ed25519 over the RFC 8785 canonical JSON of statement, hex")
     signing_key: str = Field(description="the auditor's public key, hex")

@@ -51,6 +51,7 @@ from service.context import ServiceContext
 from service.errors import NotFound, ServiceError
 from service.listing import Cursor, Filters, Page, PageRequest
 from service.models import Audit, AuditStatus, AuditTrigger, ChallengeStatus, Outcome, Report
+from service.monitoring.service import standing
 from service.providers.service import (
     get_provider,
     issue_api_key,
@@ -59,6 +60,7 @@ from service.providers.service import (
     revoke_api_key,
 )
 from service.reports.repository import list_reports
+from service.settings import Settings
 from service.staff.service import SignInOutcome, sign_in, sign_out
 from service.stats.repository import activity, overview, provider_summaries
 
@@ -297,15 +299,17 @@ def providers_page(request: Request, staff: StaffSessionDep, session: SessionDep
     return render(request, "providers.html", {"providers": provider_summaries(session)}, staff=staff)
 
 
-def _provider_page(
-    request: Request, staff: Staff, session: Session, provider_id: uuid.UUID, new_key: str | None = None
-) -> Response:
+def _provider_page(request: Request, staff: Staff, session: Session, settings: Settings,
+                   provider_id: uuid.UUID, new_key: str | None = None) -> Response:  # fmt: skip
     provider = get_provider(session, provider_id)
     [summary] = provider_summaries(session, provider.id)
     recent = list_audits(session, Filters(provider_id=provider.id), PageRequest(limit=10))
     figures = activity(session, provider_id=provider.id)
     context = {
         "p": summary,
+        "policy": summary.policy,
+        "standing": standing(session, provider.id),
+        "retention_days": settings.retention_days,
         "provider": provider,
         "keys": list_api_keys(session, provider),
         "new_key": new_key,
@@ -317,16 +321,17 @@ def _provider_page(
 
 @router.get("/providers/{provider_id}")
 def provider_page(
-    provider_id: uuid.UUID, request: Request, staff: StaffSessionDep, session: SessionDep
+    provider_id: uuid.UUID, request: Request, staff: StaffSessionDep, session: SessionDep, context: ContextDep
 ) -> Response:
-    return _provider_page(request, staff, session, provider_id)
+    return _provider_page(request, staff, session, context.settings, provider_id)
 
 
 @router.post("/providers/{provider_id}/keys")
-def issue_key(provider_id: uuid.UUID, request: Request, staff: CsrfStaffDep, session: SessionDep) -> Response:
+def issue_key(provider_id: uuid.UUID, request: Request, staff: CsrfStaffDep, session: SessionDep,
+              context: ContextDep) -> Response:  # fmt: skip
     """Issue a new key and show it, once, on the provider's page (the old keys stay valid until revoked)."""
     _, key = issue_api_key(session, get_provider(session, provider_id), actor=staff.caller.actor)
-    return _provider_page(request, staff, session, provider_id, new_key=key.key)
+    return _provider_page(request, staff, session, context.settings, provider_id, new_key=key.key)
 
 
 @router.post("/providers/{provider_id}/keys/{prefix}/revoke")

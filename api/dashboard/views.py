@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse
 
 from api.dashboard.session import CSRF_FIELD, CSRF_HEADER, Staff
 from auditor.protocol.challenge import Challenge as ChallengeSpec
-from service.models import Audit, AuditStatus, Outcome, utcnow
+from service.models import Audit, AuditStatus, EscalationReason, Outcome, utcnow
 from service.stats.repository import Activity
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -36,6 +36,11 @@ OUTCOMES = {
     Outcome.SUSPECT: OutcomeStyle("suspect", "statistical evidence, not proof", "#b35900"),
     Outcome.FAIL: OutcomeStyle("fail", "proof of inflation", "#c21d2f"),
     Outcome.INCONCLUSIVE: OutcomeStyle("inconclusive", "no decision", "#6e7781"),
+}
+ESCALATION_REASONS = {
+    EscalationReason.FAIL: "a failed audit",
+    EscalationReason.ALARM: "a monitoring alarm",
+    EscalationReason.EVIDENCE: "rising evidence (the e-value passed the warning level)",
 }
 CHECK_KINDS = {
     "proof": "proof: cannot fire on honest text; failing it is proof",
@@ -87,6 +92,7 @@ def _environment() -> Jinja2Templates:
         Outcome=Outcome,
         AuditStatus=AuditStatus,
         CHECK_KINDS=CHECK_KINDS,
+        ESCALATION_REASONS=ESCALATION_REASONS,
         CSRF_FIELD=CSRF_FIELD,
         CSRF_HEADER=CSRF_HEADER,
     )

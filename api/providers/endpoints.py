@@ -1,13 +1,24 @@
-"""Providers and their API keys (auditor admin)."""
+"""Providers, their API keys, sampling policies and monitoring standing (auditor admin)."""
 
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
-from api.deps import AdminDep, ProviderDep, SessionDep
+from api.deps import AdminDep, ContextDep, ProviderDep, SessionDep
 from api.problems import COMMON_PROBLEMS, problem_responses
-from api.providers.schemas import ApiKeyIssued, ApiKeyOut, ProviderCreate, ProviderCreated, ProviderOut
+from api.providers.schemas import (
+    ApiKeyIssued,
+    ApiKeyOut,
+    PolicyIn,
+    PolicyOut,
+    ProviderCreate,
+    ProviderCreated,
+    ProviderOut,
+    StandingOut,
+)
+from service.errors import NotFound
+from service.monitoring.service import standing
 from service.providers.service import (
     get_provider,
     issue_api_key,
@@ -16,6 +27,7 @@ from service.providers.service import (
     register_provider,
     revoke_api_key,
 )
+from service.scheduling.service import get_policy, set_policy
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], responses=COMMON_PROBLEMS)
 
@@ -80,3 +92,33 @@ def revoke_key(provider_id: uuid.UUID, prefix: KeyPrefix, session: SessionDep, c
     Recorded in the audit trail."""
     key = revoke_api_key(session, get_provider(session, provider_id), prefix, actor=caller.actor)
     return ApiKeyOut.model_validate(key)
+
+
+@router.get("/{provider_id}/policy", response_model=PolicyOut, responses=problem_responses(401, 403, 404))
+def get_sampling_policy(
+    provider_id: uuid.UUID, session: SessionDep, context: ContextDep, _: AdminDep
+) -> PolicyOut:
+    """The provider's sampling policy and the state of its escalation; 404 when it has none (it is not
+    sampled on a schedule)."""
+    policy = get_policy(session, get_provider(session, provider_id))
+    if policy is None:
+        raise NotFound("this provider has no sampling policy: it is not audited on a schedule")
+    return PolicyOut.of(policy, context.settings.retention_days)
+
+
+@router.put("/{provider_id}/policy", response_model=PolicyOut, responses=problem_responses(401, 403, 404))
+def put_sampling_policy(
+    provider_id: uuid.UUID, payload: PolicyIn, session: SessionDep, context: ContextDep, caller: AdminDep
+) -> PolicyOut:
+    """Set the provider's sampling policy (a term left out takes its default). An escalation in progress
+    stays. Recorded in the audit trail."""
+    provider = get_provider(session, provider_id)
+    policy = set_policy(session, provider, payload.terms(), actor=caller.actor)
+    return PolicyOut.of(policy, context.settings.retention_days)
+
+
+@router.get("/{provider_id}/standing", response_model=StandingOut, responses=problem_responses(401, 403, 404))
+def get_standing(provider_id: uuid.UUID, session: SessionDep, _: AdminDep) -> StandingOut:
+    """The provider's monitor this period: e-value, alarm, lower bound on the share of inflated reports."""
+    provider = get_provider(session, provider_id)
+    return StandingOut.of(provider.id, standing(session, provider.id))

@@ -65,6 +65,8 @@ async def _in_one_thread(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ReceiptOut,
+    # A receipt is signed as stored: a field its version lacks must stay absent, not become null.
+    response_model_exclude_unset=True,
     responses={
         200: {
             "description": "the same report was already stored: the same receipt again",

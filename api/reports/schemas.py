@@ -111,6 +111,11 @@ class ReceiptBody(BaseModel):
     request_id: str
     digest: str = Field(description="BLAKE3 of the canonical report, hex")
     received_at: str
+    retention_days: int | None = Field(
+        None,
+        description="coin-receipt/3: the provider keeps this report's openings for this many days after "
+        "received_at, within which the auditor may draw it for audit (absent from coin-receipt/2)",
+    )
     auditor_key: str = Field(description="the auditor's Ed25519 public key, hex")
 
 
@@ -121,12 +126,13 @@ class ReceiptOut(BaseModel):
                 {
                     "report_id": "6a0e2b8c-54c7-4b59-8f0e-6f7f4f1b9a21",
                     "receipt": {
-                        "version": "coin-receipt/2",
+                        "version": "coin-receipt/3",
                         "report_id": "6a0e2b8c-54c7-4b59-8f0e-6f7f4f1b9a21",
                         "provider_id": "0b5e6d1e-3f0c-4d8a-9a57-1c1f8b0e2a44",
                         "request_id": "chatcmpl-9f2c4e1a",
                         "digest": "9c4e" * 16,
                         "received_at": "2025-01-01T12:00:00.000000+00:00",
+                        "retention_days": 30,
                         "auditor_key": "d75a9801" * 8,
                     },
                     "signature": "e5564300" * 16,

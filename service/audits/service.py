@@ -22,7 +22,7 @@ from auditor.protocol.errors import ProtocolError
 from service.audits.workflow import lock_audit, start_audit, verify_audit
 from service.context import ServiceContext
 from service.errors import Conflict, Gone, NotFound, QuotaExceeded
-from service.events import append_audit_event
+from service.events import append_audit_event, lock_chain
 from service.models import (
     Audit,
     AuditStatus,
@@ -41,11 +41,21 @@ _NAMED_INDICES = 20
 
 
 def request_audit(
-    session: Session, context: ServiceContext, report: Report, trigger: AuditTrigger
+    session: Session,
+    context: ServiceContext,
+    report: Report,
+    trigger: AuditTrigger,
+    *,
+    full_exposure: bool = False,
 ) -> tuple[Audit, bool]:
-    """Open an audit of `report`, or return the one still running; True when a new one was opened."""
-    # Lock the report so that two simultaneous requests open one audit, not two.
-    session.scalars(select(Report.id).where(Report.id == report.id).with_for_update()).one()
+    """Open an audit of `report`, or return the one still running; True when a new one was opened.
+    `full_exposure`: the audit reveals its whole exposure plan in the first round (an escalated
+    provider's scheduled audit)."""
+    lock_chain(session)  # before the report's row: the order of `service.events.lock_chain`
+    # Lock the report so that two simultaneous requests open one audit, not two. FOR NO KEY UPDATE:
+    # a worker's transaction that inserts a row referencing the report holds its FOR KEY SHARE lock
+    # while it waits for the chain, which FOR UPDATE would wait for (a deadlock), and this does not.
+    session.scalars(select(Report.id).where(Report.id == report.id).with_for_update(key_share=True)).one()
     running = session.scalars(
         select(Audit).where(Audit.report_id == report.id, Audit.status != AuditStatus.DONE)
     ).first()
@@ -74,10 +84,14 @@ def request_audit(
         created_at=now,
         updated_at=now,
         enqueue_count=1,
+        full_exposure=full_exposure,
     )
     session.add(audit)
     session.flush()
-    append_audit_event(session, audit, "audit.requested", {"trigger": trigger.value})
+    requested: dict[str, Any] = {"trigger": trigger.value}
+    if full_exposure:
+        requested["full_exposure"] = True
+    append_audit_event(session, audit, "audit.requested", requested)
     context.dispatcher.enqueue(session, start_audit, str(audit.id))
     return audit, True
 

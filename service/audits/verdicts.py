@@ -1,24 +1,33 @@
 """Signed verdicts (DESIGN §3 "Verdict"): what the auditor states about one audit, and its evidence.
 
-The statement format is `coin-verdict/2` (docs/protocol.md, "Verdicts"): the outcome is `pass`,
+The statement format is `coin-verdict/3` (docs/protocol.md, "Verdicts"): the outcome is `pass`,
 `suspect`, `fail` or `inconclusive`; `fail` is reserved for proof checks and `suspect` for statistical
-ones, and the evidence names both apart. The signature covers the RFC 8785 canonical JSON of the
-statement.
+ones, and the evidence names both apart; `decided_by` names the embedding model, the head checkpoint
+and the calibration of the provider's monitor (3 added the calibration). The signature covers the
+RFC 8785 canonical JSON of the statement.
+
+The verdict's transaction also updates the provider's monitor (`service.monitoring.service`): the
+monitor counts every verdict exactly once, and the calibration the statement names is the one the
+monitor counted it under.
 """
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from auditor.protocol.challenge import DEFAULT_EPSILON, Challenge, detection_probability
 from service.events import append_audit_event, row_digest
 from service.models import Audit, AuditStatus, Outcome, Report, Verdict, utcnow
-from service.security import Signer
+from service.monitoring.service import open_monitor, record_verdict
 
-VERDICT_VERSION = "coin-verdict/2"
+if TYPE_CHECKING:
+    from service.context import ServiceContext
 
-# What decided a verdict: the embedding model id, and the head checkpoint (None when no head ran).
+VERDICT_VERSION = "coin-verdict/3"
+
+# What decided a verdict: the embedding model id, the head checkpoint (None when no head ran) and, added
+# by `write_verdict`, the calibration of the provider's monitor ("shipped" or "<domain>@<version>").
 DecidedBy = dict[str, str | None]
 
 # What a `verdicts` row says, vouched for by its `verdict.issued` event (`row_digest` in the payload).
@@ -52,15 +61,20 @@ def evidence_of(challenge: Challenge, checks: list[dict[str, Any]]) -> dict[str,
 
 def write_verdict(
     session: Session,
-    signer: Signer,
+    context: "ServiceContext",
     audit: Audit,
     outcome: Outcome,
     evidence: dict[str, Any],
     decided_by: DecidedBy,
+    *,
+    planned_blocks: int,
 ) -> Verdict:
-    """Sign and store the verdict, close the audit and record the event (caller holds the audit lock)."""
+    """Sign and store the verdict, close the audit, record the event and update the provider's monitor
+    (caller holds the audit lock). `planned_blocks`: the blocks the audit's exposure plan allows."""
     report = session.get_one(Report, audit.report_id)
     decided_at = utcnow()
+    monitor = open_monitor(session, audit.provider_id, decided_at)
+    signer = context.signer
     statement = {
         "version": VERDICT_VERSION,
         "audit_id": str(audit.id),
@@ -72,7 +86,7 @@ def write_verdict(
         "reasoning_tokens": report.reasoning_tokens,
         "outcome": outcome.value,
         "evidence": evidence,
-        "decided_by": decided_by,
+        "decided_by": {**decided_by, "calibration": monitor.calibration},
         "decided_at": decided_at.isoformat(timespec="microseconds"),
     }
     verdict = Verdict(
@@ -101,4 +115,5 @@ def write_verdict(
             ),
         },
     )
+    record_verdict(session, context, monitor, audit, statement, planned_blocks)
     return verdict

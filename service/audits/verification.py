@@ -18,6 +18,7 @@ from auditor.semantic.checks import SemanticSuite
 from auditor.semantic.heads import load_heads
 from service.audits.verdicts import DecidedBy, evidence_of
 from service.models import Outcome
+from service.monitoring.calibration import shipped_calibration
 from service.settings import Settings
 
 
@@ -28,10 +29,17 @@ def semantic_suite(embd_id: str, tokenizer_id: str) -> SemanticSuite:
 
 
 def preload_models(settings: Settings) -> None:
-    """Load Embd and the heads when a verifying process starts: a missing or mismatched checkpoint is a
-    clear ModelError at start, not a surprise at the first audit."""
+    """Load Embd and the heads when a verifying process starts: a missing or mismatched checkpoint — or a
+    shipped monitor calibration fitted for another checkpoint — is a clear ModelError at start, not a
+    surprise at the first audit."""
     embedder = get_embedder(settings.embed_device)
-    semantic_suite(embedder.embd_id, DEFAULT_TOKENIZER_ID)
+    heads = semantic_suite(embedder.embd_id, DEFAULT_TOKENIZER_ID).heads.checkpoint_id
+    shipped = shipped_calibration().heads
+    if heads != shipped:
+        raise ModelError(
+            f"the shipped monitor calibration goes with {shipped}, but the head checkpoint is {heads}: "
+            "refit it with `coin monitor-eval` (service/monitoring/shipped_calibration.json)"
+        )
 
 
 @dataclass(frozen=True)

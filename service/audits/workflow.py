@@ -7,7 +7,8 @@
 An audit reveals blocks in rounds (DESIGN §3 check 8): its exposure plan is drawn once when it starts,
 each round's challenge is the plan's next blocks (cumulative), and a round whose verdict is still
 `inconclusive` opens the next one until the plan — the exposure budget — is spent. A round that ends
-`pass`, `suspect` (statistical evidence) or `fail` (proof) is the verdict.
+`pass`, `suspect` (statistical evidence) or `fail` (proof) is the verdict. The scheduled audits of an
+escalated provider (`Audit.full_exposure`, `service.scheduling`) reveal the whole plan in one round.
 
 Each step is a job (`service.jobs`) that the Celery workers and the embedded dispatcher both run, and
 each is idempotent: it locks the audit row and acts only if the audit is still in the state the job
@@ -26,6 +27,7 @@ re-derives the plan from it (`exposure_plan`), capped so that its cost does not 
 report claims.
 """
 
+import dataclasses
 import random
 import secrets
 import threading
@@ -41,7 +43,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from auditor.protocol.challenge import Challenge as ChallengeSpec
-from auditor.protocol.commitment import PublicCommitment
+from auditor.protocol.commitment import Commitment, PublicCommitment
 from auditor.protocol.verify import CheckResult
 from auditor.semantic.exposure import ExposurePlan, ExposurePolicy, min_run_for, plan_exposure
 from service.audits.verdicts import evidence_of, write_verdict
@@ -105,18 +107,26 @@ def new_exposure_seed(context: ServiceContext, audit_id: uuid.UUID) -> str:
     return secrets.token_hex(32)
 
 
+def plan_for(commitment: Commitment, seed: str, *, full_exposure: bool = False) -> ExposurePlan:
+    """The exposure plan the service draws for `commitment` from `seed`; with `full_exposure`, the whole
+    plan in its first round (the same blocks and tokens: only the rounds change)."""
+    plan = plan_exposure(
+        commitment.size,
+        commitment.block_size,
+        exposure_policy(commitment.size, commitment.block_size),
+        random.Random(seed),
+        min_run_for(commitment.version),
+    )
+    return dataclasses.replace(plan, round_ends=(len(plan.blocks),)) if full_exposure else plan
+
+
 def exposure_plan(audit: Audit, report: Report) -> ExposurePlan:
     """The audit's plan, derived again from its secret seed: the same plan every round (the seed never
     leaves the server, so the provider cannot tell which blocks later rounds will ask for)."""
     if audit.exposure_seed is None:
         raise RuntimeError(f"audit {audit.id} has no exposure seed: it has not started")
-    commitment = public_commitment_of(report).commitment
-    return plan_exposure(
-        commitment.size,
-        commitment.block_size,
-        exposure_policy(commitment.size, commitment.block_size),
-        random.Random(audit.exposure_seed),
-        min_run_for(commitment.version),
+    return plan_for(
+        public_commitment_of(report).commitment, audit.exposure_seed, full_exposure=audit.full_exposure
     )
 
 
@@ -265,11 +275,19 @@ def _verify_claimed(context: ServiceContext, audit_uuid: uuid.UUID) -> None:
         if audit is None or audit.status != AuditStatus.VERIFYING:
             return
         audit.heartbeat_at = None  # the lease ends with this transaction
-        rounds = exposure_plan(audit, session.get_one(Report, audit.report_id)).rounds
-        if result.wants_more_blocks and round_index + 1 < rounds:
+        plan = exposure_plan(audit, session.get_one(Report, audit.report_id))
+        if result.wants_more_blocks and round_index + 1 < plan.rounds:
             open_round(session, context, audit, round_index + 1)
             return
-        write_verdict(session, context.signer, audit, result.outcome, result.evidence, result.decided_by)
+        write_verdict(
+            session,
+            context,
+            audit,
+            result.outcome,
+            result.evidence,
+            result.decided_by,
+            planned_blocks=len(plan.blocks),
+        )
     log.info(
         "audit.verdict",
         audit_id=audit_id,
@@ -317,7 +335,10 @@ def expire_challenges(context: ServiceContext) -> int:
             evidence = evidence_of(spec, [check.to_json()])
             report = session.get_one(Report, audit.report_id)
             decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
-            write_verdict(session, context.signer, audit, Outcome.FAIL, evidence, decided_by)
+            planned_blocks = len(exposure_plan(audit, report).blocks)
+            write_verdict(
+                session, context, audit, Outcome.FAIL, evidence, decided_by, planned_blocks=planned_blocks
+            )
             log.info(
                 "audit.verdict",
                 audit_id=str(audit.id),

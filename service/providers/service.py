@@ -66,6 +66,18 @@ def get_provider(session: Session, provider_id: uuid.UUID) -> Provider:
     return provider
 
 
+def find_provider(session: Session, reference: str) -> Provider:
+    """A provider by its id or its name (compared as names are: ignoring case and compatibility forms)."""
+    try:
+        return get_provider(session, uuid.UUID(reference))
+    except ValueError:
+        pass
+    provider = session.scalars(select(Provider).where(Provider.name_key == name_key(reference))).first()
+    if provider is None:
+        raise NotFound(f"no provider has the id or name {reference!r}")
+    return provider
+
+
 def list_api_keys(session: Session, provider: Provider) -> list[ApiKey]:
     """Every key the provider was issued, newest first, revoked ones included (their secrets are
     never stored, so there is nothing secret to list)."""

@@ -34,7 +34,8 @@ from service.metrics import REPORTS
 from service.models import Provider, Report, utcnow
 from service.security import Signer, constant_time_equal, sha256_hex, verify_signature
 
-RECEIPT_VERSION = "coin-receipt/2"  # 2: the digest is BLAKE3 of the RFC 8785 canonical report
+# 2: the digest is BLAKE3 of the RFC 8785 canonical report; 3: the receipt states the retention window.
+RECEIPT_VERSION = "coin-receipt/3"
 # Reports per insert statement of a batch: small enough that the server's insert of one chunk overlaps
 # the signing of the next, large enough that the per-statement cost stays small.
 INSERT_CHUNK_ROWS = 200
@@ -159,7 +160,11 @@ class NewReport:
     receipt_token: str
 
 
-def new_report(signer: Signer, provider_id: uuid.UUID, body: dict[str, Any], digest: str) -> NewReport:
+def new_report(
+    signer: Signer, provider_id: uuid.UUID, body: dict[str, Any], digest: str, *, retention_days: int
+) -> NewReport:
+    """The row of a new report and its receipt, which states `retention_days`: how long the provider
+    must keep the report's openings (an audit may be drawn until then)."""
     report_id = uuid.uuid4()
     received_at = utcnow()
     receipt = {
@@ -169,6 +174,7 @@ def new_report(signer: Signer, provider_id: uuid.UUID, body: dict[str, Any], dig
         "request_id": body["request_id"],
         "digest": digest,
         "received_at": received_at.isoformat(timespec="microseconds"),
+        "retention_days": retention_days,
         "auditor_key": signer.public_key_hex,
     }
     usage = body["usage"]
@@ -245,7 +251,13 @@ def submit_reports(
                 except ProtocolError as exc:
                     invalid[index] = exc
                     continue
-                new[request_id] = new_report(context.signer, provider.id, bodies[index], digests[index])
+                new[request_id] = new_report(
+                    context.signer,
+                    provider.id,
+                    bodies[index],
+                    digests[index],
+                    retention_days=context.settings.retention_days,
+                )
                 chunk.append(new[request_id].row)
                 break  # later bodies with this request id replay it or conflict: nothing to validate
             if len(chunk) == INSERT_CHUNK_ROWS:

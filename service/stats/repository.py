@@ -1,9 +1,10 @@
 """Figures for the staff dashboard, aggregated by the store: activity per UTC day, verdict outcomes, and
 providers ranked by risk.
 
-Risk, for now, is the share of a provider's decided audits whose verdict is `suspect` or `fail`, with
-the count beside it (`ProviderSummary.risk`, ordered by `risk_rank`). The monitoring standing that a
-later issue adds (the sampling policy acting on `suspect` verdicts) joins the ranking in `risk_rank`.
+Risk ranks providers by their monitoring standing first (`service.monitoring.service.Standing`: a proof
+alarm, a statistical alarm, then the strongest evidence this period), then by the share of their decided
+audits whose verdict is `suspect` or `fail`, with the count beside it (`ProviderSummary.risk`, ordered
+by `risk_rank`). Each summary carries the provider's sampling policy too.
 """
 
 import uuid
@@ -26,9 +27,11 @@ from service.models import (
     Outcome,
     Provider,
     Report,
+    SamplingPolicy,
     Verdict,
     utcnow,
 )
+from service.monitoring.service import Standing, standings
 
 DEFAULT_DAYS = 30
 
@@ -120,6 +123,8 @@ class ProviderSummary:
     audits: int = 0
     outcomes: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
     active_keys: int = 0
+    policy: SamplingPolicy | None = None  # none: not audited on a schedule
+    standing: Standing | None = None  # its monitor this period; none before a verdict this period
 
     @property
     def decided(self) -> int:
@@ -137,13 +142,18 @@ class ProviderSummary:
         return self.flagged / self.decided if self.decided else None
 
 
-def risk_rank(summary: ProviderSummary) -> tuple[float, int, int, str]:
-    """Sort key, riskiest first: the flagged share, then the flagged count (more evidence), then proof
-    (`fail`) before statistics; providers without a verdict last. The monitoring standing (a later
-    issue) is to come first in this key."""
+# Where a provider without a verdict this period ranks on its standing: after any alarm, with no evidence.
+_NO_STANDING = (2, -1.0)
+
+
+def risk_rank(summary: ProviderSummary) -> tuple[int, float, float, int, int, str]:
+    """Sort key, riskiest first: the monitoring standing (an alarm, then the largest e-value this
+    period), then the flagged share, the flagged count (more evidence), then proof (`fail`) before
+    statistics; providers without a verdict last."""
+    standing = summary.standing.risk_key if summary.standing is not None else _NO_STANDING
     share = summary.risk
-    return (-(share if share is not None else -1.0), -summary.flagged, -summary.outcomes[Outcome.FAIL],
-            summary.provider.name)  # fmt: skip
+    return (*standing, -(share if share is not None else -1.0), -summary.flagged,
+            -summary.outcomes[Outcome.FAIL], summary.provider.name)  # fmt: skip
 
 
 def _grouped(session: Session, query: Any) -> dict[Any, Any]:
@@ -175,6 +185,12 @@ def provider_summaries(session: Session, provider_id: uuid.UUID | None = None) -
         .group_by(Audit.provider_id, Verdict.outcome)
     ):
         outcomes.setdefault(owner, dict.fromkeys(Outcome, 0))[outcome] = int(count)
+    only = None if provider_id is None else [provider_id]
+    policy_rows = select(SamplingPolicy)
+    if only is not None:
+        policy_rows = policy_rows.where(SamplingPolicy.provider_id.in_(only))
+    policies = {policy.provider_id: policy for policy in session.scalars(policy_rows)}
+    monitors = standings(session, only)
     summaries = [
         ProviderSummary(
             provider=provider,
@@ -183,6 +199,8 @@ def provider_summaries(session: Session, provider_id: uuid.UUID | None = None) -
             audits=int(audits.get(provider.id, (0,))[0]),
             outcomes=outcomes.get(provider.id, dict.fromkeys(Outcome, 0)),
             active_keys=int(keys.get(provider.id, (0,))[0]),
+            policy=policies.get(provider.id),
+            standing=monitors.get(provider.id),
         )
         for provider in session.scalars(providers)
     ]

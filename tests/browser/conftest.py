@@ -156,7 +156,7 @@ def _suspect_verdict(settings: Settings, report_id: str) -> str:
             evidence = {"checks": [flagged], "proof_failures": proof_failures([flagged]),
                         "statistical_flags": statistical_flags([flagged])}  # fmt: skip
             decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
-            write_verdict(session, context.signer, audit, Outcome.SUSPECT, evidence, decided_by)
+            write_verdict(session, context, audit, Outcome.SUSPECT, evidence, decided_by, planned_blocks=4)
             return str(audit.id)
     finally:
         context.close()

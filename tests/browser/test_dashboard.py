@@ -57,7 +57,8 @@ def test_drill_into_a_provider_and_its_failed_audit(signed_in: Tab):
     page = signed_in.page
     page.get_by_role("link", name="Token Swap Ltd").first.click()
     expect(page.get_by_role("heading", name="Token Swap Ltd")).to_be_visible()
-    expect(page.get_by_text("default (no scheduled sampling yet)")).to_be_visible()
+    expect(page.locator("#sampling")).to_contain_text("not audited on a schedule")
+    expect(page.locator("#monitoring")).to_contain_text("proof alarm at audit 1")  # its failed audit
     expect(page.locator("#chart-volume svg.main-svg").first).to_be_visible()
     signed_in.shot("provider")
     page.get_by_role("link", name=re.compile(r"^\d{4}-\d\d-\d\d ")).first.click()  # its audit

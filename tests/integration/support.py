@@ -51,6 +51,13 @@ TEST_ENV = {
     "COIN_AUTH_FAILURES_PER_MINUTE": "100000",
     "COIN_BROKER_VISIBILITY_TIMEOUT_SECONDS": "60",
     "COIN_MAX_BODY_BYTES": str(4 * 1024 * 1024),
+    # The worker's beat draws scheduled audits every 2 s, of reports received at least 1 s before.
+    "COIN_SCHEDULE_INTERVAL_SECONDS": "2",
+    "COIN_SCHEDULE_SETTLE_SECONDS": "1",
+    # Webhooks are signed with this; a test that wants them gives its worker a COIN_WEBHOOK_URL.
+    "COIN_WEBHOOK_SECRET": "test-webhook-secret-0123456789abcdef",
+    "COIN_WEBHOOK_BACKOFF_SECONDS": "1",
+    "COIN_WEBHOOK_MAX_ATTEMPTS": "3",
 }
 
 

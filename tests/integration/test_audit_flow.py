@@ -21,7 +21,7 @@ from service.models import (
     Verdict,
     utcnow,
 )
-from service.security import Signer, verify_signature
+from service.security import verify_signature
 from tests.integration.support import (
     ADMIN,
     answer_until_verdict,
@@ -47,7 +47,7 @@ def test_honest_provider_passes_with_a_signed_verdict(client, make_provider, mak
     verdict = audit["verdict"]
     assert verdict["outcome"] == "pass", verdict
     statement = verdict["statement"]
-    assert statement["version"] == "coin-verdict/2"
+    assert statement["version"] == "coin-verdict/3"
     checks = {c["name"]: c for c in statement["evidence"]["checks"]}
     # fail is for proof checks, which cannot fire on honest text; suspect for statistical ones.
     assert {name: c["kind"] for name, c in checks.items()} == {
@@ -67,6 +67,7 @@ def test_honest_provider_passes_with_a_signed_verdict(client, make_provider, mak
     decided_by = statement["decided_by"]
     assert decided_by["embd_id"] == request.report["commitment"]["embd_id"]
     assert re.fullmatch(r"heads@[0-9a-f]{16}", decided_by["heads"]), decided_by
+    assert decided_by["calibration"] == "shipped"  # the provider has no domain calibration
     exposure = verdict["statement"]["evidence"]["exposure"]
     assert 0 < exposure["blocks"] <= 0.25 + 1e-9 and 0 < exposure["tokens"] <= 0.05
     assert verdict["statement"]["report_digest"] == receipt["receipt"]["digest"]
@@ -138,6 +139,7 @@ def test_forged_openings_fail(client, make_provider, make_request, worker):
         assert verdict["statement"]["decided_by"] == {
             "embd_id": request.report["commitment"]["embd_id"],
             "heads": None,
+            "calibration": "shipped",
         }
         assert verify_signature(auditor_key, verdict["statement"], verdict["signature"])
 
@@ -161,12 +163,13 @@ def test_silent_provider_fails_at_the_deadline(client, make_provider, make_reque
     verdict = audit["verdict"]
     assert verdict["outcome"] == "fail"
     statement = verdict["statement"]
-    assert statement["version"] == "coin-verdict/2"
+    assert statement["version"] == "coin-verdict/3"
     [check] = statement["evidence"]["checks"]
     assert (check["name"], check["kind"], check["outcome"]) == ("deadline", "proof", "fail")
     assert verdict["proof_failures"] == ["deadline"] and verdict["statistical_flags"] == []
     # A missed deadline is a count opening not given: decided without any head.
-    assert statement["decided_by"] == {"embd_id": request.report["commitment"]["embd_id"], "heads": None}
+    embd_id = request.report["commitment"]["embd_id"]
+    assert statement["decided_by"] == {"embd_id": embd_id, "heads": None, "calibration": "shipped"}
     assert verify_signature(verdict["signing_key"], statement, verdict["signature"])
     assert audit["challenges"][0]["status"] == "expired"
 
@@ -204,12 +207,12 @@ def test_an_open_audit_is_not_opened_twice(client, make_provider, make_request, 
     assert get_audit(client, first["audit_id"])["status"] in {"pending", "challenged"}
 
 
-def test_audits_are_listed_by_outcome(client, make_provider, make_request, database, settings):
+def test_audits_are_listed_by_outcome(client, make_provider, make_request, database):
     """`GET /v1/audits?outcome=` filters on the verdict; a suspect verdict names its statistical flags
     apart from proof failures. (Verdicts written directly: a trace that an honest-looking provider gets
     flagged on is a matter for the science side, not for this filter.)"""
     provider, other = make_provider(), make_provider()
-    signer = Signer(settings.signing_key.get_secret_value(), settings.secret_key.get_secret_value())
+    context = client.app.state.context
     flagged = {"name": "verifier", "kind": "statistical", "outcome": "suspect", "figure": 1e-10,
                "threshold": 1e-9, "detail": "P(benign) below the calibrated threshold"}  # fmt: skip
     broken = {"name": "proof", "kind": "proof", "outcome": "fail", "figure": 1.0, "threshold": None,
@@ -231,7 +234,7 @@ def test_audits_are_listed_by_outcome(client, make_provider, make_request, datab
                     "statistical_flags": statistical_flags(checks),
                 }
                 decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
-                write_verdict(session, signer, audit, outcome, evidence, decided_by)
+                write_verdict(session, context, audit, outcome, evidence, decided_by, planned_blocks=4)
                 audit_ids[owner.id, outcome.value] = str(audit.id)
 
     def listed(headers: dict[str, str], **params: str) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """The dashboard's access control over HTTP: staff sessions (cookie flags, logout, expiry), CSRF on every
-form, the sign-in rate limit kept in the store, `coin staff add`; no API credential opens a page. And the
-migration that adds the staff's tables."""
+form, the sign-in rate limit kept in the store, `coin staff add`; no API credential opens a page. The
+migration that adds the staff's tables; a provider's sampling policy and monitor on its page."""
 
 import re
 import uuid
@@ -16,9 +16,20 @@ from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from auditor.cli import build_app
+from service.audits.verdicts import write_verdict
 from service.database import make_engine
 from service.migrate import alembic_config, upgrade_database
-from service.models import AuditEvent, LoginFailure, StaffSession, utcnow
+from service.models import (
+    Audit,
+    AuditEvent,
+    AuditStatus,
+    AuditTrigger,
+    LoginFailure,
+    Outcome,
+    Report,
+    StaffSession,
+    utcnow,
+)
 from service.settings import get_settings
 from service.staff.service import SignInOutcome, create_staff, sign_in
 from tests.integration.support import ADMIN, TEST_ENV, bearer
@@ -219,3 +230,42 @@ def test_migration_0006_adds_and_drops_the_staff_tables(backend, tmp_path, reque
     assert not staff_tables & tables and not list_indexes & indexes
     upgrade_database(url)
     assert staff_tables <= schema()[0]
+
+
+def test_a_provider_page_shows_its_sampling_policy_and_monitor_and_the_overview_ranks_by_it(
+    browser, staff, make_provider, make_request, client
+):
+    """A provider escalated by a failed audit (its verdict written directly) next to one without a policy."""
+    quiet, failing = make_provider("Quiet Co"), make_provider("Failing Co")
+    terms = {"domain": "math", "share": 0.02, "min_per_day": 1}
+    assert browser.put(f"/v1/providers/{failing.id}/policy", json=terms, headers=ADMIN).status_code == 200
+    for owner, outcome in ((quiet, Outcome.PASS), (failing, Outcome.FAIL)):
+        report_id = browser.post("/v1/reports", json=make_request(0).report, headers=owner.headers).json()["report_id"]  # fmt: skip
+        broken = [{"name": "proof", "kind": "proof", "outcome": "fail", "figure": 1.0, "threshold": None,
+                   "detail": "1 of 90 paths fail"}] if outcome == Outcome.FAIL else []  # fmt: skip
+        context = client.app.state.context
+        with context.db.unit_of_work() as session:
+            report = session.get_one(Report, uuid.UUID(report_id))
+            now = utcnow()
+            audit = Audit(report_id=report.id, provider_id=report.provider_id, status=AuditStatus.VERIFYING,
+                          trigger=AuditTrigger.ADMIN, created_at=now, updated_at=now)  # fmt: skip
+            session.add(audit)
+            session.flush()
+            evidence = {
+                "checks": broken,
+                "proof_failures": [c["name"] for c in broken],
+                "statistical_flags": [],
+            }
+            decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
+            write_verdict(session, context, audit, outcome, evidence, decided_by, planned_blocks=4)
+    assert _sign_in(browser, staff, PASSWORD).status_code == 303
+    page = browser.get(f"/dashboard/providers/{failing.id}").text
+    assert "escalated</strong> since" in page and "after a failed audit" in page
+    assert "8.0% (escalated" not in page and "2.0% (escalated: 8.0%)" in page  # 4 x the base share
+    assert "proof alarm</strong> at audit 1 of the month" in page
+    quiet_page = browser.get(f"/dashboard/providers/{quiet.id}").text
+    assert "not audited on a schedule" in quiet_page and "Alarm</dt><dd>none" in quiet_page
+    overview = browser.get("/dashboard").text
+    ranked = overview[overview.index("Providers by risk") :]
+    assert ranked.index("Failing Co") < ranked.index("Quiet Co")
+    assert "proof alarm" in ranked and "escalated</strong>, 8.0%" in ranked

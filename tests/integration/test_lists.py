@@ -106,6 +106,7 @@ def test_lists_refuse_unknown_parameters_and_bad_cursors(client, world):
             {"loc": ["query", "outcom"], "msg": "unknown query parameter", "type": "extra_forbidden"}
         ]
     for params in ({"cursor": "not-a-cursor"}, {"limit": 0}, {"limit": 501}, {"received_from": "yesterday"},
+                   {"received_to": "0.5"}, {"received_from": "1764500000"},  # no Unix time: ISO 8601 only
                    {"outcome": "guilty"}, {"provider": "nobody"}):  # fmt: skip
         response = client.get("/v1/reports", params=params, headers=ADMIN)
         assert response.status_code == 422, (params, response.text)

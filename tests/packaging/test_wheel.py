@@ -36,12 +36,13 @@ WHEEL_MUST_HOLD = (
     "migrations/script.py.mako",
     "auditor/semantic/weights/heads.pt",
     "auditor/py.typed",
+    "service/monitoring/shipped_calibration.json",
     "service/migrate.py",
     "api/main.py",
     "workers/app.py",
 )
 PROTOCOL_COMMANDS = ("commit", "respond", "verify-openings")
-SERVICE_COMMANDS = ("migrate", "api", "worker", "beat", "demo", "verify-chain")
+SERVICE_COMMANDS = ("migrate", "api", "worker", "beat", "demo", "verify-chain", "policy", "calibrate")
 
 
 def _run(args: Sequence[str | Path], *, timeout: float, **kwargs: Any) -> subprocess.CompletedProcess[str]:

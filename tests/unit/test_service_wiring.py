@@ -15,6 +15,8 @@ EXPECTED_JOBS = {
     "coin.audits.sweep": Queue.CPU,
     "coin.events.link": Queue.CPU,
     "coin.integrity.check": Queue.CPU,
+    "coin.schedule.draw": Queue.CPU,
+    "coin.webhooks.deliver": Queue.CPU,
 }
 
 
@@ -27,6 +29,8 @@ def test_every_job_is_declared_once_with_its_queue():
         "coin.audits.sweep",
         "coin.events.link",
         "coin.integrity.check",
+        "coin.schedule.draw",
+        "coin.webhooks.deliver",
     }
 
 
@@ -34,7 +38,10 @@ def test_the_celery_app_and_beat_come_from_the_registry():
     from workers.app import make_celery
 
     settings = Settings(
-        expire_interval_seconds=7, sweep_interval_seconds=11, integrity_check_interval_seconds=13
+        expire_interval_seconds=7,
+        sweep_interval_seconds=11,
+        integrity_check_interval_seconds=13,
+        schedule_interval_seconds=17,
     )
     app = make_celery(settings)
     jobs = registered_jobs()
@@ -49,6 +56,8 @@ def test_the_celery_app_and_beat_come_from_the_registry():
         "coin.audits.sweep": 11,
         "coin.events.link": 11,
         "coin.integrity.check": 13,
+        "coin.schedule.draw": 17,
+        "coin.webhooks.deliver": 11,
     }
 
 

@@ -1,0 +1,72 @@
+"""Honest reference traces through the auditor's own pipeline, for a domain's calibration (`coin calibrate`).
+
+Each trace is committed with the provider SDK (`auditor.protocol.commitment.commit`), challenged with
+the exposure plan a service audit draws (`service.audits.workflow.plan_for`), answered honestly round by
+round and verified by the service's own verification (`verify_round`: checks 1–8 with the shipped
+heads) until a round decides, as a real audit would. What the monitor reads of each is its score
+(`auditor.monitoring.AuditEvidence`); `service.monitoring.calibration.register_calibration` turns the
+scores into the domain's null bound.
+"""
+
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from auditor.monitoring import AuditEvidence
+from auditor.protocol.commitment import commit, new_secret
+from auditor.protocol.fingerprint import get_embedder
+from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID
+from service.audits.verification import semantic_suite, verify_round
+from service.audits.workflow import plan_for
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class ReferenceTrace:
+    """An honest trace the auditor produced itself: the hidden reasoning and the visible answer."""
+
+    id: str
+    reasoning: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class ReferenceAudit:
+    trace_id: str
+    outcome: str
+    evidence: AuditEvidence
+
+
+def audit_reference(settings: Settings, trace: ReferenceTrace) -> ReferenceAudit:
+    """One honest trace, committed, challenged, answered and verified as the service audits a report."""
+    public, openings = commit(
+        trace.reasoning, trace.answer, new_secret(), embedder=get_embedder(settings.embed_device)
+    )
+    plan = plan_for(public.commitment, secrets.token_hex(32))
+    for round_index in range(plan.rounds):
+        challenge = plan.challenge(round_index)
+        response = openings.respond(challenge.indices, challenge.content_indices).to_json()
+        result = verify_round(settings, public, challenge, response)
+        if not result.wants_more_blocks:
+            break
+    statement = {"outcome": result.outcome.value, "evidence": result.evidence}
+    return ReferenceAudit(
+        trace.id, result.outcome.value, AuditEvidence.from_verdict(statement, len(plan.blocks))
+    )
+
+
+def audit_references(
+    settings: Settings, traces: Iterable[ReferenceTrace], progress: Callable[[ReferenceAudit], None]
+) -> list[ReferenceAudit]:
+    """Every trace audited in turn (`progress` is told of each)."""
+    audits = []
+    for trace in traces:
+        audits.append(audit_reference(settings, trace))
+        progress(audits[-1])
+    return audits
+
+
+def checkpoint_in_use(settings: Settings) -> tuple[str, str]:
+    """(head checkpoint id, embd_id) the references are audited with."""
+    embd_id = get_embedder(settings.embed_device).embd_id
+    return semantic_suite(embd_id, DEFAULT_TOKENIZER_ID).heads.checkpoint_id, embd_id

@@ -1,0 +1,1 @@
+"""Scheduled verification: sampling policies, their escalation, and the keyed draw of audits."""

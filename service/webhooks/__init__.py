@@ -1,0 +1,1 @@
+"""Webhooks to the auditor's staff: signed, retried, every attempt recorded."""
