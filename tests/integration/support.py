@@ -172,9 +172,12 @@ class WorkerProcess:
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip
         log = self.log_path.open("wb")
-        # A session of its own, so that kill() can take the main process and its pool child at once.
+        # A process group of its own, so that kill() can take the main process and its pool child at
+        # once. Not a session of its own: with the kernel's autogroup scheduling, a new session is a new
+        # scheduling group that gets its fair share whatever its nice value, and the worker's verification
+        # would take a core from the API.
         self.process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
         )
         wait_for(
             lambda: b" ready." in self.log_path.read_bytes() or self.process.poll() is not None, 90, "worker"

@@ -87,8 +87,9 @@ class ApiServer:
             "--log-level", "warning", "--timeout-keep-alive", "5",
         ]  # fmt: skip
         started = time.monotonic()
+        # Its own process group (for kill), in the test's session: see WorkerProcess.start.
         self.process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
         )
 
         def ready() -> bool:

