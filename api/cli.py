@@ -1,5 +1,5 @@
 """The service's commands (`coin api`, `worker`, `beat`, `migrate`, `verify-chain`, `demo`, `staff`,
-`policy`, `calibrate`, `verify-verdict`).
+`policy`, `calibrate`, `schedule-key`, `verify-verdict`).
 
 `app` is a plain `typer.Typer()` that the `coin` CLI (`auditor.cli`) loads as a plugin (entry point
 group `coin.commands`). Every command reads the settings first: a wrong configuration is one line on
@@ -310,6 +310,38 @@ def policy(
         database.dispose()
     for line in lines:
         typer.echo(line)
+
+
+@app.command("schedule-key")
+def schedule_key(
+    day: Annotated[str, typer.Option(help="the UTC day whose draws to justify, YYYY-MM-DD")],
+) -> None:
+    """Print the key that scored a past day's scheduled draws (hex), to publish: with it anyone
+    recomputes each draw's score, HMAC-SHA256(key, report id), and checks it against the draw's share
+    or rank (the `schedule.drawn` events), without learning any other day's key. Refused while the day's
+    key could still decide a draw."""
+    from datetime import date
+
+    from service.context import ServiceContext
+    from service.errors import ServiceError
+    from service.models import utcnow
+    from service.scheduling.draws import disclosable_day_key
+
+    try:
+        chosen = date.fromisoformat(day)
+    except ValueError:
+        typer.echo(f"error: --day: a date, YYYY-MM-DD (not {day!r})", err=True)
+        raise typer.Exit(2) from None
+    context = ServiceContext.from_settings(settings())
+    try:
+        with context.db.unit_of_work() as session:
+            key = disclosable_day_key(session, context, chosen, utcnow())
+    except ServiceError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        context.close()
+    typer.echo(f"{chosen.isoformat()} key {key.hex()} (schedule key {context.schedule_key.key_id})")
 
 
 def read_reference_traces(path: Path, domain: str) -> "list[ReferenceTrace]":

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from service.audits.service import request_audit
 from service.database import Database
+from service.errors import ServiceError
 from service.events import append_audit_event, lock_chain
 from service.jobs import job
 from service.models import (
@@ -229,6 +230,23 @@ def _open(
     else:
         justification["rank"] = draw.rank
     append_audit_event(session, audit, "schedule.drawn", justification)
+
+
+def disclosable_day_key(session: Session, context: "ServiceContext", day: date, now: datetime) -> bytes:
+    """The key that scored `day`'s draws, to publish so that anyone can recompute them; ServiceError
+    while it still decides a draw. A day's key scores the share draws of the reports received that day
+    and the minimum draws made that day: both are over once the day has ended and every policy's share
+    draws have passed its end (`drawn_through`), so a disclosed key predicts no draw to come."""
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
+    if end > now:
+        raise ServiceError(f"{day.isoformat()} has not ended: its key still decides today's draws")
+    behind = session.scalar(select(func.min(SamplingPolicy.drawn_through)))
+    if behind is not None and behind < end:
+        raise ServiceError(
+            f"the share draws have not passed the end of {day.isoformat()} for every provider yet "
+            f"(the earliest is at {behind.isoformat(timespec='seconds')}): try after the next draw"
+        )
+    return context.schedule_key.day_key(day.isoformat())
 
 
 @job("coin.schedule.draw", every=lambda settings: settings.schedule_interval_seconds)

@@ -8,13 +8,16 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from api.cli import read_reference_traces
 from api.reports.schemas import ReceiptOut
+from auditor.cli import build_app
 from auditor.monitoring import THRESHOLDS, AuditEvidence, MonitorState
 from auditor.monitoring.bounds import wilson_upper
 from auditor.semantic.heads import CHECKPOINT_NAME, WEIGHTS_DIR, checkpoint_id_of
@@ -34,9 +37,10 @@ from service.models import (
 from service.monitoring.calibration import SHIPPED, reference_policy, shipped_calibration
 from service.monitoring.service import open_monitor, record_verdict, standing
 from service.providers.service import register_provider
+from service.scheduling.draws import disclosable_day_key
 from service.scheduling.service import PolicyTerms, apply_verdict, get_policy, set_policy
 from service.security import ScheduleKey, score_below, webhook_signature
-from service.settings import Settings
+from service.settings import Settings, get_settings
 from tests.conftest import REPO_ROOT
 
 
@@ -234,3 +238,36 @@ def test_the_monitor_counts_each_verdict_and_alarms_at_the_first_proof_failure(e
     assert math.isclose(now.e_value, math.exp(state.log_e)) and now.anytime_p_value == state.anytime_p_value
     assert now.token_share_interval[1] == 1.0
     assert _kinds(embedded).count("monitor.alarm") == 1
+
+
+def test_a_past_days_schedule_key_is_disclosed_once_no_draw_can_use_it(embedded, monkeypatch, tmp_path):
+    provider_id = _provider(embedded, domain="math", share=0.1, min_per_day=1)
+    now = utcnow()
+    today, yesterday = now.date(), now.date() - timedelta(days=1)
+    with embedded.db.unit_of_work() as session:
+        assert disclosable_day_key(session, embedded, yesterday, now) == embedded.schedule_key.day_key(
+            yesterday.isoformat()
+        )
+        with pytest.raises(ServiceError, match="has not ended"):
+            disclosable_day_key(session, embedded, today, now)
+        policy = get_policy(session, session.get_one(Provider, provider_id))
+        assert policy is not None
+        policy.drawn_through = now - timedelta(days=2)  # a beat that was down: yesterday's reports wait
+    with embedded.db.unit_of_work() as session, pytest.raises(ServiceError, match="not passed the end"):
+        disclosable_day_key(session, embedded, yesterday, now)
+
+    # The command, on the same store: refused (exit 1, nothing printed on stdout), then a malformed day.
+    monkeypatch.setenv("COIN_DATABASE_URL", str(embedded.settings.database_url))
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        refused = runner.invoke(build_app(), ["schedule-key", "--day", yesterday.isoformat()])
+        assert refused.exit_code == 1 and "not passed the end" in refused.output
+        bad = runner.invoke(build_app(), ["schedule-key", "--day", "yesterday"])
+        assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
+        older = (now - timedelta(days=3)).date()
+        shown = runner.invoke(build_app(), ["schedule-key", "--day", older.isoformat()])
+        assert shown.exit_code == 0, shown.output
+        assert embedded.schedule_key.day_key(older.isoformat()).hex() in shown.output
+    finally:
+        get_settings.cache_clear()
