@@ -119,14 +119,16 @@ class ApiServer:
 
 
 def retrying(call: Callable[[], httpx.Response], attempts: int = 120) -> httpx.Response:
-    """A request repeated while the service is down or answers 503 (what a careful client does)."""
+    """A request repeated while the service is down, answers 503, or refuses it with 429 (the side
+    clients share the load generator's address and its limits), after the Retry-After it names: what a
+    careful client does."""
     for _ in range(attempts):
         try:
             response = call()
         except httpx.TransportError:
             time.sleep(0.5)
             continue
-        if response.status_code != 503:
+        if response.status_code not in (429, 503):
             return response
         time.sleep(float(response.headers.get("Retry-After", "1")))
     raise AssertionError("the service did not come back")

@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import redis
 from sqlalchemy import func, select
 
@@ -49,6 +50,8 @@ def _queues_drained(database: Any) -> bool:
     return depth == 0 and not pending
 
 
+# The load itself, then up to 300 s for the audits and 120 s for the queues (below), and the set-up.
+@pytest.mark.timeout(LOAD_SECONDS + 600)
 def test_sustained_load_with_audits_beside_it(api, production_worker, http, database, committed, figures):
     provider = new_provider(http)
     audits: dict[str, Any] = {}
