@@ -21,7 +21,6 @@ from service.settings import Settings, SettingsError, get_settings
 
 if TYPE_CHECKING:
     from service.models import SamplingPolicy
-    from service.monitoring.references import ReferenceTrace
     from service.monitoring.service import Standing
 
 app = typer.Typer(help="Run the CoIn Audit service.", no_args_is_help=True)
@@ -344,36 +343,6 @@ def schedule_key(
     typer.echo(f"{chosen.isoformat()} key {key.hex()} (schedule key {context.schedule_key.key_id})")
 
 
-def read_reference_traces(path: Path, domain: str) -> "list[ReferenceTrace]":
-    """The traces of a JSON-lines file: `reasoning` and `answer` (strings) on each line, `id` if given
-    (else the line number), and `domain`, if given, must be `domain`. ValueError naming the line."""
-    from service.monitoring.references import ReferenceTrace
-
-    traces = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path.name}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object")
-            for name in ("reasoning", "answer"):
-                if not isinstance(record.get(name), str) or not record[name].strip():
-                    raise ValueError(f"{where}.{name}: expected a non-empty string")
-            if record.get("domain", domain) != domain:
-                raise ValueError(f"{where}.domain: {record['domain']!r}, not {domain!r}")
-            traces.append(
-                ReferenceTrace(str(record.get("id", number)), record["reasoning"], record["answer"])
-            )
-    if not traces:
-        raise ValueError(f"{path.name}: no traces")
-    return traces
-
-
 @app.command("calibrate")
 def calibrate(
     domain: Annotated[str, typer.Option(help="the domain the traces are references of (e.g. math)")],
@@ -390,7 +359,7 @@ def calibrate(
     the next version of its calibration. Providers of the domain use it from their next period."""
     from service.context import database_of
     from service.monitoring.calibration import register_calibration, shipped_calibration
-    from service.monitoring.references import audit_references, checkpoint_in_use
+    from service.monitoring.references import audit_references, checkpoint_in_use, read_reference_traces
     from service.scheduling.service import DOMAIN_PATTERN
 
     configured = settings()
@@ -452,7 +421,6 @@ def verify_verdict(
 ) -> None:
     """Check a signed verdict offline: Ed25519 over the RFC 8785 canonical JSON of its statement.
     Exit 0 if valid, 1 if the signature or the key does not hold, 2 if the file is not a verdict."""
-    import json
 
     from service.security import verify_signature
 

@@ -8,9 +8,11 @@ heads) until a round decides, as a real audit would. What the monitor reads of e
 scores into the domain's null bound.
 """
 
+import json
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from auditor.monitoring import AuditEvidence
 from auditor.protocol.commitment import commit, new_secret
@@ -28,6 +30,34 @@ class ReferenceTrace:
     id: str
     reasoning: str
     answer: str
+
+
+def read_reference_traces(path: Path, domain: str) -> list[ReferenceTrace]:
+    """The traces of a JSON-lines file: `reasoning` and `answer` (strings) on each line, `id` if given
+    (else the line number), and `domain`, if given, must be `domain`. ValueError naming the line."""
+    traces = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: not JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{where}: expected a JSON object")
+            for name in ("reasoning", "answer"):
+                if not isinstance(record.get(name), str) or not record[name].strip():
+                    raise ValueError(f"{where}.{name}: expected a non-empty string")
+            if record.get("domain", domain) != domain:
+                raise ValueError(f"{where}.domain: {record['domain']!r}, not {domain!r}")
+            traces.append(
+                ReferenceTrace(str(record.get("id", number)), record["reasoning"], record["answer"])
+            )
+    if not traces:
+        raise ValueError(f"{path.name}: no traces")
+    return traces
 
 
 @dataclass(frozen=True)

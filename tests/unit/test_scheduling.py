@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from api.cli import read_reference_traces
 from api.reports.schemas import ReceiptOut
 from auditor.cli import build_app
 from auditor.monitoring import THRESHOLDS, AuditEvidence, MonitorState
@@ -35,6 +34,7 @@ from service.models import (
     utcnow,
 )
 from service.monitoring.calibration import SHIPPED, reference_policy, shipped_calibration
+from service.monitoring.references import read_reference_traces
 from service.monitoring.service import open_monitor, record_verdict, standing
 from service.providers.service import register_provider
 from service.scheduling.draws import disclosable_day_key
