@@ -52,7 +52,7 @@ def _names(text: str, every: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _train_config(
-    seed: int, heads_traces: int, model_traces: int, block_size: int, attacks: str
+    seed: int, heads_traces: int, model_traces: int, block_size: int, attacks: str, shift_margin: bool
 ) -> "TrainConfig":
     from auditor.research.training import TrainConfig
 
@@ -67,6 +67,7 @@ def _train_config(
         model_traces=model_traces,
         block_size=block_size,
         attacks=train_attacks,
+        shift_margin=shift_margin,
     )
 
 
@@ -77,6 +78,14 @@ TrainAttacks = Annotated[
     typer.Option(
         help="content attacks to train on, comma-separated, or 'all' (every one but the copy family, "
         "which the repetition profile catches; leave one out to test transfer)"
+    ),
+]
+ShiftMargin = Annotated[
+    bool,
+    typer.Option(
+        "--shift-margin",
+        help="set the verifier's thresholds at alpha over the domain-shift margin measured among the "
+        "training domains (an experiment: docs/evaluation.md)",
     ),
 ]
 
@@ -96,11 +105,12 @@ def train_heads_command(
         int, typer.Option(help="tokens per block the heads are trained on")
     ] = DEFAULT_BLOCK_SIZE,
     attacks: TrainAttacks = "all",
+    shift_margin: ShiftMargin = False,
     cache_dir: Annotated[Path, typer.Option()] = DEFAULT_CACHE,
 ) -> None:
     """Train the pair heads and the verifier's block model, calibrate the statistical checks, save the
     checkpoint and its model card."""
-    config = _train_config(seed, heads_traces, model_traces, block_size, attacks)
+    config = _train_config(seed, heads_traces, model_traces, block_size, attacks, shift_margin)
     _setup()
     from auditor.protocol.tokenize import get_tokenizer
     from auditor.research.embedding_cache import CachedEmbedder
@@ -168,6 +178,7 @@ def eval_command(
     heads_traces: HeadsTraces = 500,
     model_traces: ModelTraces = 300,
     train_attacks: TrainAttacks = "all",
+    shift_margin: ShiftMargin = False,
     cache_dir: Annotated[Path, typer.Option()] = DEFAULT_CACHE,
 ) -> None:
     """Run the whole protocol on honest and inflated traces and write the report; the last line printed
@@ -183,7 +194,9 @@ def eval_command(
     if lodo and heads is not None:
         raise typer.BadParameter("--heads: --lodo trains its own checkpoint per fold")
     train_config = (
-        _train_config(seed, heads_traces, model_traces, block_size, train_attacks) if lodo else None
+        _train_config(seed, heads_traces, model_traces, block_size, train_attacks, shift_margin)
+        if lodo
+        else None
     )
     irs = _floats(ir, "ir")
     _setup()

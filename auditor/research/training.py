@@ -17,7 +17,7 @@ honest or comes from an inflated trace.
 
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,6 +353,10 @@ class TrainConfig:
     alphas: Alphas = field(default_factory=Alphas)
     # The attack families the heads and the block model see; leaving one out measures transfer to it.
     attacks: tuple[str, ...] = HEAD_ATTACKS
+    # The verifier's quantile at alpha over the domain shift seen among the training domains
+    # (`auditor.semantic.calibration.domain_shift`); off in the shipped fit until a whole
+    # leave-one-domain-out run measures it.
+    shift_margin: bool = False
 
 
 def _subsample(traces: Sequence[Trace], n: int, seed: int, salt: str) -> list[Trace]:
@@ -381,6 +385,72 @@ def domain_merge_rate(traces: Sequence[Trace], tokenizer: Tokenizer) -> float:
     )
 
 
+def fitting_split(
+    train: Sequence[Trace], config: TrainConfig
+) -> tuple[list[Trace], list[Trace], list[Trace], list[Trace], list[Trace]]:
+    """The training traces by use, by question: (the pair heads' part, the block model's part, the traces
+    each is fit on, and every trace no model is fit on). The verifier's thresholds are per band of trace
+    length and per domain: they need many honest traces, so every trace that no model was fit on
+    calibrates them (the null scores come from validation)."""
+    heads_part = [t for t in train if stable_fraction("stack:" + t.question, config.seed) >= 0.35]
+    model_part = [t for t in train if stable_fraction("stack:" + t.question, config.seed) < 0.35]
+    heads_traces = _subsample(heads_part, config.heads_traces, config.seed, "heads")
+    model_traces = _subsample(model_part, config.model_traces, config.seed, "stack")
+    fitted = {t.id for t in heads_traces} | {t.id for t in model_traces}
+    held_back = [t for t in train if t.id not in fitted]
+    return heads_part, model_part, heads_traces, model_traces, held_back
+
+
+def collect_calibration(
+    traces: Sequence[Trace], tokenizer: Tokenizer, embedder: EmbeddingModel, config: TrainConfig
+) -> list[Sample]:
+    """Calibration needs the tail of the honest distribution: every calibration trace, honest, through
+    its whole exposure plan, as a real audit would reveal it."""
+    return collect_samples(
+        traces,
+        AttackContext(tokenizer, traces, config.block_size),
+        embedder,
+        ExposurePolicy(),
+        seed=config.seed,
+        attacked_per_trace=0,
+        block_size=config.block_size,
+        max_blocks=10**9,
+        min_tokens=2,
+        desc="calibration data",
+    )
+
+
+def calibrate_bundle(
+    bundle: HeadBundle,
+    samples: Sequence[Sample],
+    validation_ids: Collection[str],
+    tokenizer: Tokenizer,
+    honest_merge_rate: float,
+    config: TrainConfig,
+) -> dict[str, int]:
+    """Set a fitted bundle's null scores (from the validation traces among `samples`), its verifier bands
+    and the statistical checks' thresholds (from all of them); the calibration traces per domain."""
+    honest = [(sample, evidence_of(sample.revealed, bundle, tokenizer)) for sample in samples]
+    bundle.null_scores, bundle.null_outliers = null_scores(
+        [(sample.plan, evidence) for sample, evidence in honest if sample.trace_id in validation_ids],
+        bundle,
+        tokenizer,
+    )
+    finals = verifier_finals([(sample.domain, sample.plan, evidence) for sample, evidence in honest], bundle)
+    bundle.verifier_bands, margin = verifier_bands(
+        finals, config.alphas.verifier, shift_margin=config.shift_margin
+    )
+    bundle.calibration = calibrate(
+        [(sample.plan, evidence) for sample, evidence in honest],
+        bundle,
+        honest_merge_rate=honest_merge_rate,
+        alphas=config.alphas,
+    )
+    if config.shift_margin:
+        bundle.calibration["verifier_shift_margin"] = margin
+    return {domain: len(rows) for domain, rows in sorted(finals.items())}
+
+
 def train_heads(
     train: Sequence[Trace],
     validation: Sequence[Trace],
@@ -394,14 +464,7 @@ def train_heads(
     """Fit the pair heads and the block model, calibrate on the traces no model was fit on, save (see the
     module docstring). `out=None` saves over the shipped checkpoint."""
     policy = ExposurePolicy()
-    heads_part = [t for t in train if stable_fraction("stack:" + t.question, config.seed) >= 0.35]
-    model_part = [t for t in train if stable_fraction("stack:" + t.question, config.seed) < 0.35]
-    heads_traces = _subsample(heads_part, config.heads_traces, config.seed, "heads")
-    model_traces = _subsample(model_part, config.model_traces, config.seed, "stack")
-    fitted = {t.id for t in heads_traces} | {t.id for t in model_traces}
-    # The verifier's thresholds are per band of trace length and per domain: they need many honest traces,
-    # so every trace that no model was fit on calibrates them (the null scores come from validation).
-    held_back = [t for t in train if t.id not in fitted]
+    heads_part, model_part, heads_traces, model_traces, held_back = fitting_split(train, config)
     log(
         f"traces: {len(heads_traces)} heads, {len(model_traces)} block model, {len(validation)} validation, "
         f"{len(held_back)} more held back from fitting"
@@ -430,21 +493,7 @@ def train_heads(
 
     heads_samples = collect(heads_traces, heads_part, "heads data", config.attacked_per_trace)
     model_samples = collect(model_traces, model_part, "block model data", config.attacked_per_trace)
-    # Calibration needs the tail of the honest distribution: every calibration trace, honest, through
-    # its whole exposure plan, as a real audit would reveal it.
-    calibration_traces = [*validation, *held_back]
-    calibration_samples = collect_samples(
-        calibration_traces,
-        AttackContext(tokenizer, calibration_traces, config.block_size),
-        embedder,
-        policy,
-        seed=config.seed,
-        attacked_per_trace=0,
-        block_size=config.block_size,
-        max_blocks=10**9,
-        min_tokens=2,
-        desc="calibration data",
-    )
+    calibration_samples = collect_calibration([*validation, *held_back], tokenizer, embedder, config)
     save_cache()
 
     rng = random.Random(config.seed)
@@ -484,20 +533,13 @@ def train_heads(
     bundle.block_model = _fit_block_model(x, y, seed=config.seed, epochs=config.model_epochs)
     bundle.__post_init__()
 
-    validation_ids = {t.id for t in validation}
-    honest = [(sample, evidence_of(sample.revealed, bundle, tokenizer)) for sample in calibration_samples]
-    bundle.null_scores, bundle.null_outliers = null_scores(
-        [(sample.plan, evidence) for sample, evidence in honest if sample.trace_id in validation_ids],
+    calibration_by_domain = calibrate_bundle(
         bundle,
+        calibration_samples,
+        {t.id for t in validation},
         tokenizer,
-    )
-    finals = verifier_finals([(sample.domain, sample.plan, evidence) for sample, evidence in honest], bundle)
-    bundle.verifier_bands = verifier_bands(finals, config.alphas.verifier)
-    bundle.calibration = calibrate(
-        [(sample.plan, evidence) for sample, evidence in honest],
-        bundle,
-        honest_merge_rate=domain_merge_rate(train, tokenizer),
-        alphas=config.alphas,
+        domain_merge_rate(train, tokenizer),
+        config,
     )
     bundle.metrics = {
         **validation_metrics(heads_samples, model_samples, model_evidence, bundle),
@@ -506,8 +548,8 @@ def train_heads(
         "train_traces": {
             "heads": len(heads_traces),
             "block_model": len(model_traces),
-            "calibration": len(honest),
-            "calibration_by_domain": {domain: len(rows) for domain, rows in sorted(finals.items())},
+            "calibration": len(calibration_samples),
+            "calibration_by_domain": calibration_by_domain,
         },
         "examples": {
             "tokens_to_block": len(tl),
@@ -594,7 +636,8 @@ def write_model_card(bundle: HeadBundle, path: Path) -> None:
         "|---|---:|",
         *[f"| {k} | {v:.4g} |" for k, v in sorted(bundle.calibration.items())],
         "",
-        "## Verifier thresholds (by blocks the plan reveals; the most cautious domain's alpha-quantile)",
+        "## Verifier thresholds (by blocks the plan reveals; the most cautious domain's quantile at alpha / the"
+        " domain-shift margin)",
         "",
         "| planned blocks up to | suspect below | clean-sample pass from |",
         "|---:|---:|---:|",

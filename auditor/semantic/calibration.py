@@ -92,20 +92,11 @@ def null_scores(
     return np.sort(model), np.sort(outliers)
 
 
-def verifier_bands(
+def _band_thresholds(
     honest: Mapping[str, Sequence[tuple[int, float]]], alpha: float
 ) -> tuple[VerifierBand, ...]:
-    """The verifier's thresholds per band of planned blocks, from honest traces grouped by domain, each
-    as (planned blocks, the verifier statistic at the end of its plan).
-
-    A composite null: in each band the threshold is the most cautious of the domains that have
-    `MIN_BAND_TRACES` traces there — each domain's own alpha-quantile (`threshold_below`) — so that
-    every domain trained on stays at or under alpha, and a new one does if it is no more unusual than
-    the most unusual of them. A band no domain fills is fit on all domains together; one with fewer
-    pooled traces than that keeps the band below's threshold, scaled down by the ratio of the bands'
-    sizes (more blocks, a proportionally smaller smallest p-value: the Bonferroni rule). The pass level
-    is the honest median of the band, so a clean sample stops early when it is as clean as a typical
-    honest trace."""
+    """Per band of planned blocks, the most cautious of the domains' alpha-quantiles (see
+    `verifier_bands`)."""
     bands: list[VerifierBand] = []
     low = 0
     for high in PLANNED_BANDS:
@@ -124,6 +115,53 @@ def verifier_bands(
         bands.append(VerifierBand(high, threshold, max(pass_level, threshold)))
         low = high
     return tuple(bands)
+
+
+def flagged_share(rows: Sequence[tuple[int, float]], bands: Sequence[VerifierBand]) -> float:
+    """The share of (planned blocks, statistic) rows whose statistic is under their band's threshold."""
+    flagged = 0
+    for planned, statistic in rows:
+        band = next((b for b in bands if planned <= b.max_planned), bands[-1])
+        flagged += statistic < band.threshold
+    return flagged / len(rows)
+
+
+def domain_shift(honest: Mapping[str, Sequence[tuple[int, float]]], alpha: float) -> float:
+    """How far past alpha a domain the thresholds were not fit on is flagged, measured among the domains
+    at hand: each domain with `MIN_BAND_TRACES` traces judged by the thresholds of the others alone
+    (leave one domain out inside the calibration set), the largest ratio of its flagged share to alpha,
+    and at least 1. With fewer than two such domains there is no shift to measure: 1."""
+    judged = [d for d, rows in honest.items() if len(rows) >= MIN_BAND_TRACES]
+    if len(judged) < 2:
+        return 1.0
+    shares = [
+        flagged_share(honest[d], _band_thresholds({o: r for o, r in honest.items() if o != d}, alpha))
+        for d in judged
+    ]
+    return max(1.0, max(shares) / alpha)
+
+
+def verifier_bands(
+    honest: Mapping[str, Sequence[tuple[int, float]]], alpha: float, *, shift_margin: bool = False
+) -> tuple[tuple[VerifierBand, ...], float]:
+    """The verifier's thresholds per band of planned blocks, from honest traces grouped by domain, each
+    as (planned blocks, the verifier statistic at the end of its plan); and the domain-shift margin
+    they were set with.
+
+    A composite null: in each band the threshold is the most cautious of the domains that have
+    `MIN_BAND_TRACES` traces there — each domain's own quantile (`threshold_below`). A band no domain
+    fills is fit on all domains together; one with fewer pooled traces than that keeps the band below's
+    threshold, scaled down by the ratio of the bands' sizes (more blocks, a proportionally smaller
+    smallest p-value: the Bonferroni rule). The pass level is the honest median of the band, so a clean
+    sample stops early when it is as clean as a typical honest trace.
+
+    The most cautious of the domains at hand is still no bound for a domain unlike all of them. With
+    `shift_margin` the quantile is taken at alpha / `domain_shift`: the rate is divided by the worst
+    factor by which one of the calibration's own domains, left out, overshot alpha under the others'
+    thresholds (measured on the calibration traces alone, never on the domain an evaluation holds out);
+    without, the margin is 1."""
+    margin = domain_shift(honest, alpha) if shift_margin else 1.0
+    return _band_thresholds(honest, alpha / margin), margin
 
 
 def verifier_finals(

@@ -16,7 +16,7 @@ from auditor.research.evaluation.report import write_lodo_report, write_report
 from auditor.research.evaluation.run import Auditor, AuditOutcome, EvalConfig, run_evaluation
 from auditor.research.evaluation.summary import length_band, summarise, wilson
 from auditor.research.traces import load_traces, model_family, split_traces
-from auditor.research.training import TrainConfig
+from auditor.research.training import TrainConfig, train_heads
 from auditor.semantic.checks import SemanticSuite
 from auditor.semantic.heads import load_heads
 
@@ -221,6 +221,44 @@ def test_lodo_trains_without_each_domain_and_resumes(tmp_path):
     }
     assert "## Folds" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "fold-medical" / "detection_vs_ir.png").stat().st_size > 0
+
+
+def test_the_shift_margin_is_measured_on_the_training_domains_only_when_asked(tmp_path):
+    """`--shift-margin`: the checkpoint records the margin it was calibrated with (at least 1); without
+    it the calibration is the plain composite null and records none."""
+    traces = [
+        *load_traces([TRACES / "thinkingllms_general_r1distill.jsonl"])[:90],
+        *load_traces([TRACES / "huatuogpt_o1_medical_gpt4o_cot.jsonl"])[:90],
+    ]
+    split = split_traces(traces, held_out_domains=())
+    small = {"heads_traces": 8, "model_traces": 6, "head_epochs": 1, "model_epochs": 5, "max_blocks": 4}
+    tokenizer, embedder = get_tokenizer("qwen2"), HashEmbedder()
+    with_margin = train_heads(
+        split.train,
+        split.validation,
+        tokenizer,
+        embedder,
+        TrainConfig(**small, shift_margin=True),
+        out=tmp_path / "margin.pt",
+        log=lambda _: None,
+    )
+    plain = train_heads(
+        split.train,
+        split.validation,
+        tokenizer,
+        embedder,
+        TrainConfig(**small),
+        out=tmp_path / "plain.pt",
+        log=lambda _: None,
+    )
+    margin = with_margin.calibration["verifier_shift_margin"]
+    assert margin >= 1.0 and "verifier_shift_margin" not in plain.calibration
+    assert load_heads(tmp_path / "margin.pt").calibration["verifier_shift_margin"] == margin
+    # Dividing the rate by the margin can only lower a threshold.
+    assert all(
+        m.threshold <= p.threshold
+        for m, p in zip(with_margin.verifier_bands, plain.verifier_bands, strict=True)
+    )
 
 
 def test_split_holds_out_domains_and_questions():

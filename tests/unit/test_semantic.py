@@ -20,7 +20,7 @@ from auditor.protocol.verify import OpenedTrace, verify_response
 from auditor.research.attacks import AttackContext
 from auditor.research.evaluation.run import Auditor, EvalConfig
 from auditor.research.traces import load_traces
-from auditor.semantic.calibration import PLANNED_BANDS, verifier_bands
+from auditor.semantic.calibration import PLANNED_BANDS, domain_shift, flagged_share, verifier_bands
 from auditor.semantic.checks import (
     FEATURE_NAMES,
     Revealed,
@@ -327,7 +327,7 @@ def test_verifier_bands_hold_every_domain_at_alpha_whatever_the_length():
         return [(int(k), float(rng.uniform(size=k).min() / spread)) for k in planned]
 
     calibration = {"calm": traces(4000, 1.0), "odd": traces(4000, 3.0)}
-    bands = verifier_bands(calibration, alpha)
+    bands, _ = verifier_bands(calibration, alpha)
     assert [b.max_planned for b in bands] == list(PLANNED_BANDS)
     fresh = {"calm": traces(20_000, 1.0), "odd": traces(20_000, 3.0)}
     for domain, rows in fresh.items():
@@ -341,9 +341,33 @@ def test_verifier_bands_hold_every_domain_at_alpha_whatever_the_length():
     assert np.mean(calm) < alpha / 2
 
 
+def test_the_domain_shift_margin_holds_a_domain_beyond_the_calibration_at_alpha():
+    """Two calibration domains, the second twice as unusual as the first: left out, it is flagged at about
+    twice alpha by the first's thresholds, so the margin is about 2 — and a new domain twice as unusual
+    again is then flagged at about alpha, where the plain composite null would flag it at about 2 alpha."""
+    rng = np.random.default_rng(1)
+    alpha = 0.01
+
+    def traces(n, spread):
+        planned = rng.integers(2, 200, size=n)
+        return [(int(k), float(rng.uniform(size=k).min() / spread)) for k in planned]
+
+    calibration = {"calm": traces(6000, 1.0), "odd": traces(6000, 2.0)}
+    bands, margin = verifier_bands(calibration, alpha, shift_margin=True)
+    assert 1.6 <= margin <= 2.6
+    assert margin == domain_shift(calibration, alpha)
+    unseen = traces(30_000, 4.0)
+    assert flagged_share(unseen, bands) <= 1.3 * alpha
+    plain, no_margin = verifier_bands(calibration, alpha)
+    assert no_margin == 1.0
+    assert flagged_share(unseen, plain) >= 1.6 * alpha
+
+
 def test_verifier_bands_pool_sparse_domains_and_scale_empty_bands():
     rows = {"a": [(3, 0.01 * k) for k in range(1, 40)], "b": [(3, 0.02 * k) for k in range(1, 40)]}
-    bands = verifier_bands(rows, 0.05)
+    bands, margin = verifier_bands(rows, 0.05, shift_margin=True)
+    # No domain has 50 traces: no shift to measure.
+    assert margin == 1.0
     # Band 1: no domain has 50 traces, 78 pooled: the pooled 5% quantile.
     assert bands[0].threshold == pytest.approx(sorted(t for d in rows.values() for _, t in d)[3])
     # Empty bands keep the one below, scaled by the ratio of their sizes.
