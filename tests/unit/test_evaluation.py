@@ -223,9 +223,9 @@ def test_lodo_trains_without_each_domain_and_resumes(tmp_path):
     assert (tmp_path / "fold-medical" / "detection_vs_ir.png").stat().st_size > 0
 
 
-def test_the_shift_margin_is_measured_on_the_training_domains_only_when_asked(tmp_path):
-    """`--shift-margin`: the checkpoint records the margin it was calibrated with (at least 1); without
-    it the calibration is the plain composite null and records none."""
+def test_the_shift_margin_is_recorded_and_only_lowers_thresholds(tmp_path):
+    """By default the checkpoint records the domain-shift margin it was calibrated with (at least 1);
+    `--no-shift-margin` calibrates on the plain composite null and records none."""
     traces = [
         *load_traces([TRACES / "thinkingllms_general_r1distill.jsonl"])[:90],
         *load_traces([TRACES / "huatuogpt_o1_medical_gpt4o_cot.jsonl"])[:90],
@@ -238,7 +238,7 @@ def test_the_shift_margin_is_measured_on_the_training_domains_only_when_asked(tm
         split.validation,
         tokenizer,
         embedder,
-        TrainConfig(**small, shift_margin=True),
+        TrainConfig(**small),
         out=tmp_path / "margin.pt",
         log=lambda _: None,
     )
@@ -247,7 +247,7 @@ def test_the_shift_margin_is_measured_on_the_training_domains_only_when_asked(tm
         split.validation,
         tokenizer,
         embedder,
-        TrainConfig(**small),
+        TrainConfig(**small, shift_margin=False),
         out=tmp_path / "plain.pt",
         log=lambda _: None,
     )

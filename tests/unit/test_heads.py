@@ -116,6 +116,8 @@ def test_packaged_checkpoint_loads_and_is_small():
     # Enough honest blocks that a Bonferroni test over a long trace's plan can reach its alpha.
     assert len(bundle.null_scores) >= 10_000 and np.all(np.diff(bundle.null_scores) >= 0)
     assert bundle.metrics["domains"] == ["general_reasoning", "math", "medical", "process_mining"]
+    # The shipped fit is calibrated with the domain-shift margin the leave-one-domain-out run evaluated.
+    assert bundle.calibration["verifier_shift_margin"] >= 1.0
     assert [b.max_planned for b in bundle.verifier_bands] == list(PLANNED_BANDS)
     assert all(0 < b.threshold <= b.pass_level <= 1 for b in bundle.verifier_bands)
 
