@@ -17,7 +17,7 @@ import numpy.typing as npt
 from auditor.protocol.tokenize import Tokenizer
 from auditor.semantic.checks import Evidence, Revealed, evidence_of, outlier_scores, verifier_statistic
 from auditor.semantic.exposure import ExposurePlan
-from auditor.semantic.heads import HeadBundle, VerifierBand
+from auditor.semantic.heads import HeadBundle, VerifierBand, band_for
 from auditor.semantic.tokenization import merges_when_retokenized
 
 # The honest `suspect` rate the auditor promises, per domain and trace length.
@@ -119,10 +119,7 @@ def _band_thresholds(
 
 def flagged_share(rows: Sequence[tuple[int, float]], bands: Sequence[VerifierBand]) -> float:
     """The share of (planned blocks, statistic) rows whose statistic is under their band's threshold."""
-    flagged = 0
-    for planned, statistic in rows:
-        band = next((b for b in bands if planned <= b.max_planned), bands[-1])
-        flagged += statistic < band.threshold
+    flagged = sum(statistic < band_for(bands, planned).threshold for planned, statistic in rows)
     return flagged / len(rows)
 
 

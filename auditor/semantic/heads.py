@@ -18,6 +18,7 @@ meaningless, so loading one is a `ModelError`, as is a missing or malformed file
 (BLAKE3 of the file) names the checkpoint, and with it the calibration, that decided a verdict.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ class VerifierBand:
     pass_level: float
 
 
+def band_for(bands: Sequence[VerifierBand], planned: int) -> VerifierBand:
+    """The band of an audit whose plan reveals `planned` blocks (the last band has no upper end)."""
+    return next((band for band in bands if planned <= band.max_planned), bands[-1])
+
+
 @dataclass
 class HeadBundle:
     """Everything the semantic checks load: the three pair heads, the verifier's block model, its
@@ -102,10 +108,7 @@ class HeadBundle:
             return logits
 
     def verifier_band(self, planned: int) -> VerifierBand:
-        """The band of an audit whose plan reveals `planned` blocks (the last band has no upper end)."""
-        return next(
-            (band for band in self.verifier_bands if planned <= band.max_planned), self.verifier_bands[-1]
-        )
+        return band_for(self.verifier_bands, planned)
 
     def block_scores(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """The block model's logit that each block (a row of scaled features) is injected."""
