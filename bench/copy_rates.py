@@ -1,9 +1,10 @@
 """Copied spans (protocol coin/2) over every trace in ../shared/data/traces, honest and copy-attacked.
 
 Runs `auditor.research.copy_rates.measure` (every trace's repetition profile, made by the SDK, and its
-copy figures: no embedding, no sampling) and `attack_sweep` (the duplication family at each IR over a
-sample of traces), times the copied_spans check on the longest profiles (it runs once per audit round),
-writes var/copy-rates.json and prints a summary. Last line: one JSON object of the headline figures.
+copy figures: no embedding, no sampling; the rule's tail fit on all traces and leaving each domain out)
+and `attack_sweep` (the duplication family at each IR over a sample of traces), times the copied_spans
+check on the longest profiles (it runs once per audit round), writes var/copy-rates.json and prints a
+summary. Last line: one JSON object of the headline figures.
 
     .venv/bin/python bench/copy_rates.py [--traces DIR] [--out FILE] [--per-cell N] [--ir 0.1,0.25,...]
 """
@@ -23,7 +24,7 @@ from auditor.protocol.encoding import to_b64
 from auditor.protocol.repetition import Repetition, RepetitionOpening, profile_digest
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID, get_tokenizer
 from auditor.research.attacks import AttackContext
-from auditor.research.copy_rates import attack_sweep, measure
+from auditor.research.copy_rates import HONEST_RATE, TAIL_SHARE, attack_sweep, measure
 from auditor.research.traces import load_traces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +101,18 @@ def main() -> None:
         f"(>= {COPY_RULE.min_tokens} tokens): {overall['fails']} honest fails; margin over the largest honest "
         f"copied x{margin['copied']:.3f}, repeated x{margin['repeated']:.3f}"
     )
+    fitted = honest["fitted_rule"]
+    print(
+        f"  the tail fit (top {TAIL_SHARE:.0%}, one honest trace in {1 / HONEST_RATE:,.0f}) on all traces: "
+        f"copied {fitted['copied']:.4f}, repeated {fitted['repeated']:.4f} (the rule rounds them up)"
+    )
+    print("  leave one domain out (the fit on the other domains; held-out fails, largest masses, margin):")
+    for fold in honest["leave_one_domain_out"]:
+        print(
+            f"    {fold['domain']:18s} {fold['traces']:5d} traces  copied {fold['rule']['copied']:.4f} "
+            f"repeated {fold['rule']['repeated']:.4f}  fails {fold['fails']}  largest "
+            f"{fold['largest_copied']:.4f} / {fold['largest_repeated']:.4f}  margin x{fold['margin']:.2f}"
+        )
     print("  by domain (max copied / max repeated):")
     for domain, row in honest["by_domain"].items():
         print(
@@ -116,6 +129,18 @@ def main() -> None:
     for attack in dict.fromkeys(row["attack"] for row in sweep):
         cells = {row["ir"]: row["fail"]["rate"] for row in sweep if row["attack"] == attack}
         print(f"  {attack:24s} " + " ".join(f"{cells[ir]:6.3f}" for ir in irs))
+    print("  the worst domain per IR (fail rate, n):")
+    for ir in irs:
+        worst = min(
+            (
+                (row["attack"], domain, cell)
+                for row in sweep
+                if row["ir"] == ir
+                for domain, cell in row["fail_by_domain"].items()
+            ),
+            key=lambda found: found[2]["rate"],
+        )
+        print(f"    IR {ir:g}: {worst[2]['rate']:.3f} (n = {worst[2]['n']}) {worst[0]} on {worst[1]}")
     print(
         f"profile in a round (decode, digest, copies): slowest {timing['slowest_ms']:.1f} ms on {timing['max_tokens']:,} tokens; "
         f"{timing['ms_per_1k_tokens']:.2f} ms per 1,000 tokens"
@@ -124,6 +149,8 @@ def main() -> None:
     headline = {
         "traces": overall["traces"],
         "honest_fails": overall["fails"],
+        "held_out_fails_max": max(fold["fails"] for fold in honest["leave_one_domain_out"]),
+        "held_out_margin_min": round(min(fold["margin"] for fold in honest["leave_one_domain_out"]), 3),
         "max_copied_fraction": round(overall["copied_fraction"]["q1"], 4),
         "max_repeated_fraction": round(overall["repeated_fraction"]["q1"], 4),
         "min_fail_rate_by_ir": {

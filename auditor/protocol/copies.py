@@ -98,9 +98,10 @@ def find_copies(values: npt.NDArray[np.uint64], gap: int = COPY_GAP) -> Copies:
 @dataclass(frozen=True)
 class CopyRule:
     """When a profile proves copying (docs/protocol.md): either mass where the exponential tail fitted to
-    the top 1% of 5,111 honest traces puts fewer than one honest trace in 10,000 (the largest honest
-    masses are 0.198 and 0.508), with at least `min_tokens` tokens in it, so that one restated sentence
-    never fails a short trace."""
+    the top 1% of 5,111 honest traces puts fewer than one honest trace in 10,000, rounded up (the fit is
+    `auditor.research.copy_rates.tail_threshold`; bench/copy_rates.py prints it, the largest honest
+    masses, and the fit held out by domain), with at least `min_tokens` tokens in it, so that one
+    restated sentence never fails a short trace."""
 
     copied: float = 0.24
     repeated: float = 0.60

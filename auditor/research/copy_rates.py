@@ -13,6 +13,7 @@ draws: these are the decisions the audits of those inflated traces reach (given 
 over more traces than `coin eval` can afford to audit.
 """
 
+import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -29,6 +30,8 @@ from auditor.research.traces import Trace, model_family
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999, 1.0)
 TOP = 10
+TAIL_SHARE = 0.01  # the top share of honest masses the exponential tail is fitted to
+HONEST_RATE = 1e-4  # the honest rate the fitted tail must fall to at a threshold
 
 
 def figures_of(tokens: Sequence[bytes], key_seed: str) -> CopyFigures:
@@ -88,6 +91,62 @@ def _top(rows: Sequence[TraceCopies], fraction: Callable[[TraceCopies], float]) 
     return [{**asdict(r), "fraction": round(fraction(r), 4)} for r in ranked]
 
 
+def tail_threshold(values: Iterable[float], rate: float = HONEST_RATE, top: float = TAIL_SHARE) -> float:
+    """Where an exponential law fitted to the excesses of the top `top` share of `values` over their lower
+    edge u (the 1 - top quantile) falls to `rate`: u + mean excess * ln(top / rate). The excesses of a
+    tail this thin are close to exponential for most laws a mass follows (Pickands-Balkema-de Haan with
+    shape 0); the maximum likelihood scale is their mean."""
+    array = np.sort(np.asarray(list(values), dtype=np.float64))
+    if len(array) * top < 2:
+        raise ValueError(f"tail_threshold: {len(array)} values hold fewer than 2 in the top {top:g}")
+    edge = float(np.quantile(array, 1 - top))
+    excess = array[array > edge] - edge
+    scale = float(excess.mean()) if len(excess) else 0.0
+    return edge + scale * float(np.log(top / rate))
+
+
+def fitted_rule(rows: Sequence[TraceCopies], min_tokens: int = COPY_RULE.min_tokens) -> CopyRule:
+    """The rule `tail_threshold` sets on these honest traces (unrounded)."""
+    return CopyRule(
+        copied=tail_threshold(r.copied_fraction for r in rows),
+        repeated=tail_threshold(r.repeated_fraction for r in rows),
+        min_tokens=min_tokens,
+    )
+
+
+def _fails(row: TraceCopies, rule: CopyRule) -> bool:
+    figures = CopyFigures(row.tokens, row.copied, row.repeated, row.copies, row.longest)
+    return figures.proves_copying(rule)
+
+
+def _ratio(threshold: float, largest: float) -> float:
+    return threshold / largest if largest else math.inf
+
+
+def leave_one_domain_out(rows: Sequence[TraceCopies]) -> list[dict[str, Any]]:
+    """Per domain: the rule fitted on the other domains' honest traces, and how this domain's honest
+    traces fare under it (`fails` must be 0; `margin`: threshold over the largest mass, the nearer of
+    the two)."""
+    out = []
+    for domain in sorted({r.domain for r in rows}):
+        held_out = [r for r in rows if r.domain == domain]
+        rule = fitted_rule([r for r in rows if r.domain != domain])
+        largest_copied = max(r.copied_fraction for r in held_out)
+        largest_repeated = max(r.repeated_fraction for r in held_out)
+        out.append(
+            {
+                "domain": domain,
+                "traces": len(held_out),
+                "rule": asdict(rule),
+                "fails": sum(_fails(r, rule) for r in held_out),
+                "largest_copied": largest_copied,
+                "largest_repeated": largest_repeated,
+                "margin": min(_ratio(rule.copied, largest_copied), _ratio(rule.repeated, largest_repeated)),
+            }
+        )
+    return out
+
+
 def measure(
     traces: Sequence[Trace], tokens_of: Callable[[Trace], list[bytes]], rule: CopyRule = COPY_RULE
 ) -> dict[str, Any]:
@@ -114,6 +173,8 @@ def measure(
     overall = _aggregate(rows)
     return {
         "rule": asdict(rule),
+        "fitted_rule": asdict(fitted_rule(rows, rule.min_tokens)),
+        "leave_one_domain_out": leave_one_domain_out(rows),
         "min_copy_tokens": MIN_COPY_TOKENS,
         "overall": overall,
         "margin": {
@@ -129,6 +190,10 @@ def measure(
     }
 
 
+def _rates_by(fails: Sequence[bool], groups: Sequence[str], names: Sequence[str]) -> dict[str, Any]:
+    return {name: rate([f for f, g in zip(fails, groups, strict=True) if g == name]) for name in names}
+
+
 def attack_sweep(
     traces: Sequence[Trace],
     ctx: AttackContext,
@@ -142,6 +207,8 @@ def attack_sweep(
     """The rule's decision on `per_cell` traces (drawn once, at least 2 tokens) per attack x IR."""
     usable = [t for t in traces if len(ctx.tokens(t)) >= 2]
     sample = random.Random(seed).sample(usable, min(per_cell, len(usable)))
+    bands = [length_band(len(ctx.tokens(t))) for t in sample]
+    domains = [t.domain for t in sample]
     rows = []
     for attack in attacks:
         for ir in irs:
@@ -150,16 +217,13 @@ def attack_sweep(
                 inflated = inflate(trace, attack, ir, random.Random(f"{seed}:{trace.id}:{attack}:{ir}"), ctx)
                 found.append(figures_of(inflated.tokens, trace.id))
             fails = [f.proves_copying(rule) for f in found]
-            bands = [length_band(len(ctx.tokens(t))) for t in sample]
             rows.append(
                 {
                     "attack": attack,
                     "ir": ir,
                     "fail": rate(fails),
-                    "fail_by_length": {
-                        name: rate([f for f, b in zip(fails, bands, strict=True) if b == name])
-                        for name, _, _ in LENGTH_BANDS
-                    },
+                    "fail_by_length": _rates_by(fails, bands, [name for name, _, _ in LENGTH_BANDS]),
+                    "fail_by_domain": _rates_by(fails, domains, sorted(set(domains))),
                     "copied_fraction": float(np.mean([f.copied_fraction for f in found])),
                     "repeated_fraction": float(np.mean([f.repeated_fraction for f in found])),
                 }
