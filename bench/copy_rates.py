@@ -122,7 +122,7 @@ def main() -> None:
     for key in ("top_copied", "top_repeated"):
         print(f"  {key}:")
         for row in honest[key][:5]:
-            print(f"    {row['fraction']:.4f} {row['id']} ({row['domain']}, {row['tokens']} tokens)")
+            print(f"    {row['fraction']:.4f} {row['id']} ({row['domain']}, {row['figures']['size']} tokens)")
     print("copy family, fail rate (proof) per IR:")
     irs = sorted({row["ir"] for row in sweep})
     print(f"  {'attack':24s} " + " ".join(f"{ir:>6g}" for ir in irs))

@@ -46,20 +46,16 @@ class TraceCopies:
     domain: str
     family: str
     band: str
-    tokens: int
-    copied: int
-    repeated: int
-    copies: int
-    longest: int
+    figures: CopyFigures
     fails: bool
 
     @property
     def copied_fraction(self) -> float:
-        return self.copied / self.tokens
+        return self.figures.copied_fraction
 
     @property
     def repeated_fraction(self) -> float:
-        return self.repeated / self.tokens
+        return self.figures.repeated_fraction
 
 
 def _distribution(values: Iterable[float]) -> dict[str, float]:
@@ -70,11 +66,11 @@ def _distribution(values: Iterable[float]) -> dict[str, float]:
 def _aggregate(rows: Sequence[TraceCopies]) -> dict[str, Any]:
     return {
         "traces": len(rows),
-        "tokens": sum(r.tokens for r in rows),
-        "with_copy": sum(r.copies > 0 for r in rows),
+        "tokens": sum(r.figures.size for r in rows),
+        "with_copy": sum(r.figures.copies > 0 for r in rows),
         "copied_fraction": _distribution(r.copied_fraction for r in rows),
         "repeated_fraction": _distribution(r.repeated_fraction for r in rows),
-        "longest_copy": max((r.longest for r in rows), default=0),
+        "longest_copy": max((r.figures.longest for r in rows), default=0),
         "fails": sum(r.fails for r in rows),
     }
 
@@ -114,11 +110,6 @@ def fitted_rule(rows: Sequence[TraceCopies], min_tokens: int = COPY_RULE.min_tok
     )
 
 
-def _fails(row: TraceCopies, rule: CopyRule) -> bool:
-    figures = CopyFigures(row.tokens, row.copied, row.repeated, row.copies, row.longest)
-    return figures.proves_copying(rule)
-
-
 def _ratio(threshold: float, largest: float) -> float:
     return threshold / largest if largest else math.inf
 
@@ -138,7 +129,7 @@ def leave_one_domain_out(rows: Sequence[TraceCopies]) -> list[dict[str, Any]]:
                 "domain": domain,
                 "traces": len(held_out),
                 "rule": asdict(rule),
-                "fails": sum(_fails(r, rule) for r in held_out),
+                "fails": sum(r.figures.proves_copying(rule) for r in held_out),
                 "largest_copied": largest_copied,
                 "largest_repeated": largest_repeated,
                 "margin": min(_ratio(rule.copied, largest_copied), _ratio(rule.repeated, largest_repeated)),
@@ -162,11 +153,7 @@ def measure(
                 trace.domain,
                 model_family(trace.model),
                 length_band(len(tokens)),
-                len(tokens),
-                found.copied,
-                found.repeated,
-                found.copies,
-                found.longest,
+                found,
                 found.proves_copying(rule),
             )
         )

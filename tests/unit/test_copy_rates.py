@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from auditor.protocol.copies import COPY_RULE
+from auditor.protocol.copies import COPY_RULE, CopyFigures
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID, get_tokenizer
 from auditor.research.copy_rates import (
     TraceCopies,
@@ -64,7 +64,7 @@ def test_leave_one_domain_out_counts_the_held_out_traces_above_the_others_fit():
     # One domain's masses sit far above the others': held out, it fails against the others' fit.
     rng = np.random.default_rng(1)
     rows = [
-        TraceCopies(f"{d}{k}", d, "m", "< 500", 1000, int(c * 1000), 0, 1, 20, False)
+        TraceCopies(f"{d}{k}", d, "m", "< 500", CopyFigures(1000, int(c * 1000), 0, 1, 20), False)
         for d, scale in (("a", 0.01), ("b", 0.01), ("c", 0.05))
         for k, c in enumerate(rng.exponential(scale, size=400))
     ]
