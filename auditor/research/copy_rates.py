@@ -89,9 +89,10 @@ def _top(rows: Sequence[TraceCopies], fraction: Callable[[TraceCopies], float]) 
 
 def tail_threshold(values: Iterable[float], rate: float = HONEST_RATE, top: float = TAIL_SHARE) -> float:
     """Where an exponential law fitted to the excesses of the top `top` share of `values` over their lower
-    edge u (the 1 - top quantile) falls to `rate`: u + mean excess * ln(top / rate). The excesses of a
-    tail this thin are close to exponential for most laws a mass follows (Pickands-Balkema-de Haan with
-    shape 0); the maximum likelihood scale is their mean."""
+    edge u (the 1 - top quantile) falls to `rate`: u + mean excess * ln(top / rate), the scale being the
+    maximum-likelihood one. Excesses over a high edge follow a generalised Pareto law
+    (Pickands-Balkema-de Haan); the exponential is its shape-0 case, and for a mass bounded by 1 (shape
+    below 0) it overstates the tail, so the threshold errs high."""
     array = np.sort(np.asarray(list(values), dtype=np.float64))
     if len(array) * top < 2:
         raise ValueError(f"tail_threshold: {len(array)} values hold fewer than 2 in the top {top:g}")
