@@ -4,21 +4,24 @@ For every honest trace in ../shared/data/traces and for `--per-cell` traces per 
 the copies of the SDK's repetition profile (`auditor.protocol.copies.find_copies`) and measures the
 copied mass four ways:
 
-- `shipped`: the copied mass of the `copied_spans` rule (copies spanning >= MIN_COPY_TOKENS tokens);
+- `copied`: the copied mass of the `copied_spans` rule (copies spanning >= MIN_COPY_TOKENS tokens; the
+  rule also fails on the repeated mass, which this bench leaves out: bench/copy_rates.py has both);
 - `span>=32`, `span>=64`: only copies spanning at least that many tokens (restated phrases left out);
 - `verbatim`: only copies that are not loops and whose positions all but match (>= 95%): pasted text
-  is verbatim, a model restating itself edits.
+  is verbatim, a model restating itself edits;
+- `to 4th`: an n-gram's second to fourth occurrences counted, not its second only: a unit pasted three
+  times in a row (the "near" copies at IR 3) counts three times, a long honest loop three periods.
 
 Each variant's threshold is set the way the shipped one is (`tail_threshold`: the exponential tail of
 the top 1% of honest masses at one trace in 10,000, with at least `COPY_RULE.min_tokens` tokens), on all
 traces and leaving each domain out. Printed: honest fails (held out: the worst fold), and the share of
 attacked traces above the threshold per attack and IR.
 
-Then a provider-level test of the shipped mass: per model family (>= 30 traces), the share of honest
+Then a provider-level test of the copied mass: per model family (>= 30 traces), the share of honest
 traces above a level x; a monitor's null would be the heaviest family's share. Held out by domain, the
 null from the other domains against the held-out domain's heaviest family.
 
-    .venv/bin/python bench/copy_variants.py [--traces DIR] [--per-cell N]    # about 1 min on 2 cores
+    .venv/bin/python bench/copy_variants.py [--traces DIR] [--per-cell N]    # about 3 min on 2 cores
 """
 
 import argparse
@@ -34,6 +37,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without `pip install -e .`
 import blake3
 import numpy as np
+import numpy.typing as npt
 
 from auditor.protocol.copies import (
     COPY_RULE,
@@ -50,29 +54,35 @@ from auditor.research.copy_rates import tail_threshold
 from auditor.research.traces import load_traces, model_family
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
-VARIANTS = ("shipped", "span>=32", "span>=64", "verbatim")
+VARIANTS = ("copied", "span>=32", "span>=64", "verbatim", "to 4th")
 VERBATIM = 0.95
-IRS = (0.1, 0.25, 0.5)
+IRS = (0.1, 0.25, 0.5, 1.0, 3.0)
 LEVELS = (0.05, 0.08, 0.10)
 MIN_FAMILY = 30
 
 
+def _with_first_tokens(counted: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Per copy, its counted positions and the NGRAM - 1 tokens the first of them reaches back."""
+    return counted + (NGRAM - 1) * (counted > 0)
+
+
 def masses(tokens: Sequence[bytes], key_seed: str) -> dict[str, int]:
-    """Tokens of copied mass per variant (the shipped measure: CopyFigures.copied, checked below)."""
+    """Tokens of copied mass per variant (`copied` is CopyFigures.copied: checked here)."""
     profile = Repetition(tokens, blake3.blake3(key_seed.encode()).digest()).profile
     found = find_copies(profile_values(profile))
     span = found.end - found.start + NGRAM - 1
-    second = found.second + (NGRAM - 1) * (found.second > 0)
+    second = _with_first_tokens(found.second)
     verbatim = (span <= PERIODIC * found.offset) & (found.matched >= VERBATIM * (found.end - found.start))
     long = span >= MIN_COPY_TOKENS
     out = {
-        "shipped": int(second[long].sum()),
+        "copied": int(second[long].sum()),
         "span>=32": int(second[span >= 32].sum()),
         "span>=64": int(second[span >= 64].sum()),
         "verbatim": int(second[long & verbatim].sum()),
+        "to 4th": int(_with_first_tokens(find_copies(profile_values(profile), repeats=3).second)[long].sum()),
     }
-    if out["shipped"] != copy_figures(profile).copied:
-        raise AssertionError("the shipped variant departs from copy_figures")
+    if out["copied"] != copy_figures(profile).copied:
+        raise AssertionError("the copied variant departs from copy_figures")
     return out
 
 
@@ -131,11 +141,11 @@ def main() -> None:
     print("provider level: share of honest traces above x, the heaviest family (null) vs held out")
     by_family: dict[tuple[str, str], list[float]] = defaultdict(list)
     for domain, family, f in honest:
-        by_family[domain, family].append(f["shipped"])
+        by_family[domain, family].append(f["copied"])
     for level in LEVELS:
         share = {k: float(np.mean(np.array(v) > level)) for k, v in by_family.items() if len(v) >= MIN_FAMILY}
         heaviest = max(share, key=share.__getitem__)
-        ir_low = min(np.mean([f["shipped"] > level for f in attacked[a, IRS[0]]]) for a in COPY_ATTACKS)
+        ir_low = min(np.mean([f["copied"] > level for f in attacked[a, IRS[0]]]) for a in COPY_ATTACKS)
         folds = []
         for domain in domains:
             null = max(s for (d, _), s in share.items() if d != domain)

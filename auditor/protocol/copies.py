@@ -56,11 +56,12 @@ class Copies:
     end: IntArray  # one past the last matched position
     offset: IntArray  # positions [start, end) repeat positions [start - offset, end - offset)
     matched: IntArray  # positions of its segments: each fingerprint equals the one `offset` earlier
-    second: IntArray  # matched positions where their n-gram occurs for the second time
+    second: IntArray  # matched positions where their n-gram occurs for the second time (see `repeats`)
 
 
-def find_copies(values: npt.NDArray[np.uint64], gap: int = COPY_GAP) -> Copies:
-    """Steps 1-2 of the module docstring."""
+def find_copies(values: npt.NDArray[np.uint64], gap: int = COPY_GAP, repeats: int = 1) -> Copies:
+    """Steps 1-2 of the module docstring. `second` counts an n-gram's first `repeats` repeats: 1 (its
+    second occurrence) for the rule; more only to measure a variant (bench/copy_variants.py)."""
     m = len(values)
     positions = np.arange(m, dtype=np.int64)
     order = np.argsort(values, kind="stable")  # stable: equal fingerprints stay in position order
@@ -84,7 +85,7 @@ def find_copies(values: npt.NDArray[np.uint64], gap: int = COPY_GAP) -> Copies:
         return Copies(m, empty, empty, empty, empty, empty)
     joins = (offsets[1:] == offsets[:-1]) & (starts[1:] - ends[:-1] <= gap)
     first = np.flatnonzero(np.r_[True, ~joins])  # the first segment of each copy
-    second_prefix = np.r_[0, np.cumsum(earlier == 1)]
+    second_prefix = np.r_[0, np.cumsum((earlier >= 1) & (earlier <= repeats))]
     return Copies(
         size=m,
         start=starts[first],

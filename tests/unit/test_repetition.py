@@ -156,6 +156,11 @@ def test_find_copies_vectors(values, copies):
     assert [tuple(int(x) for x in row) for row in got] == copies
 
 
+def test_find_copies_counts_as_many_repeats_as_asked():
+    loop = np.array([7, 8, 9] * 4, dtype=np.uint64)  # each value occurs four times: three repeats
+    assert [int(find_copies(loop, repeats=r).second[0]) for r in (1, 2, 3, 4)] == [3, 6, 9, 9]
+
+
 def test_a_pasted_span_is_one_copy_at_a_constant_offset():
     base = words(200)
     tokens = base[:120] + base[20:60] + base[120:]  # 40 tokens pasted 60 positions after their source
