@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check auditor service api workers migrations tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy auditor service api workers migrations bench
+	$(BIN)/mypy auditor service api workers migrations bench tests
 	$(BIN)/lint-imports
 
 # `docker compose config` must accept docker/compose.yaml; there is no Docker engine here, only the

@@ -25,11 +25,14 @@ from urllib.parse import urlparse
 import httpx
 import psycopg
 import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request
+from playwright.sync_api import Response as PageResponse
 
 from api.demo.providers import SimulatedReport, demo_traces, simulate
 from api.demo.run import answer_until_verdict, free_port, report_body, start_server
 from auditor.protocol.challenge import Challenge
 from auditor.protocol.commitment import Response
+from auditor.protocol.fingerprint import Embedder
 from service.audits.verdicts import proof_failures, statistical_flags, write_verdict
 from service.database import Database
 from service.migrate import upgrade_database
@@ -82,7 +85,7 @@ def dashboard_database() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def dashboard_settings(dashboard_database: str) -> Settings:
-    values = {key.removeprefix("COIN_").lower(): value for key, value in TEST_ENV.items()}
+    values: dict[str, Any] = {key.removeprefix("COIN_").lower(): value for key, value in TEST_ENV.items()}
     # No broker: the server verifies audits itself, so the browser tests need no worker.
     return Settings(**{**values, "database_url": dashboard_database, "broker_url": None})
 
@@ -163,7 +166,7 @@ def _suspect_verdict(settings: Settings, report_id: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def world(server: str, dashboard_settings: Settings, embedder: Any) -> Iterator[World]:
+def world(server: str, dashboard_settings: Settings, embedder: Embedder) -> Iterator[World]:
     """Three simulated providers (honest, forged fingerprints, swapped tokens) with real traces and
     audits, a few more reports, one `suspect` verdict, and a staff account."""
     admin = httpx.Client(base_url=server, timeout=180, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
@@ -211,7 +214,7 @@ def world(server: str, dashboard_settings: Settings, embedder: Any) -> Iterator[
 # Module scope: Playwright's sync API keeps an event loop running in this thread while it is open, and
 # tests collected after the browser tests (asyncio.run in tests/unit) need the thread's loop free.
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
+def chromium() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         _missing(f"{CHROMIUM} is missing (apt-get install chromium; `make test` installs it)")
     try:
@@ -228,7 +231,7 @@ class Tab:
     """A browser page that records what went wrong on it: console errors, script errors, failed
     requests and responses >= 400, except those a test `expect`s."""
 
-    def __init__(self, page: Any, name: str) -> None:
+    def __init__(self, page: Page, name: str) -> None:
         self.page = page
         self.name = name
         self.problems: list[str] = []
@@ -245,7 +248,7 @@ class Tab:
     def _is_expected(self, status: int, url: str) -> bool:
         return (status, urlparse(url).path) in self._expected
 
-    def _console(self, message: Any) -> None:
+    def _console(self, message: ConsoleMessage) -> None:
         if message.type != "error":
             return
         # Chromium logs every response >= 400 as a console error as well; an expected one is no error.
@@ -254,12 +257,12 @@ class Tab:
             return
         self.problems.append(f"console error: {message.text} at {message.location.get('url')}")
 
-    def _failed(self, request: Any) -> None:
+    def _failed(self, request: Request) -> None:
         # A poll cut short by the navigation that replaces its page is no failure.
         if request.failure != "net::ERR_ABORTED":
             self.problems.append(f"request failed: {request.method} {request.url}: {request.failure}")
 
-    def _response(self, response: Any) -> None:
+    def _response(self, response: PageResponse) -> None:
         if response.status >= 400 and not self._is_expected(response.status, response.url):
             self.problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
 
@@ -280,7 +283,7 @@ class Tab:
 
 
 @pytest.fixture
-def tab(chromium: Any, world: World, request: pytest.FixtureRequest) -> Iterator[Tab]:
+def tab(chromium: Browser, world: World, request: pytest.FixtureRequest) -> Iterator[Tab]:
     """A fresh browser context (no cookies) on the seeded app; fails the test on any unexpected error."""
     context = chromium.new_context(base_url=world.base_url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(20_000)

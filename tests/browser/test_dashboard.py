@@ -12,7 +12,7 @@ from api.demo.run import answer_until_verdict
 from tests.browser.conftest import STAFF_EMAIL, Tab, World
 
 
-def test_a_wrong_password_is_refused_then_staff_sign_in(tab: Tab):
+def test_a_wrong_password_is_refused_then_staff_sign_in(tab: Tab) -> None:
     page = tab.page
     page.goto("/dashboard/providers")
     expect(page).to_have_url(re.compile(r"/dashboard/login\?next=/dashboard/providers$"))
@@ -25,7 +25,7 @@ def test_a_wrong_password_is_refused_then_staff_sign_in(tab: Tab):
     expect(page.get_by_text(STAFF_EMAIL)).to_be_visible()
 
 
-def test_overview(signed_in: Tab, world: World):
+def test_overview(signed_in: Tab, world: World) -> None:
     page = signed_in.page
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     # fail (proof) and suspect (statistical) apart: their own counts, labels and colours.
@@ -53,7 +53,7 @@ def test_overview(signed_in: Tab, world: World):
     signed_in.shot("overview-phone")
 
 
-def test_drill_into_a_provider_and_its_failed_audit(signed_in: Tab):
+def test_drill_into_a_provider_and_its_failed_audit(signed_in: Tab) -> None:
     page = signed_in.page
     page.get_by_role("link", name="Token Swap Ltd").first.click()
     expect(page.get_by_role("heading", name="Token Swap Ltd")).to_be_visible()
@@ -76,7 +76,7 @@ def test_drill_into_a_provider_and_its_failed_audit(signed_in: Tab):
     signed_in.shot("audit-failed")
 
 
-def test_filter_reports(signed_in: Tab, world: World):
+def test_filter_reports(signed_in: Tab, world: World) -> None:
     page = signed_in.page
     page.get_by_role("link", name="Reports", exact=True).click()
     rows = page.locator("#results tbody tr")
@@ -111,7 +111,7 @@ def test_filter_reports(signed_in: Tab, world: World):
     expect(page.get_by_text("No report matches these filters.")).to_be_visible()
 
 
-def test_start_an_audit_and_watch_its_verdict_arrive(signed_in: Tab, world: World):
+def test_start_an_audit_and_watch_its_verdict_arrive(signed_in: Tab, world: World) -> None:
     page = signed_in.page
     page.goto(f"/dashboard/reports/{world.reports['honest-002']}")
     expect(page.get_by_text("Not audited yet.")).to_be_visible()
@@ -131,7 +131,7 @@ def test_start_an_audit_and_watch_its_verdict_arrive(signed_in: Tab, world: Worl
     signed_in.shot("audit-decided")
 
 
-def test_rotate_a_key(signed_in: Tab, world: World):
+def test_rotate_a_key(signed_in: Tab, world: World) -> None:
     page = signed_in.page
     provider = world.providers["forged opening"]
     page.goto(f"/dashboard/providers/{provider.id}")
@@ -156,7 +156,7 @@ def test_rotate_a_key(signed_in: Tab, world: World):
     provider.http.headers["Authorization"] = f"Bearer {new_key}"
 
 
-def test_a_form_without_its_csrf_token_is_refused(signed_in: Tab, world: World):
+def test_a_form_without_its_csrf_token_is_refused(signed_in: Tab, world: World) -> None:
     page = signed_in.page
     page.goto(f"/dashboard/providers/{world.providers['token swap'].id}")
     keys = page.locator("#keys tbody tr")
@@ -170,7 +170,7 @@ def test_a_form_without_its_csrf_token_is_refused(signed_in: Tab, world: World):
     expect(keys).to_have_count(before)  # nothing was issued
 
 
-def test_sign_out(signed_in: Tab):
+def test_sign_out(signed_in: Tab) -> None:
     page = signed_in.page
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/dashboard/login$"))

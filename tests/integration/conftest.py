@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -102,7 +103,8 @@ def redis_client() -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def settings(postgres: str, redis_client: redis.Redis) -> Settings:
-    return Settings(**{key.removeprefix("COIN_").lower(): value for key, value in TEST_ENV.items()})
+    values: dict[str, Any] = {key.removeprefix("COIN_").lower(): value for key, value in TEST_ENV.items()}
+    return Settings(**values)
 
 
 @pytest.fixture(scope="session")
@@ -119,12 +121,12 @@ def clean_db(database: Database) -> Database:
 
 
 @pytest.fixture(scope="session")
-def app(settings: Settings) -> Any:
+def app(settings: Settings) -> FastAPI:
     return create_app(settings)
 
 
 @pytest.fixture(scope="session")
-def running_app(app: Any) -> Iterator[TestClient]:
+def running_app(app: FastAPI) -> Iterator[TestClient]:
     """The app with its lifespan running (its chain writer thread included), for the whole session."""
     # raise_server_exceptions=False: a 500 must show up as a 500, never as a test-side exception.
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -10,13 +10,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx2
+import redis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from auditor.protocol.commitment import Openings
+from service.context import ServiceContext
 from service.database import Database
 from service.models import Base
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRACES_DIR = REPO_ROOT / ".." / "shared" / "data" / "traces"
@@ -61,7 +69,7 @@ TEST_ENV = {
 }
 
 
-def delete_broker_keys(client: Any) -> int:
+def delete_broker_keys(client: redis.Redis) -> int:
     """Delete every Redis key of this session's broker (what a flushed Redis would lose), and nothing
     else; returns how many there were."""
     keys = list(client.scan_iter(match=f"{BROKER_KEY_PREFIX}*", count=1000))
@@ -117,14 +125,14 @@ class CommittedRequest:
     """What an honest provider SDK holds for one billed request: the report and its openings."""
 
     report: dict[str, Any]
-    openings: Any
+    openings: Openings
 
     @property
     def request_id(self) -> str:
         return str(self.report["request_id"])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -176,13 +184,11 @@ class WorkerProcess:
         # once. Not a session of its own: with the kernel's autogroup scheduling, a new session is a new
         # scheduling group that gets its fair share whatever its nice value, and the worker's verification
         # would take a core from the API.
-        self.process = subprocess.Popen(
+        process = self.process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
         )
-        wait_for(
-            lambda: b" ready." in self.log_path.read_bytes() or self.process.poll() is not None, 90, "worker"
-        )
-        if self.process.poll() is not None:
+        wait_for(lambda: b" ready." in self.log_path.read_bytes() or process.poll() is not None, 90, "worker")
+        if process.poll() is not None:
             raise AssertionError(f"worker exited at start:\n{self.log()}")
 
     def log(self) -> str:
@@ -213,26 +219,26 @@ class WorkerProcess:
 # --- API steps shared by the tests -------------------------------------------------------------------
 
 
-def submit_report(client: Any, provider: ProviderAccount, request: CommittedRequest) -> dict[str, Any]:
+def submit_report(client: TestClient, provider: ProviderAccount, request: CommittedRequest) -> dict[str, Any]:
     response = client.post("/v1/reports", json=request.report, headers=provider.headers)
     assert response.status_code == 201, response.text
     return dict(response.json())
 
 
-def open_audit(client: Any, report_id: str, headers: dict[str, str] = ADMIN) -> str:
+def open_audit(client: TestClient, report_id: str, headers: dict[str, str] = ADMIN) -> str:
     response = client.post("/v1/audits", json={"report_id": report_id}, headers=headers)
     assert response.status_code == 202, response.text
     return str(response.json()["audit_id"])
 
 
-def get_audit(client: Any, audit_id: str) -> dict[str, Any]:
+def get_audit(client: TestClient, audit_id: str) -> dict[str, Any]:
     response = client.get(f"/v1/audits/{audit_id}", headers=ADMIN)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
 
 def wait_for_challenge(
-    client: Any, provider: ProviderAccount, audit_id: str, timeout: float = 60
+    client: TestClient, provider: ProviderAccount, audit_id: str, timeout: float = 60
 ) -> dict[str, Any]:
     """The open challenge of `audit_id`, as the provider sees it, once a worker has drawn it."""
 
@@ -244,7 +250,7 @@ def wait_for_challenge(
     return dict(wait_for(find, timeout, f"the challenge of audit {audit_id}"))
 
 
-def wait_for_verdict(client: Any, audit_id: str, timeout: float = 90) -> dict[str, Any]:
+def wait_for_verdict(client: TestClient, audit_id: str, timeout: float = 90) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
         audit = get_audit(client, audit_id)
         return audit if audit["status"] == "done" else None
@@ -253,7 +259,7 @@ def wait_for_verdict(client: Any, audit_id: str, timeout: float = 90) -> dict[st
 
 
 def answer_until_verdict(
-    client: Any, provider: ProviderAccount, audit_id: str, openings: Any
+    client: TestClient, provider: ProviderAccount, audit_id: str, openings: Openings
 ) -> dict[str, Any]:
     """Answer every round the audit opens (progressive exposure) honestly, until its verdict."""
     deadline = time.monotonic() + 120
@@ -269,7 +275,17 @@ def answer_until_verdict(
     raise AssertionError(f"audit {audit_id} has no verdict after 120 s")
 
 
-def respond(client: Any, provider: ProviderAccount, challenge: dict[str, Any], body: dict[str, Any]) -> Any:
+def respond(
+    client: TestClient, provider: ProviderAccount, challenge: dict[str, Any], body: dict[str, Any]
+) -> httpx2.Response:
     return client.post(
         f"/v1/challenges/{challenge['challenge_id']}/response", json=body, headers=provider.headers
     )
+
+
+def service_context(client: TestClient) -> ServiceContext:
+    """The ServiceContext of the app `client` drives (create_app keeps it in `app.state`)."""
+    app = client.app
+    assert isinstance(app, FastAPI)
+    context: ServiceContext = app.state.context
+    return context

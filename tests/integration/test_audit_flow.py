@@ -3,12 +3,15 @@
 import base64
 import re
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from service.audits.verdicts import proof_failures, statistical_flags, write_verdict
+from service.database import Database
 from service.events import verify_chain
 from service.models import (
     Audit,
@@ -24,17 +27,27 @@ from service.models import (
 from service.security import verify_signature
 from tests.integration.support import (
     ADMIN,
+    CommittedRequest,
+    ProviderAccount,
+    WorkerProcess,
     answer_until_verdict,
     get_audit,
     open_audit,
     respond,
+    service_context,
     submit_report,
     wait_for_challenge,
     wait_for_verdict,
 )
 
 
-def test_honest_provider_passes_with_a_signed_verdict(client, make_provider, make_request, worker, database):
+def test_honest_provider_passes_with_a_signed_verdict(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+    database: Database,
+) -> None:
     provider = make_provider()
     request = make_request(0)
     receipt = submit_report(client, provider, request)
@@ -108,7 +121,12 @@ def _forge_proof(opening: dict[str, Any]) -> dict[str, Any]:
     return {**opening, "salt": bytes([salt[0] ^ 1]).hex() + salt[1:].hex()}
 
 
-def test_forged_openings_fail(client, make_provider, make_request, worker):
+def test_forged_openings_fail(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+) -> None:
     provider = make_provider()
     audits = {}
     for name, request_index in (("token", 1), ("proof", 2)):
@@ -144,7 +162,13 @@ def test_forged_openings_fail(client, make_provider, make_request, worker):
         assert verify_signature(auditor_key, verdict["statement"], verdict["signature"])
 
 
-def test_silent_provider_fails_at_the_deadline(client, make_provider, make_request, worker, database):
+def test_silent_provider_fails_at_the_deadline(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+    database: Database,
+) -> None:
     provider = make_provider()
     request = make_request(3)
     receipt = submit_report(client, provider, request)
@@ -180,7 +204,12 @@ def test_silent_provider_fails_at_the_deadline(client, make_provider, make_reque
         assert session.scalar(select(func.count()).select_from(Verdict)) == 1
 
 
-def test_a_challenge_is_answered_once(client, make_provider, make_request, worker):
+def test_a_challenge_is_answered_once(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+) -> None:
     provider = make_provider()
     request = make_request(4)
     receipt = submit_report(client, provider, request)
@@ -197,7 +226,12 @@ def test_a_challenge_is_answered_once(client, make_provider, make_request, worke
     assert wait_for_verdict(client, audit_id)["verdict"]["outcome"] == "pass"
 
 
-def test_an_open_audit_is_not_opened_twice(client, make_provider, make_request, worker):
+def test_an_open_audit_is_not_opened_twice(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+) -> None:
     provider = make_provider()
     receipt = submit_report(client, provider, make_request(5))
     first = client.post("/v1/audits", json={"report_id": receipt["report_id"]}, headers=ADMIN).json()
@@ -207,12 +241,17 @@ def test_an_open_audit_is_not_opened_twice(client, make_provider, make_request, 
     assert get_audit(client, first["audit_id"])["status"] in {"pending", "challenged"}
 
 
-def test_audits_are_listed_by_outcome(client, make_provider, make_request, database):
+def test_audits_are_listed_by_outcome(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     """`GET /v1/audits?outcome=` filters on the verdict; a suspect verdict names its statistical flags
     apart from proof failures. (Verdicts written directly: a trace that an honest-looking provider gets
     flagged on is a matter for the science side, not for this filter.)"""
     provider, other = make_provider(), make_provider()
-    context = client.app.state.context
+    context = service_context(client)
     flagged = {"name": "verifier", "kind": "statistical", "outcome": "suspect", "figure": 1e-10,
                "threshold": 1e-9, "detail": "P(benign) below the calibrated threshold"}  # fmt: skip
     broken = {"name": "proof", "kind": "proof", "outcome": "fail", "figure": 1.0, "threshold": None,

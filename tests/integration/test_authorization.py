@@ -1,11 +1,17 @@
 """Who may do what: admin, provider (only its own resources), receipt holder, and nobody."""
 
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.integration.support import (
     ADMIN,
+    CommittedRequest,
+    ProviderAccount,
+    WorkerProcess,
     bearer,
     open_audit,
     submit_report,
@@ -14,9 +20,14 @@ from tests.integration.support import (
 
 
 @pytest.fixture
-def two_providers(client, make_provider, make_request, worker):
+def two_providers(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+) -> dict[str, dict[str, Any]]:
     """Providers A and B, each with a report, a receipt, an audit and an open challenge."""
-    world = {}
+    world: dict[str, dict[str, Any]] = {}
     for name, index in (("a", 0), ("b", 1)):
         provider = make_provider(f"provider-{name}")
         request = make_request(index)
@@ -28,7 +39,7 @@ def two_providers(client, make_provider, make_request, worker):
     return world
 
 
-def test_authorization_matrix(client, two_providers):
+def test_authorization_matrix(client: TestClient, two_providers: dict[str, dict[str, Any]]) -> None:
     a, b = two_providers["a"], two_providers["b"]
     key_a, key_b = a["provider"].headers, b["provider"].headers
     token_a, token_b = bearer(a["receipt"]["receipt_token"]), bearer(b["receipt"]["receipt_token"])
@@ -37,7 +48,7 @@ def test_authorization_matrix(client, two_providers):
     response_b = (
         b["request"].openings.respond(b["challenge"]["indices"], b["challenge"]["content_indices"]).to_json()
     )
-    nobody = {}
+    nobody: dict[str, str] = {}
     garbage = bearer("coin_0000000000000000_not-a-real-secret")
     wrong_secret = bearer(a["provider"].key[:-4] + "AAAA")
 

@@ -1,14 +1,19 @@
 """No input produces a 500: malformed, hostile and random bodies get 4xx, and nothing is half-written."""
 
 import json
+from collections.abc import Callable
+from typing import Any
 
+import httpx2
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from service.database import Database
 from service.models import AuditEvent, Report
-from tests.integration.support import ADMIN
+from tests.integration.support import ADMIN, CommittedRequest, ProviderAccount
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -19,11 +24,16 @@ json_values = st.recursive(
 )
 
 
-def _post_raw(client, path, raw: bytes, headers):
+def _post_raw(client: TestClient, path: str, raw: bytes, headers: dict[str, str]) -> httpx2.Response:
     return client.post(path, content=raw, headers={**headers, "Content-Type": "application/json"})
 
 
-def test_hostile_bodies(client, make_provider, make_request, database):
+def test_hostile_bodies(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     report = make_request(0).report
     mutations = {
@@ -91,7 +101,9 @@ def test_hostile_bodies(client, make_provider, make_request, database):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=json_values)
-def test_random_json_never_500(client, make_provider, body):
+def test_random_json_never_500(
+    client: TestClient, make_provider: Callable[..., ProviderAccount], body: Any
+) -> None:
     for path in (
         "/v1/reports",
         "/v1/reports/batch",
@@ -103,13 +115,19 @@ def test_random_json_never_500(client, make_provider, body):
 
 
 @pytest.fixture(scope="module")
-def report_template(make_request):
+def report_template(make_request: Callable[..., CommittedRequest]) -> dict[str, Any]:
     return make_request(0).report
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=json_values, usage=json_values)
-def test_random_reports_never_500(client, make_provider, report_template, body, usage):
+def test_random_reports_never_500(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    report_template: dict[str, Any],
+    body: Any,
+    usage: Any,
+) -> None:
     provider = make_provider()
     report = report_template
     for candidate in (
@@ -122,7 +140,9 @@ def test_random_reports_never_500(client, make_provider, report_template, body, 
         assert response.status_code < 500, (candidate, response.text)
 
 
-def test_a_bad_key_is_refused_before_the_body_is_judged(client, make_provider):
+def test_a_bad_key_is_refused_before_the_body_is_judged(
+    client: TestClient, make_provider: Callable[..., ProviderAccount]
+) -> None:
     """Intake checks the key inside its unit of work, after FastAPI has validated the body; an invalid
     body must still get the key's refusal (401/403), not a 422 that a key holder would get."""
     provider = make_provider()

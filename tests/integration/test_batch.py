@@ -3,33 +3,41 @@ stays one valid chain with one event per stored report."""
 
 import copy
 import threading
+from collections.abc import Callable
+from typing import Any
 
+import httpx2
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from service.database import Database
 from service.events import verify_chain
-from service.models import AuditEvent, PendingEvent, Report
-from tests.integration.support import wait_for
+from service.models import AuditEvent, Base, PendingEvent, Report
+from tests.integration.support import CommittedRequest, ProviderAccount, wait_for
 
 
-def _statuses(response) -> list[int]:
+def _statuses(response: httpx2.Response) -> list[int]:
     assert response.status_code == 200, response.text
     return [item["status"] for item in response.json()["results"]]
 
 
-def _count(database, model) -> int:
+def _count(database: Database, model: type[Base]) -> int:
     with database.unit_of_work() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def _protocol_violation(report):
+def _protocol_violation(report: dict[str, Any]) -> dict[str, Any]:
     bad = copy.deepcopy(report)
     bad["commitment"]["tokenizer_id"] = "nope"
     return bad
 
 
 def test_duplicates_within_a_batch_behave_as_sequential_submissions(
-    client, make_provider, make_request, database
-):
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     first = make_request(0).report
     conflicting = {**first, "model": "another-model"}
@@ -50,7 +58,12 @@ def test_duplicates_within_a_batch_behave_as_sequential_submissions(
     assert again.status_code == 200 and again.json() == results[0]["receipt"]
 
 
-def test_an_invalid_item_does_not_reserve_its_request_id(client, make_provider, make_request, database):
+def test_an_invalid_item_does_not_reserve_its_request_id(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     report = make_request(0).report
     invalid = _protocol_violation(report)
@@ -63,8 +76,11 @@ def test_an_invalid_item_does_not_reserve_its_request_id(client, make_provider, 
 
 
 def test_a_batch_mixes_new_replayed_conflicting_and_invalid_items(
-    client, make_provider, make_request, database
-):
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     stored = make_request(0).report
     receipt = client.post("/v1/reports", json=stored, headers=provider.headers).json()
@@ -93,7 +109,12 @@ def test_a_batch_mixes_new_replayed_conflicting_and_invalid_items(
     assert _count(database, Report) == 2
 
 
-def test_the_chain_verifies_after_batches(client, make_provider, make_request, database):
+def test_the_chain_verifies_after_batches(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     template = make_request(0).report
     client.post("/v1/reports", json={**template, "request_id": "single-before"}, headers=provider.headers)
@@ -118,14 +139,17 @@ def test_the_chain_verifies_after_batches(client, make_provider, make_request, d
 
 
 def test_concurrent_batches_sharing_request_ids_store_each_report_once(
-    client, make_provider, make_request, database
-):
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     template = make_request(0).report
     reports = [{**template, "request_id": f"shared-{i}"} for i in range(200)]
     # Same reports, opposite orders: the two inserts wait on each other's rows.
     batches = [reports, list(reversed(reports))]
-    responses: list = [None, None]
+    responses: list[httpx2.Response | None] = [None, None]
 
     def send(k: int) -> None:
         responses[k] = client.post(
@@ -138,8 +162,9 @@ def test_concurrent_batches_sharing_request_ids_store_each_report_once(
     for thread in threads:
         thread.join()
 
-    by_request: dict[str, list[dict]] = {}
+    by_request: dict[str, list[dict[str, Any]]] = {}
     for k, response in enumerate(responses):
+        assert response is not None
         for item in response.json()["results"]:
             by_request.setdefault(batches[k][item["index"]]["request_id"], []).append(item)
     for request_id, items in by_request.items():
@@ -150,10 +175,15 @@ def test_concurrent_batches_sharing_request_ids_store_each_report_once(
         assert verify_chain(session).ok
 
 
-def test_concurrent_single_submissions_of_one_report(client, make_provider, make_request, database):
+def test_concurrent_single_submissions_of_one_report(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     report = make_request(0).report
-    responses: list = []
+    responses: list[httpx2.Response] = []
     lock = threading.Lock()
 
     def send() -> None:

@@ -4,20 +4,22 @@ migration that adds the staff's tables; a provider's sampling policy and monitor
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
 
+import httpx2
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from auditor.cli import build_app
 from service.audits.verdicts import write_verdict
-from service.database import make_engine
+from service.database import Database, make_engine
 from service.migrate import alembic_config, upgrade_database
 from service.models import (
     Audit,
@@ -30,40 +32,54 @@ from service.models import (
     StaffSession,
     utcnow,
 )
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 from service.staff.service import SignInOutcome, create_staff, sign_in
-from tests.integration.support import ADMIN, TEST_ENV, bearer
+from tests.integration.support import (
+    ADMIN,
+    TEST_ENV,
+    CommittedRequest,
+    ProviderAccount,
+    bearer,
+    service_context,
+)
 
 PASSWORD = "correct horse battery staple"
 SESSION_COOKIE = "__Host-coin_session"  # COIN_ENV=test: Secure cookies with the __Host- prefix
 
 
 @pytest.fixture
-def staff(clean_db) -> str:
+def staff(clean_db: Database) -> str:
     with clean_db.unit_of_work() as session:
         create_staff(session, "Alice@Example.com", PASSWORD)
     return "alice@example.com"
 
 
 @pytest.fixture
-def browser(app, client) -> Iterator[TestClient]:
+def browser(app: FastAPI, client: TestClient) -> Iterator[TestClient]:
     """A cookie-keeping client over https (the app's lifespan runs in `client`)."""
     with TestClient(app, base_url="https://testserver", raise_server_exceptions=False) as browser:
         yield browser
 
 
 def _token(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match is not None
+    return match.group(1)
 
 
-def _sign_in(browser: TestClient, email: str, password: str, **extra: str) -> Any:
+def _sign_in(browser: TestClient, email: str, password: str, **extra: str) -> httpx2.Response:
     form = browser.get("/dashboard/login")
     assert form.status_code == 200
     data = {"email": email, "password": password, "csrf_token": _token(form.text), **extra}
     return browser.post("/dashboard/login", data=data, follow_redirects=False)
 
 
-def test_only_a_staff_session_opens_the_dashboard(browser, staff, make_provider, make_request):
+def test_only_a_staff_session_opens_the_dashboard(
+    browser: TestClient,
+    staff: str,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+) -> None:
     provider = make_provider()
     receipt = browser.post("/v1/reports", json=make_request(0).report, headers=provider.headers).json()
     for headers in ({}, ADMIN, provider.headers, bearer(receipt["receipt_token"])):
@@ -85,7 +101,9 @@ def test_only_a_staff_session_opens_the_dashboard(browser, staff, make_provider,
         assert _sign_in(browser, staff, PASSWORD, next=elsewhere).headers["location"] == "/dashboard"
 
 
-def test_sign_in_is_rate_limited_in_the_store(browser, staff, clean_db, settings):
+def test_sign_in_is_rate_limited_in_the_store(
+    browser: TestClient, staff: str, clean_db: Database, settings: Settings
+) -> None:
     for _ in range(settings.login_failures_per_account):
         refused = _sign_in(browser, staff, "wrong password")
         assert refused.status_code == 401 and "Wrong email or password." in refused.text
@@ -101,7 +119,7 @@ def test_sign_in_is_rate_limited_in_the_store(browser, staff, clean_db, settings
     assert _sign_in(browser, staff, PASSWORD).status_code == 303
 
 
-def test_the_address_limit_spans_accounts(clean_db, settings):
+def test_the_address_limit_spans_accounts(clean_db: Database, settings: Settings) -> None:
     tight = settings.model_copy(update={"login_failures_per_address": 3})
     with clean_db.unit_of_work() as session:
         create_staff(session, "bob@example.com", PASSWORD)
@@ -117,7 +135,9 @@ def test_the_address_limit_spans_accounts(clean_db, settings):
     assert elsewhere.outcome == SignInOutcome.SIGNED_IN and elsewhere.token
 
 
-def test_every_form_needs_the_csrf_token(browser, staff, make_provider, clean_db):
+def test_every_form_needs_the_csrf_token(
+    browser: TestClient, staff: str, make_provider: Callable[..., ProviderAccount], clean_db: Database
+) -> None:
     provider = make_provider()
     keys = f"/dashboard/providers/{provider.id}/keys"
     # The sign-in form's own token: without it (or without its cookie) nobody is signed in.
@@ -159,7 +179,9 @@ def test_every_form_needs_the_csrf_token(browser, staff, make_provider, clean_db
     ]  # fmt: skip
 
 
-def test_sessions_end_on_logout_and_on_expiry(browser, staff, clean_db, settings):
+def test_sessions_end_on_logout_and_on_expiry(
+    browser: TestClient, staff: str, clean_db: Database, settings: Settings
+) -> None:
     assert _sign_in(browser, staff, PASSWORD).status_code == 303
     cookie = browser.cookies[SESSION_COOKIE]
     token = _token(browser.get("/dashboard").text)
@@ -183,7 +205,7 @@ def test_sessions_end_on_logout_and_on_expiry(browser, staff, clean_db, settings
             assert session.scalar(select(func.count()).select_from(StaffSession)) == 0  # deleted when seen
 
 
-def test_coin_staff_add(clean_db, monkeypatch, browser):
+def test_coin_staff_add(clean_db: Database, monkeypatch: pytest.MonkeyPatch, browser: TestClient) -> None:
     for name, value in TEST_ENV.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
@@ -203,7 +225,9 @@ def test_coin_staff_add(clean_db, monkeypatch, browser):
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migration_0006_adds_and_drops_the_staff_tables(backend, tmp_path, request):
+def test_migration_0006_adds_and_drops_the_staff_tables(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     url = (
         f"sqlite:///{tmp_path / 'coin.sqlite3'}"
         if backend == "sqlite"
@@ -213,7 +237,7 @@ def test_migration_0006_adds_and_drops_the_staff_tables(backend, tmp_path, reque
     list_indexes = {("reports", "ix_reports_received_at_id"), ("reports", "ix_reports_request_id"),
                     ("audits", "ix_audits_created_at_id")}  # fmt: skip
 
-    def schema() -> tuple[set[str], set[tuple[str, str]]]:
+    def schema() -> tuple[set[str], set[tuple[str, str | None]]]:
         engine = make_engine(url)
         try:
             inspector = sa.inspect(engine)
@@ -233,8 +257,12 @@ def test_migration_0006_adds_and_drops_the_staff_tables(backend, tmp_path, reque
 
 
 def test_a_provider_page_shows_its_sampling_policy_and_monitor_and_the_overview_ranks_by_it(
-    browser, staff, make_provider, make_request, client
-):
+    browser: TestClient,
+    staff: str,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    client: TestClient,
+) -> None:
     """A provider escalated by a failed audit (its verdict written directly) next to one without a policy."""
     quiet, failing = make_provider("Quiet Co"), make_provider("Failing Co")
     terms = {"domain": "math", "share": 0.02, "min_per_day": 1}
@@ -243,7 +271,7 @@ def test_a_provider_page_shows_its_sampling_policy_and_monitor_and_the_overview_
         report_id = browser.post("/v1/reports", json=make_request(0).report, headers=owner.headers).json()["report_id"]  # fmt: skip
         broken = [{"name": "proof", "kind": "proof", "outcome": "fail", "figure": 1.0, "threshold": None,
                    "detail": "1 of 90 paths fail"}] if outcome == Outcome.FAIL else []  # fmt: skip
-        context = client.app.state.context
+        context = service_context(client)
         with context.db.unit_of_work() as session:
             report = session.get_one(Report, uuid.UUID(report_id))
             now = utcnow()

@@ -6,7 +6,9 @@ import copy
 import secrets
 import unicodedata
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text, update
@@ -14,9 +16,14 @@ from sqlalchemy import func, select, text, update
 from api.app import create_app
 from api.deps import SessionDep
 from service.audits.workflow import MAX_PLAN_BLOCKS, MAX_PLAN_TOKENS
+from service.database import Database
 from service.models import Audit, AuditTrigger, Challenge, Report, utcnow
+from service.settings import Settings
 from tests.integration.support import (
     ADMIN,
+    CommittedRequest,
+    ProviderAccount,
+    WorkerProcess,
     answer_until_verdict,
     bearer,
     open_audit,
@@ -27,7 +34,7 @@ from tests.integration.support import (
 )
 
 
-def test_numbers_beyond_the_store_are_4xx_never_500(client, settings):
+def test_numbers_beyond_the_store_are_4xx_never_500(client: TestClient, settings: Settings) -> None:
     for query in ("offset=9223372036854775808", "limit=9223372036854775808", "limit=-1"):
         response = client.get(f"/v1/audits?{query}", headers=ADMIN)
         assert response.status_code == 422, (query, response.text)
@@ -46,8 +53,11 @@ def test_numbers_beyond_the_store_are_4xx_never_500(client, settings):
 
 
 def test_a_response_with_wrong_indices_is_refused_while_it_can_be_corrected(
-    client, make_provider, make_request, worker
-):
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+) -> None:
     provider = make_provider()
     request = make_request(0)
     audit_id = open_audit(client, submit_report(client, provider, request)["report_id"])
@@ -78,7 +88,12 @@ def test_a_response_with_wrong_indices_is_refused_while_it_can_be_corrected(
     assert answer_until_verdict(client, provider, audit_id, request.openings)["verdict"]["outcome"] == "pass"
 
 
-def test_a_null_optional_field_is_the_field_left_out(client, make_provider, make_request, database):
+def test_a_null_optional_field_is_the_field_left_out(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     report = make_request(1).report
     first = client.post("/v1/reports", json=report, headers=provider.headers)
@@ -105,7 +120,7 @@ def test_a_null_optional_field_is_the_field_left_out(client, make_provider, make
     assert "raw" not in body["usage"]
 
 
-def test_challenge_deadlines_have_a_floor(client):
+def test_challenge_deadlines_have_a_floor(client: TestClient) -> None:
     for deadline in (1e-300, 0.5, 59.9):
         response = client.post(
             "/v1/providers", json={"name": f"p-{uuid.uuid4().hex[:8]}", "challenge_deadline_seconds": deadline},
@@ -118,7 +133,11 @@ def test_challenge_deadlines_have_a_floor(client):
     assert ok.status_code == 201, ok.text
 
 
-def test_names_and_ids_are_readable_and_look_alikes_are_refused(client, make_provider, make_request):
+def test_names_and_ids_are_readable_and_look_alikes_are_refused(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+) -> None:
     for name in ("line\nbreak", "bidi\u202eevil", "zero\u200bwidth", "bom\ufeff", "private\ue000"):
         response = client.post("/v1/providers", json={"name": name}, headers=ADMIN)
         assert response.status_code == 422, (name, response.text)
@@ -143,7 +162,7 @@ def test_names_and_ids_are_readable_and_look_alikes_are_refused(client, make_pro
     )
 
 
-def _huge_report(template: dict, size: int) -> dict:
+def _huge_report(template: dict[str, Any], size: int) -> dict[str, Any]:
     report = copy.deepcopy(template)
     report["request_id"] = f"huge-{uuid.uuid4().hex}"
     report["usage"].update(reasoning_tokens=size, output_tokens=size + 25, raw=None)
@@ -152,8 +171,12 @@ def _huge_report(template: dict, size: int) -> dict:
 
 
 def test_the_cost_of_a_plan_does_not_grow_with_the_claimed_count(
-    client, make_provider, make_request, worker, database
-):
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+    database: Database,
+) -> None:
     provider = make_provider()
     template = make_request(4).report
     too_many = client.post("/v1/reports", json=_huge_report(template, 2**24 + 1), headers=provider.headers)
@@ -167,12 +190,15 @@ def test_the_cost_of_a_plan_does_not_grow_with_the_claimed_count(
     with database.unit_of_work() as session:
         seed = session.scalar(select(Audit.exposure_seed).where(Audit.id == uuid.UUID(audit_id)))
         columns = session.execute(text("SELECT * FROM audits LIMIT 0")).keys()
+    assert seed is not None
     assert len(seed) == 64 and "exposure_plan" not in columns  # the seed is stored, not the expansion
     assert seed not in client.get(f"/v1/audits/{audit_id}", headers=ADMIN).text
     assert seed not in client.get("/v1/challenges", headers=provider.headers).text
 
 
-def _fail_by_deadline(client, provider, audit_id, database) -> None:
+def _fail_by_deadline(
+    client: TestClient, provider: ProviderAccount, audit_id: str, database: Database
+) -> None:
     challenge = wait_for_challenge(client, provider, audit_id)
     with database.unit_of_work() as session:
         session.execute(
@@ -184,8 +210,13 @@ def _fail_by_deadline(client, provider, audit_id, database) -> None:
 
 
 def test_a_provider_holding_receipts_cannot_lock_its_customers_out(
-    client, settings, make_provider, make_request, worker, database
-):
+    client: TestClient,
+    settings: Settings,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+    database: Database,
+) -> None:
     provider = make_provider()
     request = make_request(5)
     receipt = submit_report(client, provider, request)

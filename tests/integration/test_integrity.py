@@ -4,22 +4,29 @@ not hold (Issue 15, "Integrity"). Tampering is done as someone with full databas
 the append-only triggers switched off."""
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text, update
+from fastapi.testclient import TestClient
+from sqlalchemy import Table, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
 from auditor.cli import build_app
 from service.context import ServiceContext, database_of
-from service.events import append_event, event_hash, link_pending_events, verify_chain
+from service.database import Database
+from service.events import ChainCheck, append_event, event_hash, link_pending_events, verify_chain
 from service.integrity import check_integrity, integrity_check
 from service.models import AuditEvent, Challenge, PendingEvent, utcnow
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 from tests.integration.support import (
     ADMIN,
     TEST_ENV,
+    CommittedRequest,
+    ProviderAccount,
+    WorkerProcess,
     bearer,
     open_audit,
     submit_report,
@@ -29,7 +36,7 @@ from tests.integration.support import (
 )
 
 
-def _tamper(database, *statements, **params):
+def _tamper(database: Database, *statements: str, **params: Any) -> None:
     """Change the store as someone with full database rights would: with the triggers switched off."""
     with database.engine.begin() as connection:
         connection.execute(text("SET LOCAL session_replication_role = replica"))
@@ -37,11 +44,13 @@ def _tamper(database, *statements, **params):
             connection.execute(text(statement), params)
 
 
-def _problems(database) -> list[str]:
+def _problems(database: Database) -> list[str]:
     return [str(problem) for problem in check_integrity(database).problems]
 
 
-def _failed_audit(client, provider, request, database) -> dict:
+def _failed_audit(
+    client: TestClient, provider: ProviderAccount, request: CommittedRequest, database: Database
+) -> dict[str, Any]:
     """A real audit that fails: the provider stays silent and its challenge's deadline is moved past."""
     receipt = submit_report(client, provider, request)
     audit_id = open_audit(client, receipt["report_id"])
@@ -57,16 +66,22 @@ def _failed_audit(client, provider, request, database) -> dict:
     return {"receipt": receipt, "audit": audit}
 
 
-def _settled(database) -> None:
+def _settled(database: Database) -> None:
     wait_for(lambda: not _pending(database), timeout=10, what="the chain writer")
 
 
-def _pending(database) -> int:
+def _pending(database: Database) -> int:
     with database.unit_of_work() as session:
         return int(session.scalar(select(func.count()).select_from(PendingEvent)) or 0)
 
 
-def test_reports_and_verdicts_are_append_only(client, make_provider, make_request, worker, database):
+def test_reports_and_verdicts_are_append_only(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+    database: Database,
+) -> None:
     provider = make_provider()
     failed = _failed_audit(client, provider, make_request(0), database)
     report_id = failed["receipt"]["report_id"]
@@ -83,8 +98,12 @@ def test_reports_and_verdicts_are_append_only(client, make_provider, make_reques
 
 
 def test_a_rewritten_verdict_is_served_from_its_statement_and_reported(
-    client, make_provider, make_request, worker, database
-):
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+    database: Database,
+) -> None:
     provider = make_provider()
     failed = _failed_audit(client, provider, make_request(1), database)
     audit_id, report_id = failed["audit"]["audit_id"], failed["receipt"]["report_id"]
@@ -104,12 +123,17 @@ def test_a_rewritten_verdict_is_served_from_its_statement_and_reported(
     ]
 
 
-def _verdict_id(database) -> str:
+def _verdict_id(database: Database) -> str:
     with database.unit_of_work() as session:
         return str(session.scalar(text("SELECT id FROM verdicts")))
 
 
-def test_an_inflated_report_row_is_reported(client, make_provider, make_request, database):
+def test_an_inflated_report_row_is_reported(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     receipt = submit_report(client, provider, make_request(2))
     report_id = receipt["report_id"]
@@ -123,7 +147,12 @@ def test_an_inflated_report_row_is_reported(client, make_provider, make_request,
     ]
 
 
-def test_a_report_whose_body_was_rewritten_is_reported(client, make_provider, make_request, database):
+def test_a_report_whose_body_was_rewritten_is_reported(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     report_id = submit_report(client, provider, make_request(3))["report_id"]
     _tamper(
@@ -137,7 +166,13 @@ def test_a_report_whose_body_was_rewritten_is_reported(client, make_provider, ma
     ]
 
 
-def test_an_audit_moved_without_its_events_is_reported(client, make_provider, make_request, worker, database):
+def test_an_audit_moved_without_its_events_is_reported(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+    database: Database,
+) -> None:
     provider = make_provider()
     receipt = submit_report(client, provider, make_request(4))
     audit_id = open_audit(client, receipt["report_id"])
@@ -147,7 +182,12 @@ def test_an_audit_moved_without_its_events_is_reported(client, make_provider, ma
     assert _problems(database) == [f"audits {audit_id}: status is done but its events say challenged"]
 
 
-def test_a_deleted_report_is_reported(client, make_provider, make_request, database):
+def test_a_deleted_report_is_reported(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     report_id = submit_report(client, provider, make_request(5))["report_id"]
     _settled(database)
@@ -156,7 +196,7 @@ def test_a_deleted_report_is_reported(client, make_provider, make_request, datab
     assert problem.startswith(f"reports {report_id}: recorded by event ") and "missing" in problem
 
 
-def _forge_after_head(database, kind: str, payload: dict) -> int:
+def _forge_after_head(database: Database, kind: str, payload: dict[str, Any]) -> int:
     """INSERT an event correctly linked after the head, as someone without the chain key can."""
     with database.unit_of_work() as session:
         head = session.scalars(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)).one()
@@ -169,22 +209,23 @@ def _forge_after_head(database, kind: str, payload: dict) -> int:
     return forged.seq
 
 
-def _chain(database):
+def _chain(database: Database) -> ChainCheck:
     with database.snapshot() as session:
         return verify_chain(session)
 
 
-def _some_events(database, n: int = 4) -> None:
+def _some_events(database: Database, n: int = 4) -> None:
     with database.unit_of_work() as session:
         for i in range(n):
             append_event(session, "test.event", payload={"i": i})
 
 
-def test_a_forged_event_inserted_without_the_key_is_detected(clean_db):
+def test_a_forged_event_inserted_without_the_key_is_detected(clean_db: Database) -> None:
     _some_events(clean_db)
     seq = _forge_after_head(clean_db, "verdict.issued", {"outcome": "pass", "verdict_id": str(uuid.uuid4())})
     check = _chain(clean_db)
     assert not check.ok and check.first_bad_seq is None
+    assert check.reason is not None
     assert f"events {seq}..{seq} were added without the chain key" in check.reason
 
     # The next legitimate append records the break before anything else, and seals after it: the
@@ -200,14 +241,14 @@ def test_a_forged_event_inserted_without_the_key_is_detected(clean_db):
     assert recorded.payload["head"]["seq"] == seq and recorded.payload["sealed"]["seq"] == seq - 1
 
 
-def test_deleting_the_last_event_is_detected(clean_db):
+def test_deleting_the_last_event_is_detected(clean_db: Database) -> None:
     _some_events(clean_db, 5)
     _tamper(clean_db, "DELETE FROM audit_events WHERE seq = 5")
     check = _chain(clean_db)
     assert not check.ok and "events 5..5 were removed" in (check.reason or "")
 
 
-def test_rehashing_everything_after_an_altered_event_is_detected(clean_db):
+def test_rehashing_everything_after_an_altered_event_is_detected(clean_db: Database) -> None:
     _some_events(clean_db, 5)
     with clean_db.unit_of_work() as session:
         events = list(session.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
@@ -234,7 +275,8 @@ def test_rehashing_everything_after_an_altered_event_is_detected(clean_db):
     ]
 
 
-def test_a_pending_event_without_the_key_vouches_for_nothing(clean_db):
+def test_a_pending_event_without_the_key_vouches_for_nothing(clean_db: Database) -> None:
+    assert isinstance(PendingEvent.__table__, Table)
     with clean_db.engine.begin() as connection:
         connection.execute(
             PendingEvent.__table__.insert().values(
@@ -250,7 +292,9 @@ def test_a_pending_event_without_the_key_vouches_for_nothing(clean_db):
     assert [p.seq for p in _chain(clean_db).problems] == [event.seq]
 
 
-def test_seals_made_with_the_previous_chain_key_verify_through_a_rotation(settings, clean_db):
+def test_seals_made_with_the_previous_chain_key_verify_through_a_rotation(
+    settings: Settings, clean_db: Database
+) -> None:
     _some_events(clean_db, 2)
     old_key = settings.chain_key.get_secret_value()
     rotated = settings.model_copy(
@@ -279,8 +323,12 @@ def test_seals_made_with_the_previous_chain_key_verify_through_a_rotation(settin
 
 
 def test_coin_verify_chain_names_the_rows_that_disagree(
-    client, make_provider, make_request, database, monkeypatch
-):
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     provider = make_provider()
     report_id = submit_report(client, provider, make_request(6))["report_id"]
     _settled(database)
@@ -301,8 +349,12 @@ def test_coin_verify_chain_names_the_rows_that_disagree(
 
 
 def test_the_integrity_job_records_its_finding_for_the_metrics(
-    client, settings, make_provider, make_request, database
-):
+    client: TestClient,
+    settings: Settings,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     report_id = submit_report(client, provider, make_request(7))["report_id"]
     _settled(database)

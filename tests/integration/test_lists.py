@@ -4,15 +4,26 @@ totals, unknown parameters refused, tenant isolation; and API key rotation and r
 import copy
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from service.database import Database
 from service.events import verify_chain
 from service.models import AuditEvent
-from tests.integration.support import ADMIN, ProviderAccount, bearer, open_audit, wait_for_challenge
+from tests.integration.support import (
+    ADMIN,
+    CommittedRequest,
+    ProviderAccount,
+    WorkerProcess,
+    bearer,
+    open_audit,
+    wait_for_challenge,
+)
 
 
 def _copies(template: dict[str, Any], tag: str, count: int, model: str) -> list[dict[str, Any]]:
@@ -26,7 +37,7 @@ def _copies(template: dict[str, Any], tag: str, count: int, model: str) -> list[
     return reports
 
 
-def _store(client: Any, provider: ProviderAccount, reports: list[dict[str, Any]]) -> list[str]:
+def _store(client: TestClient, provider: ProviderAccount, reports: list[dict[str, Any]]) -> list[str]:
     response = client.post("/v1/reports/batch", json={"reports": reports}, headers=provider.headers)
     assert response.status_code == 200, response.text
     results = response.json()["results"]
@@ -35,8 +46,8 @@ def _store(client: Any, provider: ProviderAccount, reports: list[dict[str, Any]]
 
 
 def _all_pages(
-    client: Any, path: str, headers: dict[str, str], **params: Any
-) -> tuple[list[dict], list[int]]:
+    client: TestClient, path: str, headers: dict[str, str], **params: Any
+) -> tuple[list[dict[str, Any]], list[int]]:
     """Every item of a list, page by page; and the `total` each page gave."""
     items, totals, cursor = [], [], None
     for _ in range(100):
@@ -55,7 +66,11 @@ def _all_pages(
 
 
 @pytest.fixture
-def world(client, make_provider, make_request):
+def world(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+) -> dict[str, Any]:
     """Provider a: 12 reports of model m-large then 5 of m-small (after `between`); provider b: 4."""
     a, b = make_provider("lists-a"), make_provider("lists-b")
     template = make_request(0).report
@@ -68,7 +83,9 @@ def world(client, make_provider, make_request):
     return {"a": a, "b": b, "a_large": first, "a_small": second, "b_reports": other, "between": between}
 
 
-def test_reports_page_through_every_filter_without_duplicates(client, world):
+def test_reports_page_through_every_filter_without_duplicates(
+    client: TestClient, world: dict[str, Any]
+) -> None:
     a, b = world["a"], world["b"]
     everything, totals = _all_pages(client, "/v1/reports", ADMIN, limit=4)
     ids = [r["report_id"] for r in everything]
@@ -97,7 +114,7 @@ def test_reports_page_through_every_filter_without_duplicates(client, world):
     assert nothing.json()["total"] == 0
 
 
-def test_lists_refuse_unknown_parameters_and_bad_cursors(client, world):
+def test_lists_refuse_unknown_parameters_and_bad_cursors(client: TestClient, world: dict[str, Any]) -> None:
     for path in ("/v1/reports", "/v1/audits", "/v1/challenges", "/v1/providers", "/v1/auditor", "/healthz"):
         response = client.get(path, params={"outcom": "fail"}, headers=ADMIN)
         assert response.status_code == 422, (path, response.text)
@@ -114,7 +131,9 @@ def test_lists_refuse_unknown_parameters_and_bad_cursors(client, world):
     assert client.get("/v1/reports", params={"limit": 500}, headers=ADMIN).status_code == 200
 
 
-def test_a_provider_lists_only_its_own(client, world, make_request):
+def test_a_provider_lists_only_its_own(
+    client: TestClient, world: dict[str, Any], make_request: Callable[..., CommittedRequest]
+) -> None:
     a, b = world["a"], world["b"]
     own = client.get("/v1/reports", params={"limit": 500}, headers=a.headers).json()
     assert own["total"] == 17 and {r["provider_id"] for r in own["items"]} == {a.id}
@@ -130,7 +149,9 @@ def test_a_provider_lists_only_its_own(client, world, make_request):
         assert client.get(path).status_code == 401, path
 
 
-def test_audits_and_challenges_page_and_filter(client, world, worker):
+def test_audits_and_challenges_page_and_filter(
+    client: TestClient, world: dict[str, Any], worker: WorkerProcess
+) -> None:
     a, b = world["a"], world["b"]
     audit_ids = {open_audit(client, report_id): a for report_id in world["a_large"][:5]}
     audit_ids |= {open_audit(client, report_id): b for report_id in world["b_reports"][:2]}
@@ -157,7 +178,12 @@ def test_audits_and_challenges_page_and_filter(client, world, worker):
     assert client.get("/v1/challenges", params={"issued_from": future}, headers=ADMIN).json()["total"] == 0
 
 
-def test_keys_rotate_and_revoke_with_events_in_the_trail(client, make_provider, make_request, database):
+def test_keys_rotate_and_revoke_with_events_in_the_trail(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider("rotating")
     old = provider.key
     keys = f"/v1/providers/{provider.id}/keys"
@@ -203,7 +229,7 @@ def test_keys_rotate_and_revoke_with_events_in_the_trail(client, make_provider, 
     ]
 
 
-def test_openapi_documents_the_lists_and_keys(client):
+def test_openapi_documents_the_lists_and_keys(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     paths, components = schema["paths"], schema["components"]["schemas"]
     for name, item in (

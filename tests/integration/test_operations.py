@@ -3,17 +3,23 @@ readiness, receipt tokens through a key rotation, and verification leases that r
 audit without ever verifying a live one twice."""
 
 import uuid
+from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from api.app import create_app
+from service.database import Database
 from service.models import AuditEvent
 from service.reports.service import accepted_embd_id
+from service.settings import Settings
 from tests.integration.support import (
     ADMIN,
     BROKER_KEY_PREFIX,
+    CommittedRequest,
+    ProviderAccount,
+    WorkerProcess,
     bearer,
     get_audit,
     open_audit,
@@ -25,7 +31,9 @@ from tests.integration.support import (
 )
 
 
-def test_rate_limits_hold_across_api_processes(settings, make_provider):
+def test_rate_limits_hold_across_api_processes(
+    settings: Settings, make_provider: Callable[..., ProviderAccount]
+) -> None:
     provider = make_provider()
     limited = settings.model_copy(
         update={
@@ -54,7 +62,7 @@ def test_rate_limits_hold_across_api_processes(settings, make_provider):
     assert first.get("/v1/auditor", headers=ADMIN).status_code == 429
 
 
-def test_readyz_waits_for_the_warm_up(settings):
+def test_readyz_waits_for_the_warm_up(settings: Settings) -> None:
     cold = TestClient(create_app(settings), raise_server_exceptions=False)  # no lifespan: never warmed
     response = cold.get("/readyz")
     assert response.status_code == 503 and "warming up" in response.json()["problems"]
@@ -68,7 +76,11 @@ def test_readyz_waits_for_the_warm_up(settings):
         assert app.state.context.db.engine.pool.checkedin() >= 10
 
 
-def test_receipt_tokens_keep_working_through_a_rotation(settings, make_provider, make_request):
+def test_receipt_tokens_keep_working_through_a_rotation(
+    settings: Settings,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+) -> None:
     provider = make_provider()
     report = make_request(0).report
     before = TestClient(create_app(settings), raise_server_exceptions=False)
@@ -112,7 +124,7 @@ def test_receipt_tokens_keep_working_through_a_rotation(settings, make_provider,
     assert retired.get(f"/v1/reports/{receipt['report_id']}/status", headers=bearer(token)).status_code == 200
 
 
-def _events(database, kind: str, audit_id: str) -> int:
+def _events(database: Database, kind: str, audit_id: str) -> int:
     with database.unit_of_work() as session:
         return int(
             session.scalar(
@@ -125,8 +137,12 @@ def _events(database, kind: str, audit_id: str) -> int:
 
 
 def test_a_verification_longer_than_the_staleness_is_not_started_twice(
-    client, make_provider, make_request, worker, database
-):
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+    database: Database,
+) -> None:
     """The lease's heartbeat keeps the sweeper (every 1 s, stale after 4 s here) off an audit whose
     verification takes 8 s."""
     provider = make_provider()
@@ -146,7 +162,13 @@ def test_a_verification_longer_than_the_staleness_is_not_started_twice(
     assert worker.log().count("coin.audit.verify[") <= 2  # received, succeeded: one task, one run
 
 
-def test_a_dead_workers_lease_is_taken_over(client, make_provider, make_request, worker, database):
+def test_a_dead_workers_lease_is_taken_over(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+    database: Database,
+) -> None:
     provider = make_provider()
     request = make_request(3)
     audit_id = open_audit(client, submit_report(client, provider, request)["report_id"])
@@ -165,7 +187,14 @@ def test_a_dead_workers_lease_is_taken_over(client, make_provider, make_request,
     assert get_audit(client, audit_id)["status"] == "done"
 
 
-def test_the_lease_of_a_verification(client, settings, make_provider, make_request, worker, database):
+def test_the_lease_of_a_verification(
+    client: TestClient,
+    settings: Settings,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+    database: Database,
+) -> None:
     """Without a worker: a second task finds the lease fresh and leaves; the sweeper leaves a fresh lease
     alone and takes a stale one over (the dead worker's), clearing it for the next task."""
     from datetime import timedelta

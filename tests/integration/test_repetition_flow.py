@@ -2,10 +2,17 @@
 committed profile, a profile swapped after the report fails, and a coin/1 report still audits as before."""
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from fastapi.testclient import TestClient
+
+from auditor.protocol.fingerprint import Embedder, EmbeddingModel
+from service.database import Database
 from tests.integration.support import (
     CommittedRequest,
+    ProviderAccount,
+    WorkerProcess,
     answer_until_verdict,
     open_audit,
     respond,
@@ -16,7 +23,7 @@ from tests.integration.support import (
 )
 
 
-def committed_request(embedder: Any, version: str, copies: int = 1) -> CommittedRequest:
+def committed_request(embedder: EmbeddingModel, version: str, copies: int = 1) -> CommittedRequest:
     """A real short trace committed by the SDK under `version`; `copies` > 1 bills it that many times,
     the reasoning pasted again after itself (and committed faithfully)."""
     from auditor.protocol.commitment import commit, new_secret
@@ -40,7 +47,12 @@ def checks_of(audit: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in audit["verdict"]["statement"]["evidence"]["checks"]}
 
 
-def test_a_copying_provider_fails_on_copied_spans(client, make_provider, worker, embedder):
+def test_a_copying_provider_fails_on_copied_spans(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    worker: WorkerProcess,
+    embedder: Embedder,
+) -> None:
     provider = make_provider()
     request = committed_request(embedder, "coin/2", copies=2)
     audit_id = open_audit(client, submit_report(client, provider, request)["report_id"])
@@ -52,7 +64,12 @@ def test_a_copying_provider_fails_on_copied_spans(client, make_provider, worker,
     assert checks_of(audit)["repetition_profile"]["outcome"] == "pass"
 
 
-def test_a_profile_other_than_the_reported_one_fails(client, make_provider, worker, embedder):
+def test_a_profile_other_than_the_reported_one_fails(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    worker: WorkerProcess,
+    embedder: Embedder,
+) -> None:
     provider = make_provider()
     request = committed_request(embedder, "coin/2")
     other = committed_request(embedder, "coin/2").openings.repetition
@@ -68,7 +85,13 @@ def test_a_profile_other_than_the_reported_one_fails(client, make_provider, work
     assert "digest" in checks_of(audit)["repetition_profile"]["detail"]
 
 
-def test_a_coin1_report_still_audits(client, make_provider, worker, embedder, database):
+def test_a_coin1_report_still_audits(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    worker: WorkerProcess,
+    embedder: Embedder,
+    database: Database,
+) -> None:
     from sqlalchemy import select
 
     from service.models import Challenge, ChallengeResponse

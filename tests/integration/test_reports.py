@@ -2,6 +2,8 @@
 
 import base64
 import copy
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from fastapi.testclient import TestClient
 from nacl.signing import SigningKey
@@ -10,18 +12,24 @@ from sqlalchemy import func, select
 from api.app import create_app
 from auditor.protocol.encoding import canonical_json
 from service.context import ServiceContext, database_of
-from service.database import PoolLimits
-from service.models import AuditEvent, Report
+from service.database import Database, PoolLimits
+from service.models import AuditEvent, Base, Report
 from service.security import sha256_hex, verify_signature
-from tests.integration.support import ADMIN, bearer
+from service.settings import Settings
+from tests.integration.support import ADMIN, CommittedRequest, ProviderAccount, bearer
 
 
-def _count(database, model) -> int:
+def _count(database: Database, model: type[Base]) -> int:
     with database.unit_of_work() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def test_same_request_twice_returns_the_same_receipt(client, make_provider, make_request, database):
+def test_same_request_twice_returns_the_same_receipt(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     request = make_request(0)
     first = client.post("/v1/reports", json=request.report, headers=provider.headers)
@@ -45,7 +53,12 @@ def test_same_request_twice_returns_the_same_receipt(client, make_provider, make
         assert stored.digest == receipt["receipt"]["digest"]
 
 
-def test_same_request_id_with_another_body_is_a_conflict(client, make_provider, make_request, database):
+def test_same_request_id_with_another_body_is_a_conflict(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     request = make_request(0)
     assert client.post("/v1/reports", json=request.report, headers=provider.headers).status_code == 201
@@ -61,7 +74,7 @@ def test_same_request_id_with_another_body_is_a_conflict(client, make_provider, 
     assert client.post("/v1/reports", json=inflated, headers=other.headers).status_code == 201
 
 
-def _bad(report, path, value):
+def _bad(report: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
     bad = copy.deepcopy(report)
     target = bad
     for key in path[:-1]:
@@ -70,7 +83,12 @@ def _bad(report, path, value):
     return bad
 
 
-def test_protocol_violations_are_400_and_store_nothing(client, make_provider, make_request, database):
+def test_protocol_violations_are_400_and_store_nothing(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     report = make_request(0).report
     size = report["commitment"]["size"]
@@ -96,7 +114,11 @@ def test_protocol_violations_are_400_and_store_nothing(client, make_provider, ma
     assert _count(database, AuditEvent) == 2  # provider.created and api_key.issued only
 
 
-def test_schema_errors_are_422_with_the_field(client, make_provider, make_request):
+def test_schema_errors_are_422_with_the_field(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+) -> None:
     provider = make_provider()
     report = make_request(0).report
     response = client.post(
@@ -110,7 +132,11 @@ def test_schema_errors_are_422_with_the_field(client, make_provider, make_reques
     assert ["body", "commitment"] in [e["loc"] for e in response.json()["errors"]]
 
 
-def test_signed_reports(client, make_provider, make_request):
+def test_signed_reports(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+) -> None:
     key = SigningKey.generate()
     provider = make_provider(public_key=bytes(key.verify_key).hex())
     report = make_request(0).report
@@ -123,7 +149,12 @@ def test_signed_reports(client, make_provider, make_request):
     assert signed.status_code == 201, signed.text
 
 
-def test_batch_gives_each_report_its_own_outcome(client, make_provider, make_request, database):
+def test_batch_gives_each_report_its_own_outcome(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     stored = make_request(0).report
     assert client.post("/v1/reports", json=stored, headers=provider.headers).status_code == 201
@@ -146,7 +177,12 @@ def test_batch_gives_each_report_its_own_outcome(client, make_provider, make_req
     assert too_many.status_code == 422
 
 
-def test_batch_of_a_thousand(client, make_provider, make_request, database):
+def test_batch_of_a_thousand(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+) -> None:
     provider = make_provider()
     template = make_request(0).report
     reports = [{**template, "request_id": f"bulk-{i}"} for i in range(1000)]
@@ -156,7 +192,9 @@ def test_batch_of_a_thousand(client, make_provider, make_request, database):
     assert _count(database, Report) == 1000
 
 
-def test_body_above_the_limit_is_413(client, make_provider, settings):
+def test_body_above_the_limit_is_413(
+    client: TestClient, make_provider: Callable[..., ProviderAccount], settings: Settings
+) -> None:
     provider = make_provider()
     huge = b'{"reports": ["' + b"x" * settings.max_body_bytes + b'"]}'
     response = client.post(
@@ -164,7 +202,7 @@ def test_body_above_the_limit_is_413(client, make_provider, settings):
     )
     assert response.status_code == 413
 
-    def chunks():
+    def chunks() -> Iterator[bytes]:
         yield b'{"reports": ["'
         for _ in range(settings.max_body_bytes // 65536 + 1):
             yield b"y" * 65536
@@ -178,7 +216,12 @@ def test_body_above_the_limit_is_413(client, make_provider, settings):
     assert streamed.status_code == 413
 
 
-def test_customer_may_audit_within_its_quota(client, make_provider, make_request, settings):
+def test_customer_may_audit_within_its_quota(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    settings: Settings,
+) -> None:
     provider = make_provider()
     receipt = client.post("/v1/reports", json=make_request(0).report, headers=provider.headers).json()
     token = bearer(receipt["receipt_token"])
@@ -192,7 +235,11 @@ def test_customer_may_audit_within_its_quota(client, make_provider, make_request
     assert client.get(f"/v1/reports/{receipt['report_id']}", headers=ADMIN).status_code == 200
 
 
-def test_no_free_database_connection_is_503_with_retry_after(settings, make_provider, make_request):
+def test_no_free_database_connection_is_503_with_retry_after(
+    settings: Settings,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+) -> None:
     provider = make_provider()
     context = ServiceContext.from_settings(settings)
     context.db.dispose()

@@ -4,12 +4,19 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 
+import redis
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from service.database import Database
 from service.events import verify_chain
 from service.models import AuditEvent, ChallengeResponse, Verdict
 from tests.integration.support import (
+    CommittedRequest,
+    ProviderAccount,
+    WorkerProcess,
     delete_broker_keys,
     get_audit,
     open_audit,
@@ -21,7 +28,7 @@ from tests.integration.support import (
 )
 
 
-def _counts(database):
+def _counts(database: Database) -> tuple[Counter[uuid.UUID], int | None, Counter[uuid.UUID | None]]:
     with database.unit_of_work() as session:
         verdicts = Counter(session.scalars(select(Verdict.audit_id)).all())
         responses = session.scalar(select(func.count()).select_from(ChallengeResponse))
@@ -32,7 +39,13 @@ def _counts(database):
     return verdicts, responses, issued
 
 
-def test_worker_killed_mid_verification(client, make_provider, make_request, worker, database):
+def test_worker_killed_mid_verification(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+    database: Database,
+) -> None:
     provider = make_provider()
     request = make_request(0)
     receipt = submit_report(client, provider, request)
@@ -60,7 +73,14 @@ def test_worker_killed_mid_verification(client, make_provider, make_request, wor
     assert responses == 1
 
 
-def test_redis_flushed_mid_run(client, make_provider, make_request, worker, database, redis_client):
+def test_redis_flushed_mid_run(
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    worker: WorkerProcess,
+    database: Database,
+    redis_client: redis.Redis,
+) -> None:
     provider = make_provider()
     requests = [make_request(i) for i in range(4)]
     receipts = [submit_report(client, provider, r) for r in requests]

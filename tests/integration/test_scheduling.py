@@ -8,21 +8,24 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from auditor.cli import build_app
 from service.audits.verdicts import write_verdict
 from service.audits.workflow import exposure_plan
-from service.database import make_engine
+from service.context import ServiceContext
+from service.database import Database, make_engine
 from service.events import verify_chain
 from service.migrate import alembic_config, upgrade_database
 from service.models import (
@@ -47,9 +50,13 @@ from service.settings import get_settings
 from tests.integration.support import (
     ADMIN,
     TEST_ENV,
+    CommittedRequest,
+    ProviderAccount,
+    WorkerProcess,
     answer_until_verdict,
     open_audit,
     respond,
+    service_context,
     submit_report,
     wait_for,
     wait_for_challenge,
@@ -60,13 +67,13 @@ SECRET = TEST_ENV["COIN_WEBHOOK_SECRET"]
 SETTLE = float(TEST_ENV["COIN_SCHEDULE_SETTLE_SECONDS"])
 
 
-def _put_policy(client: Any, provider_id: str, **terms: Any) -> dict[str, Any]:
+def _put_policy(client: TestClient, provider_id: str, **terms: Any) -> dict[str, Any]:
     response = client.put(f"/v1/providers/{provider_id}/policy", json=terms, headers=ADMIN)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
 
-def _kinds(database: Any, provider_id: str) -> list[str]:
+def _kinds(database: Database, provider_id: str) -> list[str]:
     with database.unit_of_work() as session:
         return list(
             session.scalars(
@@ -77,7 +84,9 @@ def _kinds(database: Any, provider_id: str) -> list[str]:
         )
 
 
-def test_the_policy_api_is_the_admins_and_checks_its_terms(client, make_provider):
+def test_the_policy_api_is_the_admins_and_checks_its_terms(
+    client: TestClient, make_provider: Callable[..., ProviderAccount]
+) -> None:
     provider = make_provider()
     path = f"/v1/providers/{provider.id}/policy"
     missing = client.get(path, headers=ADMIN)
@@ -99,8 +108,14 @@ def test_the_policy_api_is_the_admins_and_checks_its_terms(client, make_provider
     assert auditor["retention_days"] == 30
 
 
+def _as_count(drawn: object) -> int:
+    """What a draw returned (a `Job`'s call is typed `object`): how many reports it drew."""
+    assert isinstance(drawn, int)
+    return drawn
+
+
 def _expected_draws(
-    context: Any, database: Any, provider_id: str, share: float, minimum: int
+    context: ServiceContext, database: Database, provider_id: str, share: float, minimum: int
 ) -> set[uuid.UUID]:
     """The reports the draw's rule picks, recomputed from the key: share draws under each report's day
     key, then the lowest scores of the day up to the minimum."""
@@ -116,10 +131,14 @@ def _expected_draws(
 
 
 def test_a_draw_run_twice_at_once_or_in_a_row_opens_one_audit_per_drawn_report(
-    client, make_provider, make_request, database, worker_process
-):
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+    worker_process: WorkerProcess,
+) -> None:
     worker_process.stop()  # its beat would draw too: here the draws are this test's own
-    context = client.app.state.context
+    context = service_context(client)
     provider = make_provider()
     _put_policy(client, provider.id, domain="math", share=0.5, min_per_day=3)
     receipts = [submit_report(client, provider, make_request(i)) for i in range(8)]
@@ -129,13 +148,14 @@ def test_a_draw_run_twice_at_once_or_in_a_row_opens_one_audit_per_drawn_report(
 
     results: list[int] = []
     threads = [
-        threading.Thread(target=lambda: results.append(draw_scheduled_audits(context))) for _ in range(2)
+        threading.Thread(target=lambda: results.append(_as_count(draw_scheduled_audits(context))))
+        for _ in range(2)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    results += [draw_scheduled_audits(context), draw_scheduled_audits(context)]
+    results += [_as_count(draw_scheduled_audits(context)), _as_count(draw_scheduled_audits(context))]
 
     expected = _expected_draws(context, database, provider.id, 0.5, 3)
     with database.unit_of_work() as session:
@@ -231,8 +251,13 @@ def _forge_proof(opening: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_failing_provider_is_escalated_alarmed_notified_and_returns_to_base_after_a_clean_run(
-    client, make_provider, make_request, database, worker_process, receiver
-):
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+    worker_process: WorkerProcess,
+    receiver: Receiver,
+) -> None:
     worker_process.stop()
     worker_process.start(COIN_WEBHOOK_URL=receiver.url)
     try:
@@ -267,7 +292,7 @@ def test_a_failing_provider_is_escalated_alarmed_notified_and_returns_to_base_af
         )
 
         # The staff are told, signed, and the first attempt's 500 is retried.
-        def delivered() -> list[WebhookDelivery] | None:
+        def delivered() -> Sequence[WebhookDelivery] | None:
             with database.unit_of_work() as session:
                 rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.provider_id == uuid.UUID(provider.id))).all()  # fmt: skip
                 done = [r for r in rows if r.status == DeliveryStatus.DELIVERED]
@@ -281,13 +306,13 @@ def test_a_failing_provider_is_escalated_alarmed_notified_and_returns_to_base_af
                 assert [(a.number, a.status_code) for a in attempts] == [(1, 500), (2, 200)]
                 assert attempts[0].error == "try again" and attempts[0].next_attempt_at is not None
                 assert attempts[1].next_attempt_at is None and delivery.attempts == 2
-        for headers, body in receiver.requests:
+        for headers, payload in receiver.requests:
             timestamp = int(headers["X-Coin-Timestamp"])
             assert abs(time.time() - timestamp) < 60
             assert hmac.compare_digest(
-                headers["X-Coin-Signature"], webhook_signature(SECRET, timestamp, body)
+                headers["X-Coin-Signature"], webhook_signature(SECRET, timestamp, payload)
             )
-            sent = json.loads(body)
+            sent = json.loads(payload)
             assert sent["id"] == headers["X-Coin-Delivery"] and sent["kind"] == headers["X-Coin-Event"]
         failed = next(json.loads(b) for h, b in receiver.requests if h["X-Coin-Event"] == "audit.failed")
         assert failed["data"]["audit_id"] == audit_id and failed["data"]["proof_failures"] == ["proof"]
@@ -298,7 +323,7 @@ def test_a_failing_provider_is_escalated_alarmed_notified_and_returns_to_base_af
             submit_report(client, provider, request)
         for request in honest:
 
-            def scheduled(request: Any = request) -> str | None:
+            def scheduled(request: CommittedRequest = request) -> str | None:
                 with database.unit_of_work() as session:
                     found = session.scalar(
                         select(Audit.id).join(Report, Report.id == Audit.report_id)
@@ -332,8 +357,14 @@ def test_a_failing_provider_is_escalated_alarmed_notified_and_returns_to_base_af
 
 
 def test_calibrate_a_domain_and_set_a_policy_from_the_command_line(
-    client, make_provider, make_request, database, monkeypatch, tmp_path, short_traces
-):
+    client: TestClient,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    short_traces: list[dict[str, Any]],
+) -> None:
     for name, value in TEST_ENV.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
@@ -386,8 +417,8 @@ def test_calibrate_a_domain_and_set_a_policy_from_the_command_line(
         session.add(audit)
         session.flush()
         decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
-        evidence = {"checks": [], "proof_failures": [], "statistical_flags": []}
-        verdict = write_verdict(session, client.app.state.context, audit, Outcome.PASS, evidence, decided_by,
+        evidence: dict[str, Any] = {"checks": [], "proof_failures": [], "statistical_flags": []}
+        verdict = write_verdict(session, service_context(client), audit, Outcome.PASS, evidence, decided_by,
                                 planned_blocks=4)  # fmt: skip
         assert verdict.statement["decided_by"]["calibration"] == "math@1"
         assert verdict.statement["version"] == "coin-verdict/3"
@@ -396,7 +427,9 @@ def test_calibrate_a_domain_and_set_a_policy_from_the_command_line(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migration_0007_adds_and_drops_the_scheduling_tables(backend, tmp_path, request):
+def test_migration_0007_adds_and_drops_the_scheduling_tables(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     url = (
         f"sqlite:///{tmp_path / 'coin.sqlite3'}"
         if backend == "sqlite"

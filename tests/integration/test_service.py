@@ -1,6 +1,10 @@
 """Health, readiness, metrics, settings, and the embedded default (SQLite, tasks in-process)."""
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -11,7 +15,7 @@ from service.events import verify_chain
 from service.migrate import upgrade_database
 from service.models import Verdict
 from service.settings import Settings
-from tests.integration.support import ADMIN
+from tests.integration.support import ADMIN, CommittedRequest, ProviderAccount
 
 
 def _counter(text: str, sample: str) -> float:
@@ -19,7 +23,12 @@ def _counter(text: str, sample: str) -> float:
     return float(line.split()[-1]) if line else 0.0
 
 
-def test_health_ready_and_metrics(client, settings, make_provider, make_request):
+def test_health_ready_and_metrics(
+    client: TestClient,
+    settings: Settings,
+    make_provider: Callable[..., ProviderAccount],
+    make_request: Callable[..., CommittedRequest],
+) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["broker"] == "redis"
@@ -38,7 +47,7 @@ def test_health_ready_and_metrics(client, settings, make_provider, make_request)
     assert _counter(metrics.text, 'coin_reports_total{outcome="replayed"}') >= 1
 
 
-def test_readyz_reports_a_dead_broker(settings):
+def test_readyz_reports_a_dead_broker(settings: Settings) -> None:
     broken = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
     with TestClient(create_app(broken), raise_server_exceptions=False) as client:
         response = client.get("/readyz")
@@ -46,7 +55,7 @@ def test_readyz_reports_a_dead_broker(settings):
     assert response.json()["problems"] == ["broker: ConnectionError"]
 
 
-def test_openapi_documents_every_endpoint_with_examples(client):
+def test_openapi_documents_every_endpoint_with_examples(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
     for path in ("/v1/providers", "/v1/reports", "/v1/reports/batch", "/v1/audits", "/v1/audits/{audit_id}",
@@ -58,7 +67,7 @@ def test_openapi_documents_every_endpoint_with_examples(client):
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
 
 
-def test_openapi_documents_problems_on_every_operation_and_enum_statuses(client):
+def test_openapi_documents_problems_on_every_operation_and_enum_statuses(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     problem = {"$ref": "#/components/schemas/Problem"}
     for path, operations in schema["paths"].items():
@@ -83,7 +92,9 @@ def test_openapi_documents_problems_on_every_operation_and_enum_statuses(client)
     assert components["AuditOut"]["properties"]["status"] == {"$ref": "#/components/schemas/AuditStatus"}
 
 
-def test_errors_are_problem_details(client, make_provider):
+def test_errors_are_problem_details(
+    client: TestClient, make_provider: Callable[..., ProviderAccount]
+) -> None:
     missing = client.get("/v1/audits/6a0e2b8c-54c7-4b59-8f0e-6f7f4f1b9a21", headers=ADMIN)
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
@@ -105,10 +116,11 @@ def test_errors_are_problem_details(client, make_provider):
     assert again.status_code == 409 and "already exists" in again.json()["detail"]
 
 
-def test_refuses_default_secrets_outside_development(monkeypatch):
+def test_refuses_default_secrets_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("COIN_SECRET_KEY", "COIN_SIGNING_KEY", "COIN_ADMIN_TOKEN", "COIN_ENV"):
         monkeypatch.delenv(name, raising=False)
     assert Settings().env == "development"  # the demo needs no configuration
+    # Raw strings, as the environment gives them: pydantic validates and coerces them.
     for unknown in ("prod", "staging", "dev"):
         with pytest.raises(ValidationError, match="development"):
             Settings(env=unknown)
@@ -137,12 +149,18 @@ def test_refuses_default_secrets_outside_development(monkeypatch):
             chain_key="c" * 32,
         )
     ok = Settings(
-        env="production", secret_key="s" * 32, signing_key="ab" * 32, admin_token="t" * 32, chain_key="c" * 32
+        env="production",
+        secret_key="s" * 32,
+        signing_key="ab" * 32,
+        admin_token="t" * 32,
+        chain_key="c" * 32,
     )
     assert ok.embedded
 
 
-def test_embedded_default_runs_a_whole_audit_on_sqlite(tmp_path, make_request):
+def test_embedded_default_runs_a_whole_audit_on_sqlite(
+    tmp_path: Path, make_request: Callable[..., CommittedRequest]
+) -> None:
     """No broker, a SQLite file: tasks run in-process after each commit, and the same code holds."""
     url = f"sqlite:///{tmp_path / 'coin.sqlite3'}"
     upgrade_database(url)
@@ -168,6 +186,7 @@ def test_embedded_default_runs_a_whole_audit_on_sqlite(tmp_path, make_request):
         assert answer.status_code == 202
         done = client.get(f"/v1/audits/{audit['audit_id']}", headers=admin).json()
         assert done["status"] == "done" and done["verdict"]["outcome"] == "pass"
+        assert isinstance(client.app, FastAPI)
         run_periodic_jobs(client.app.state.context)  # nothing stuck, nothing overdue: no change
 
     database = database_of(settings)

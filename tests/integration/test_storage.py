@@ -1,6 +1,7 @@
 """The audit store: migrations match the models, and the audit trail detects tampering."""
 
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -10,14 +11,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from service.database import make_engine
+from service.database import Database, make_engine
 from service.events import NewEvent, append_event, defer_events, event_hash, link_pending_events, verify_chain
 from service.migrate import alembic_config, upgrade_database
 from service.models import Audit, AuditEvent, Base, PendingEvent, Provider, Report, utcnow
-from tests.integration.support import wait_for
+from tests.integration.support import WorkerProcess, wait_for
 
 
-def test_migrations_match_the_models(database):
+def test_migrations_match_the_models(database: Database) -> None:
     with database.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
@@ -72,7 +73,9 @@ def _outcomes(engine: sa.Engine) -> list[str]:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migration_0004_lets_verdicts_say_suspect(backend, tmp_path, request):
+def test_migration_0004_lets_verdicts_say_suspect(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """0004 replaces the CHECK on verdicts.outcome (a table rebuild on SQLite, ALTER on PostgreSQL):
     `suspect` is accepted, anything else still refused; its downgrade refuses to drop a signed
     `suspect` verdict, and without one puts the old constraint back."""
@@ -108,7 +111,7 @@ def test_migration_0004_lets_verdicts_say_suspect(backend, tmp_path, request):
         engine.dispose()
 
 
-def _chain_of(database, n):
+def _chain_of(database: Database, n: int) -> None:
     with database.unit_of_work() as session:
         for i in range(n):
             append_event(session, "test.event", payload={"i": i, "text": "é ☃"})
@@ -117,7 +120,7 @@ def _chain_of(database, n):
     assert check.ok and check.events == n
 
 
-def test_audit_events_refuse_update_and_delete(clean_db):
+def test_audit_events_refuse_update_and_delete(clean_db: Database) -> None:
     _chain_of(clean_db, 3)
     for statement in (
         "UPDATE audit_events SET kind = 'x' WHERE seq = 2",
@@ -127,14 +130,14 @@ def test_audit_events_refuse_update_and_delete(clean_db):
             connection.execute(text(statement))
 
 
-def _tamper(database, statement):
+def _tamper(database: Database, statement: str) -> None:
     """Change the table as someone with full database rights would: with triggers switched off."""
     with database.engine.begin() as connection:
         connection.execute(text("SET LOCAL session_replication_role = replica"))
         connection.execute(text(statement))
 
 
-def test_chain_detects_an_update(clean_db):
+def test_chain_detects_an_update(clean_db: Database) -> None:
     _chain_of(clean_db, 5)
     _tamper(clean_db, """UPDATE audit_events SET payload = '{"i": 99, "text": "é ☃"}' WHERE seq = 3""")
     with clean_db.unit_of_work() as session:
@@ -142,7 +145,7 @@ def test_chain_detects_an_update(clean_db):
     assert not check.ok and check.first_bad_seq == 3 and "hash" in (check.reason or "")
 
 
-def test_chain_detects_an_update_that_recomputes_the_hash(clean_db):
+def test_chain_detects_an_update_that_recomputes_the_hash(clean_db: Database) -> None:
     _chain_of(clean_db, 5)
     with clean_db.unit_of_work() as session:
         event = session.scalars(select(AuditEvent).where(AuditEvent.seq == 2)).one()
@@ -158,7 +161,7 @@ def test_chain_detects_an_update_that_recomputes_the_hash(clean_db):
     assert not check.ok and check.first_bad_seq == 3 and "prev_hash" in (check.reason or "")
 
 
-def test_chain_detects_a_delete(clean_db):
+def test_chain_detects_a_delete(clean_db: Database) -> None:
     _chain_of(clean_db, 5)
     _tamper(clean_db, "DELETE FROM audit_events WHERE seq = 4")
     with clean_db.unit_of_work() as session:
@@ -166,12 +169,12 @@ def test_chain_detects_a_delete(clean_db):
     assert not check.ok and check.first_bad_seq == 4 and "missing" in (check.reason or "")
 
 
-def _kinds(database):
+def _kinds(database: Database) -> list[str]:
     with database.unit_of_work() as session:
         return list(session.scalars(select(AuditEvent.kind).order_by(AuditEvent.seq)))
 
 
-def test_deferred_events_are_linked_before_any_later_event(clean_db):
+def test_deferred_events_are_linked_before_any_later_event(clean_db: Database) -> None:
     with clean_db.unit_of_work() as session:
         defer_events(session, [NewEvent("test.deferred", payload={"i": i}) for i in range(3)])
     with clean_db.unit_of_work() as session:
@@ -186,7 +189,7 @@ def test_deferred_events_are_linked_before_any_later_event(clean_db):
     assert link_pending_events(clean_db) == 0
 
 
-def test_deferred_events_roll_back_with_their_transaction(clean_db):
+def test_deferred_events_roll_back_with_their_transaction(clean_db: Database) -> None:
     with pytest.raises(RuntimeError), clean_db.unit_of_work() as session:
         defer_events(session, [NewEvent("test.deferred")])
         raise RuntimeError("the request failed")
@@ -194,7 +197,9 @@ def test_deferred_events_roll_back_with_their_transaction(clean_db):
     assert _kinds(clean_db) == []
 
 
-def test_the_worker_links_events_a_crashed_api_left_pending(clean_db, worker):
+def test_the_worker_links_events_a_crashed_api_left_pending(
+    clean_db: Database, worker: WorkerProcess
+) -> None:
     # An API process that committed reports and died before its chain writer ran leaves this behind.
     with clean_db.unit_of_work() as session:
         defer_events(session, [NewEvent("test.orphaned", payload={"i": i}) for i in range(5)])

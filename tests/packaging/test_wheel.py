@@ -66,7 +66,7 @@ def _source_files() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = tmp_path_factory.mktemp("source")
     for name in _source_files():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,7 @@ def wheel(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fresh(wheel, tmp_path_factory) -> Path:
+def fresh(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new virtualenv with the wheel installed and this venv's site-packages appended to its path."""
     venv = tmp_path_factory.mktemp("fresh") / "venv"
     made = _run([sys.executable, "-m", "venv", venv], timeout=120)
@@ -115,7 +115,7 @@ def _child_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def outside(tmp_path_factory) -> Path:
+def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The working directory of every command: a temporary folder, not the checkout."""
     path = tmp_path_factory.mktemp("outside")
     assert REPO_ROOT not in path.resolve().parents
@@ -123,7 +123,7 @@ def outside(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def env(outside) -> dict[str, str]:
+def env(outside: Path) -> dict[str, str]:
     return _child_env(COIN_DATABASE_URL=f"sqlite:///{outside / 'fresh.sqlite3'}")
 
 
@@ -133,7 +133,7 @@ def _coin(
     return _run([fresh / "bin" / "coin", *args], timeout=180, cwd=outside, env=env)
 
 
-def test_the_wheel_holds_the_package_data_and_no_tests(wheel):
+def test_the_wheel_holds_the_package_data_and_no_tests(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = [name for name in WHEEL_MUST_HOLD if name not in names]
     assert not missing, f"{wheel.name} lacks {missing}"
@@ -144,7 +144,7 @@ def test_the_wheel_holds_the_package_data_and_no_tests(wheel):
     )
 
 
-def test_the_packages_come_from_the_fresh_venv(fresh, outside, env):
+def test_the_packages_come_from_the_fresh_venv(fresh: Path, outside: Path, env: dict[str, str]) -> None:
     probe = (
         "import importlib, json, sys\n"
         f"mods = {{n: importlib.import_module(n).__file__ for n in {PACKAGES!r}}}\n"
@@ -163,7 +163,9 @@ def test_the_packages_come_from_the_fresh_venv(fresh, outside, env):
     assert not editable, f"the dev venv's editable finder is active in the fresh venv: {editable}"
 
 
-def test_coin_help_lists_the_protocol_and_the_service_commands(fresh, outside, env):
+def test_coin_help_lists_the_protocol_and_the_service_commands(
+    fresh: Path, outside: Path, env: dict[str, str]
+) -> None:
     result = _coin(fresh, outside, env, "--help")
     assert result.returncode == 0, _explain(result)
     for command in PROTOCOL_COMMANDS + SERVICE_COMMANDS:
@@ -180,7 +182,7 @@ def _head_revision() -> str:
     return match.group(1)
 
 
-def test_coin_migrate_creates_the_schema(fresh, outside, env):
+def test_coin_migrate_creates_the_schema(fresh: Path, outside: Path, env: dict[str, str]) -> None:
     result = _coin(fresh, outside, env, "migrate")
     assert result.returncode == 0, _explain(result)
     database = outside / "fresh.sqlite3"
@@ -192,7 +194,9 @@ def test_coin_migrate_creates_the_schema(fresh, outside, env):
     assert versions == [_head_revision()]
 
 
-def test_commit_respond_verify_openings_on_a_real_trace(fresh, outside, env):
+def test_commit_respond_verify_openings_on_a_real_trace(
+    fresh: Path, outside: Path, env: dict[str, str]
+) -> None:
     trace = read_traces(TRACE_FILE, 3)[2]
     (outside / "trace.txt").write_text(trace["reasoning"], encoding="utf-8")
     (outside / "answer.txt").write_text(trace["answer"], encoding="utf-8")

@@ -6,13 +6,14 @@ from pathlib import Path
 import pytest
 
 from auditor.protocol.errors import ProtocolError
-from auditor.protocol.tokenize import get_tokenizer
+from auditor.protocol.tokenize import Tokenizer, get_tokenizer
 from auditor.research.attacks import (
     ATTACKS,
     COPY_ATTACKS,
     HEAD_ATTACKS,
     AttackContext,
     CopyPlacement,
+    InflatedTrace,
     Placement,
     copy_insertions,
     copy_units,
@@ -27,7 +28,7 @@ CONTENT = [name for name, spec in ATTACKS.items() if spec.kind != "structural"]
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
+def tokenizer() -> Tokenizer:
     return get_tokenizer("qwen2")
 
 
@@ -39,18 +40,20 @@ def pool() -> list[Trace]:
 
 
 @pytest.fixture(scope="module")
-def ctx(tokenizer, pool) -> AttackContext:
+def ctx(tokenizer: Tokenizer, pool: list[Trace]) -> AttackContext:
     return AttackContext(tokenizer, pool, block_size=16, markov_corpus_tokens=20_000)
 
 
 @pytest.fixture(scope="module")
-def victim(pool) -> Trace:
+def victim(pool: list[Trace]) -> Trace:
     return pool[3]
 
 
 @pytest.mark.parametrize("attack", CONTENT)
 @pytest.mark.parametrize("ir", [0.1, 0.5, 1.0])
-def test_content_attack_reaches_ir_and_keeps_genuine_tokens(ctx, victim, attack, ir):
+def test_content_attack_reaches_ir_and_keeps_genuine_tokens(
+    ctx: AttackContext, victim: Trace, attack: str, ir: float
+) -> None:
     genuine = ctx.tokens(victim)
     inflated = inflate(victim, attack, ir, random.Random(7), ctx)
     assert inflated.genuine_count == len(genuine)
@@ -67,7 +70,7 @@ def test_content_attack_reaches_ir_and_keeps_genuine_tokens(ctx, victim, attack,
 
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
-def test_attacks_are_deterministic_with_a_seed(ctx, victim, attack):
+def test_attacks_are_deterministic_with_a_seed(ctx: AttackContext, victim: Trace, attack: str) -> None:
     first = inflate(victim, attack, 0.25, random.Random(11), ctx)
     second = inflate(victim, attack, 0.25, random.Random(11), ctx)
     assert first == second
@@ -77,7 +80,9 @@ def test_attacks_are_deterministic_with_a_seed(ctx, victim, attack):
 
 
 @pytest.mark.parametrize("attack", ["overclaim", "coin_padding"])
-def test_structural_attacks_claim_more_than_they_commit(ctx, victim, attack):
+def test_structural_attacks_claim_more_than_they_commit(
+    ctx: AttackContext, victim: Trace, attack: str
+) -> None:
     inflated = inflate(victim, attack, 0.5, random.Random(1), ctx)
     m = len(ctx.tokens(victim))
     assert list(inflated.tokens) == ctx.tokens(victim)
@@ -85,12 +90,12 @@ def test_structural_attacks_claim_more_than_they_commit(ctx, victim, attack):
     assert inflated.structural == ("overclaim" if attack == "overclaim" else "duplicate_last_leaf")
 
 
-def test_similar_question_uses_another_question_of_the_same_domain(ctx, victim):
+def test_similar_question_uses_another_question_of_the_same_domain(ctx: AttackContext, victim: Trace) -> None:
     ranked = ctx.similar_traces(victim)
     assert ranked and all(t.domain == victim.domain and t.question != victim.question for t in ranked)
 
 
-def test_random_tokens_are_vocabulary_tokens(ctx, victim):
+def test_random_tokens_are_vocabulary_tokens(ctx: AttackContext, victim: Trace) -> None:
     inflated = inflate(victim, "random_tokens", 1.0, random.Random(3), ctx)
     injected = [t for t, m in zip(inflated.tokens, inflated.injected, strict=True) if m]
     assert all(ctx.tokenizer.is_token(t) for t in injected)
@@ -98,7 +103,7 @@ def test_random_tokens_are_vocabulary_tokens(ctx, victim):
 
 
 @pytest.mark.parametrize("placement", list(Placement))
-def test_placement_keeps_both_orders(placement):
+def test_placement_keeps_both_orders(placement: Placement) -> None:
     genuine = [f"g{k}.".encode() for k in range(50)]
     injected = [f"i{k}".encode() for k in range(30)]
     tokens, mask = place(genuine, injected, placement, random.Random(5), block_size=16)
@@ -108,17 +113,17 @@ def test_placement_keeps_both_orders(placement):
         assert tokens[-30:] == injected
 
 
-def test_retokenize_gives_up_gracefully_on_unsplittable_tokens(tokenizer):
+def test_retokenize_gives_up_gracefully_on_unsplittable_tokens(tokenizer: Tokenizer) -> None:
     tokens, mask = retokenize([b"a", b"b"], 5, tokenizer, random.Random(0))
     assert tokens == [b"a", b"b"] and mask == [False, False]
 
 
-def test_retokenize_at_high_ir_stays_close(ctx, victim):
+def test_retokenize_at_high_ir_stays_close(ctx: AttackContext, victim: Trace) -> None:
     inflated = inflate(victim, "retokenize", 2.0, random.Random(2), ctx)
     assert inflated.ir == pytest.approx(2.0, rel=0.05)
 
 
-def test_bad_input_is_a_typed_error(ctx, victim):
+def test_bad_input_is_a_typed_error(ctx: AttackContext, victim: Trace) -> None:
     with pytest.raises(ProtocolError, match="unknown"):
         inflate(victim, "nonsense", 1.0, random.Random(0), ctx)
     with pytest.raises(ProtocolError, match="positive"):
@@ -133,7 +138,7 @@ def test_bad_input_is_a_typed_error(ctx, victim):
         inflate(victim, "similar_question", 1.0, random.Random(0), lonely)
 
 
-def _pasted(inflated) -> list[list[bytes]]:  # type: ignore[no-untyped-def]
+def _pasted(inflated: InflatedTrace) -> list[list[bytes]]:
     """The injected runs of an inflated trace, in order."""
     runs: list[list[bytes]] = []
     for k, (token, injected) in enumerate(zip(inflated.tokens, inflated.injected, strict=True)):
@@ -145,7 +150,9 @@ def _pasted(inflated) -> list[list[bytes]]:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("paragraphs", [False, True])
-def test_copy_units_are_whole_sentences_or_paragraphs(ctx, victim, paragraphs):
+def test_copy_units_are_whole_sentences_or_paragraphs(
+    ctx: AttackContext, victim: Trace, paragraphs: bool
+) -> None:
     genuine = ctx.tokens(victim)
     units = copy_units(genuine, paragraphs)
     assert all(b - a >= 4 for a, b in units) and units == sorted(units)
@@ -154,7 +161,9 @@ def test_copy_units_are_whole_sentences_or_paragraphs(ctx, victim, paragraphs):
         assert not paragraphs or a == 0 or b"\n" in genuine[a - 1] or genuine[a].startswith(b"\n")
 
 
-def test_near_copies_follow_their_source_and_each_unit_is_pasted_once(ctx, victim):
+def test_near_copies_follow_their_source_and_each_unit_is_pasted_once(
+    ctx: AttackContext, victim: Trace
+) -> None:
     inflated = inflate(victim, "copy_sentence_near", 0.5, random.Random(4), ctx)
     runs = _pasted(inflated)
     texts = [b"".join(run) for run in runs[:-1]]  # the last may be cut to reach the IR
@@ -165,7 +174,7 @@ def test_near_copies_follow_their_source_and_each_unit_is_pasted_once(ctx, victi
         assert joined[k + len(run) : k + 2 * len(run)] == run  # "X X": the copy right after its source
 
 
-def test_a_passage_is_pasted_in_its_own_order_far_from_itself(ctx, victim):
+def test_a_passage_is_pasted_in_its_own_order_far_from_itself(ctx: AttackContext, victim: Trace) -> None:
     genuine = ctx.tokens(victim)
     n = len(genuine) // 4
     insertions = copy_insertions(genuine, n, random.Random(5), False, CopyPlacement.PASSAGE)
@@ -175,7 +184,7 @@ def test_a_passage_is_pasted_in_its_own_order_far_from_itself(ctx, victim):
         assert abs(position - start) >= len(genuine) / 3
 
 
-def test_the_heads_do_not_train_on_the_copiers():
+def test_the_heads_do_not_train_on_the_copiers() -> None:
     assert COPY_ATTACKS[0] == "self_duplicate" and len(COPY_ATTACKS) == 8
     assert "self_duplicate" in HEAD_ATTACKS and not set(COPY_ATTACKS[1:]) & set(HEAD_ATTACKS)
     with pytest.raises(ProtocolError, match="pastes by its own rule"):

@@ -2,6 +2,7 @@
 
 import math
 import random
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,7 @@ from auditor.protocol.errors import ChallengeError, ProofError, ProtocolError
 from auditor.protocol.merkle import BLAKE3, MerkleTree, verify_inclusion
 
 
-def test_sample_size_rule():
+def test_sample_size_rule() -> None:
     assert required_sample_size(0.05, 0.01) == 90  # DESIGN §3's worked example
     for eps, delta in [(0.01, 0.05), (0.1, 0.001), (0.5, 0.5)]:
         k = required_sample_size(eps, delta)
@@ -21,7 +22,7 @@ def test_sample_size_rule():
         detection_probability(1.5, 3)
 
 
-def test_draw_covers_endpoints_and_respects_budget():
+def test_draw_covers_endpoints_and_respects_budget() -> None:
     rng = random.Random(3)
     for size in [1, 2, 3, 50, 1000, 20_000]:
         c = draw_challenge(size, 64, rng=rng)
@@ -45,7 +46,7 @@ def test_draw_covers_endpoints_and_respects_budget():
         {"size": 10, "block_size": 4, "count_indices": [0], "block_indices": [0], "block_token_indices": [5]},
     ],
 )
-def test_bad_challenge_json(body):
+def test_bad_challenge_json(body: dict[str, Any]) -> None:
     with pytest.raises(ProtocolError):
         Challenge.from_json(body)
 
@@ -65,7 +66,7 @@ def _openable(built: int, claimed: int) -> set[int]:
     return ok
 
 
-def test_over_claim_leaves_border_indices_unopenable():
+def test_over_claim_leaves_border_indices_unopenable() -> None:
     # 6 leaves claimed as 7: the left-aligned paths still fit, the right border does not
     assert _openable(6, 7) == {0, 1, 2, 3}
     # 3 leaves claimed as 5: nothing fits (the index inside the leaf also rules out 2-as-4)
@@ -73,7 +74,7 @@ def test_over_claim_leaves_border_indices_unopenable():
 
 
 @pytest.mark.parametrize(("built", "claimed"), [(90, 100), (480, 500), (1000, 1100)])
-def test_over_claims_caught_at_the_predicted_rate(built, claimed):
+def test_over_claims_caught_at_the_predicted_rate(built: int, claimed: int) -> None:
     """Simulate many uniform draws of k interior indices (the endpoints aside) and compare the catch
     rate with the exact hypergeometric rate and with 1 - (1 - f)^k."""
     unopenable = set(range(claimed)) - _openable(built, claimed)

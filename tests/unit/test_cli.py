@@ -3,11 +3,13 @@
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from auditor.cli import build_app
+from auditor.protocol.fingerprint import Embedder
 
 app = build_app()
 
@@ -16,7 +18,9 @@ SECRET = "ab" * 32
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, short_traces, embedder) -> Path:
+def workdir(
+    tmp_path_factory: pytest.TempPathFactory, short_traces: list[dict[str, Any]], embedder: Embedder
+) -> Path:
     path = tmp_path_factory.mktemp("cli")
     (path / "trace.txt").write_text(short_traces[2]["reasoning"], encoding="utf-8")
     (path / "answer.txt").write_text(short_traces[2]["answer"], encoding="utf-8")
@@ -35,7 +39,7 @@ def _run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_commit_prints_the_report_commitment(workdir):
+def test_commit_prints_the_report_commitment(workdir: Path) -> None:
     public = json.loads((workdir / "public.json").read_text())
     assert set(public["commitment"]) == {
         "version", "root", "size", "block_size", "embd_id", "tokenizer_id", "repetition"
@@ -46,7 +50,7 @@ def test_commit_prints_the_report_commitment(workdir):
     assert set(public["answer"]) == {"digest", "embedding"}
 
 
-def test_tokens_json_gives_the_same_root_as_text(workdir):
+def test_tokens_json_gives_the_same_root_as_text(workdir: Path) -> None:
     from auditor.protocol.tokenize import get_tokenizer
 
     tokens = get_tokenizer("qwen2").tokenize((workdir / "trace.txt").read_text(encoding="utf-8"))
@@ -59,7 +63,7 @@ def test_tokens_json_gives_the_same_root_as_text(workdir):
     assert json.loads(out) == json.loads((workdir / "public.json").read_text())
 
 
-def test_respond_then_verify_passes(workdir):
+def test_respond_then_verify_passes(workdir: Path) -> None:
     code, out, _ = _run("respond", "--openings", str(workdir / "o.npz"), "--indices", "3,17,42")
     assert code == 0
     assert [o["index"] for o in json.loads(out)["openings"]] == [3, 17, 42]
@@ -75,7 +79,7 @@ def test_respond_then_verify_passes(workdir):
     assert json.loads(out)["verdict"] == "pass"
 
 
-def test_coin1_still_commits_responds_and_verifies(workdir):
+def test_coin1_still_commits_responds_and_verifies(workdir: Path) -> None:
     code, out, err = _run(
         "commit", "--text-file", str(workdir / "trace.txt"), "--answer-file", str(workdir / "answer.txt"),
         "--secret", SECRET, "--block-size", "32", "--openings-out", str(workdir / "o1.npz"), "--protocol", "coin/1",
@@ -94,7 +98,7 @@ def test_coin1_still_commits_responds_and_verifies(workdir):
     assert [c["name"] for c in json.loads(out)["checks"]] == ["proof", "block_consistency", "token_embedding"]
 
 
-def test_verify_recomputes_the_profile_and_names_a_lie(workdir):
+def test_verify_recomputes_the_profile_and_names_a_lie(workdir: Path) -> None:
     _, out, _ = _run("respond", "--openings", str(workdir / "o.npz"), "--indices", "3,4,5,6")
     response = json.loads(out)
     assert [k["bucket"] for k in response["repetition"]["keys"]]  # the n-gram ending at 6 is revealed
@@ -123,7 +127,7 @@ def test_verify_recomputes_the_profile_and_names_a_lie(workdir):
     assert code == 1 and "verification failed: repetition_profile" in err
 
 
-def test_verify_names_the_failed_check(workdir):
+def test_verify_names_the_failed_check(workdir: Path) -> None:
     _, out, _ = _run("respond", "--openings", str(workdir / "o.npz"), "--indices", "3,17,42")
     response = json.loads(out)
     node = response["openings"][1]["proof"][0]
@@ -150,7 +154,7 @@ def test_verify_names_the_failed_check(workdir):
         (["commit", "--secret", "ab" * 31], "expected 32 bytes"),
     ],
 )
-def test_bad_arguments_are_clear_errors(workdir, args, message):
+def test_bad_arguments_are_clear_errors(workdir: Path, args: list[str], message: str) -> None:
     if args[0] == "respond":
         args = [*args[:1], "--openings", str(workdir / "o.npz"), *args[1:]]
     else:
@@ -166,7 +170,7 @@ def test_bad_arguments_are_clear_errors(workdir, args, message):
     assert message in err
 
 
-def test_malformed_files_are_clear_errors(workdir):
+def test_malformed_files_are_clear_errors(workdir: Path) -> None:
     (workdir / "notjson.json").write_text("{oops")
     code, _, err = _run(
         "verify-openings",

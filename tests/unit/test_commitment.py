@@ -4,6 +4,7 @@ import dataclasses
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,16 +23,18 @@ from auditor.protocol.commitment import (
     salt_for,
 )
 from auditor.protocol.errors import ChallengeError, EncodingError, ProtocolError
-from auditor.protocol.fingerprint import quantize
+from auditor.protocol.fingerprint import Embedder, quantize
 from auditor.protocol.merkle import MerkleTree, verify_inclusion
 from auditor.protocol.tokenize import get_tokenizer
 from auditor.protocol.verify import verify_response
 
 BLOCK = 32
 
+Committed = tuple[dict[str, Any], PublicCommitment, Openings]
+
 
 @pytest.fixture(scope="module")
-def committed(short_traces, embedder):
+def committed(short_traces: list[dict[str, Any]], embedder: Embedder) -> Committed:
     """A coin/1 commitment: this file is the coin/1 suite (coin/2 adds the profile, test_repetition.py)."""
     trace = short_traces[0]
     public, openings = commit(
@@ -45,7 +48,7 @@ def committed(short_traces, embedder):
     return trace, public, openings
 
 
-def test_commit_matches_design_layout(committed, embedder):
+def test_commit_matches_design_layout(committed: Committed, embedder: Embedder) -> None:
     trace, public, openings = committed
     tokens = get_tokenizer("qwen2").tokenize(trace["reasoning"])
     assert public.commitment.size == len(tokens) == len(openings.tokens)
@@ -60,7 +63,7 @@ def test_commit_matches_design_layout(committed, embedder):
     assert np.array_equal(openings.fingerprints[i][384:], expected_token)
 
 
-def test_honest_response_passes_and_round_trips_json(committed, embedder):
+def test_honest_response_passes_and_round_trips_json(committed: Committed, embedder: Embedder) -> None:
     _, public, openings = committed
     challenge = draw_challenge(public.commitment.size, BLOCK, rng=random.Random(1))
     response = openings.respond(challenge.indices, challenge.content_indices)
@@ -75,7 +78,7 @@ def test_honest_response_passes_and_round_trips_json(committed, embedder):
     assert count_only and all("fingerprint" not in o and "token" not in o for o in count_only)
 
 
-def test_openings_survive_disk(committed, tmp_path: Path):
+def test_openings_survive_disk(committed: Committed, tmp_path: Path) -> None:
     _, public, openings = committed
     openings.save(tmp_path / "o.npz")
     loaded = Openings.load(tmp_path / "o.npz")
@@ -83,7 +86,7 @@ def test_openings_survive_disk(committed, tmp_path: Path):
     assert loaded.respond([0, 7], [7]) == openings.respond([0, 7], [7])
 
 
-def test_tampered_openings_file_is_refused(committed, tmp_path: Path):
+def test_tampered_openings_file_is_refused(committed: Committed, tmp_path: Path) -> None:
     _, public, openings = committed
     forged = dataclasses.replace(public, commitment=dataclasses.replace(public.commitment, root=b"\x11" * 32))
     with pytest.raises(ProtocolError, match="do not rebuild"):
@@ -93,7 +96,7 @@ def test_tampered_openings_file_is_refused(committed, tmp_path: Path):
         Openings.load(tmp_path / "junk.npz")
 
 
-def test_forged_fingerprint_fails_the_proof(committed, embedder):
+def test_forged_fingerprint_fails_the_proof(committed: Committed, embedder: Embedder) -> None:
     _, public, openings = committed
     challenge = Challenge(public.commitment.size, BLOCK, (0, public.commitment.size - 1), (0,), (3,))
     good = openings.respond(challenge.indices, challenge.content_indices)
@@ -110,7 +113,7 @@ def test_forged_fingerprint_fails_the_proof(committed, embedder):
     assert result.verdict == "fail" and result.failed[0].name == "proof"
 
 
-def test_token_not_matching_its_embedding_fails(committed, embedder):
+def test_token_not_matching_its_embedding_fails(committed: Committed, embedder: Embedder) -> None:
     _, public, openings = committed
     challenge = Challenge(public.commitment.size, BLOCK, (0, public.commitment.size - 1), (0,), (3,))
     good = openings.respond(challenge.indices, challenge.content_indices)
@@ -121,7 +124,7 @@ def test_token_not_matching_its_embedding_fails(committed, embedder):
     assert [c.name for c in result.failed] == ["token_embedding"]
 
 
-def test_missing_and_unrequested_openings_fail(committed, embedder):
+def test_missing_and_unrequested_openings_fail(committed: Committed, embedder: Embedder) -> None:
     _, public, openings = committed
     challenge = Challenge(public.commitment.size, BLOCK, (0, 9, public.commitment.size - 1))
     short = openings.respond([0, 9])
@@ -134,7 +137,7 @@ def test_missing_and_unrequested_openings_fail(committed, embedder):
     )
 
 
-def test_over_claimed_count_cannot_be_opened(committed, embedder):
+def test_over_claimed_count_cannot_be_opened(committed: Committed, embedder: Embedder) -> None:
     """A provider that built m leaves and claims 2m cannot open the index m' - 1 the challenge always asks."""
     _, public, openings = committed
     m = public.commitment.size
@@ -150,7 +153,7 @@ def test_over_claimed_count_cannot_be_opened(committed, embedder):
     assert verify_response(claimed, challenge, best, embedder=embedder).failed[0].name == "proof"
 
 
-def test_three_leaves_claimed_as_five_index_inside_the_leaf(embedder):
+def test_three_leaves_claimed_as_five_index_inside_the_leaf(embedder: Embedder) -> None:
     """DESIGN §3's case: in an RFC 9162 tree of 3 leaves claimed as 5, leaf 2's audit path also fits
     index 4 of 5 (both are the right-border leaf under the root). The index inside the leaf stops it."""
     tokens = [b" one", b" two", b" three"]
@@ -167,7 +170,9 @@ def test_three_leaves_claimed_as_five_index_inside_the_leaf(embedder):
         verify_inclusion(moved.leaf_hash, 4, claimed_size, moved.proof, public.commitment.root)
 
 
-def test_salt_stops_vocabulary_search_on_a_sibling_leaf(short_traces, embedder):
+def test_salt_stops_vocabulary_search_on_a_sibling_leaf(
+    short_traces: list[dict[str, Any]], embedder: Embedder
+) -> None:
     """A content opening of leaf i reveals the block embedding and the sibling leaf hash of i + 1.
     Without a salt, trying candidate tokens recovers token i + 1; with the salt it cannot."""
     trace = short_traces[1]
@@ -218,7 +223,9 @@ def test_salt_stops_vocabulary_search_on_a_sibling_leaf(short_traces, embedder):
         ({"embd_id": ""}, "must not be empty"),
     ],
 )
-def test_bad_commitment_json_is_a_typed_error(committed, patch, message):
+def test_bad_commitment_json_is_a_typed_error(
+    committed: Committed, patch: dict[str, Any], message: str
+) -> None:
     _, public, _ = committed
     body = {**public.commitment.to_json(), **patch}
     with pytest.raises(ProtocolError, match=message):
@@ -239,14 +246,16 @@ def test_bad_commitment_json_is_a_typed_error(committed, patch, message):
         ({"token": 12}, EncodingError),
     ],
 )
-def test_bad_opening_json_is_a_typed_error(committed, patch, error):
+def test_bad_opening_json_is_a_typed_error(
+    committed: Committed, patch: dict[str, Any], error: type[Exception]
+) -> None:
     _, _, openings = committed
     body = {**openings.open(3, content=True).to_json(), **patch}
     with pytest.raises(error):
         Opening.from_json(body)
 
 
-def test_bad_traces_are_refused(embedder):
+def test_bad_traces_are_refused(embedder: Embedder) -> None:
     with pytest.raises(ProtocolError, match="empty"):
         commit("", "answer", new_secret(), embedder=embedder)
     with pytest.raises(ProtocolError, match="non-empty bytes"):
@@ -257,7 +266,7 @@ def test_bad_traces_are_refused(embedder):
         commit("some text", "answer", new_secret(), tokenizer_id="nope", embedder=embedder)
 
 
-def test_partial_utf8_tokens_commit_and_verify(embedder):
+def test_partial_utf8_tokens_commit_and_verify(embedder: Embedder) -> None:
     """Byte-level BPE tokens can hold half a character; they decode with replacement, never crash."""
     tokens = [b"\xe4\xbd", b"\xa0", b"\xe5\xa5\xbd", b" ok"] * 5
     public, openings = commit(tokens, "answer", new_secret(), block_size=16, embedder=embedder)

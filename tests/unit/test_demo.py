@@ -3,11 +3,16 @@ in-process); honest providers pass and every cheating behaviour fails."""
 
 from pathlib import Path
 
+import pytest
+
 from api.demo.run import run_demo
+from auditor.protocol.fingerprint import Embedder
 from tests.conftest import TRACES_DIR
 
 
-def test_demo_audits_every_behaviour_through_the_api(tmp_path: Path, embedder, monkeypatch):
+def test_demo_audits_every_behaviour_through_the_api(
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from service.settings import get_settings
 
     # the demo configures the process through the environment; restore it for the tests after this one

@@ -3,6 +3,7 @@ orjson fast path writes exactly its bytes."""
 
 import enum
 import json
+from typing import TypeAlias
 
 import orjson
 import pytest
@@ -12,6 +13,8 @@ from hypothesis import strategies as st
 
 from auditor.protocol.encoding import _fast, canonical_json
 from auditor.protocol.errors import EncodingError
+
+Json: TypeAlias = bool | int | float | str | list["Json"] | dict[str, "Json"] | None
 
 MAX_SAFE = 2**53 - 1  # the JCS (I-JSON) integer range is ±MAX_SAFE
 
@@ -46,7 +49,7 @@ scalars = st.none() | st.booleans() | safe_ints | text | floats
 plain_scalars = st.none() | st.booleans() | safe_ints | text  # what the orjson fast path may take
 
 
-def documents(leaves: st.SearchStrategy[object], keys: st.SearchStrategy[str]) -> st.SearchStrategy[object]:
+def documents(leaves: st.SearchStrategy[Json], keys: st.SearchStrategy[str]) -> st.SearchStrategy[Json]:
     return st.recursive(
         leaves,
         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=5),
@@ -56,27 +59,27 @@ def documents(leaves: st.SearchStrategy[object], keys: st.SearchStrategy[str]) -
 
 @settings(max_examples=1000)
 @given(documents(scalars, keys))
-def test_canonical_json_is_rfc8785(value):
+def test_canonical_json_is_rfc8785(value: Json) -> None:
     assert canonical_json(value) == rfc8785.dumps(value)
 
 
 @settings(max_examples=1000)
 @given(documents(plain_scalars, keys))
-def test_fast_path_writes_the_rfc8785_bytes(value):
+def test_fast_path_writes_the_rfc8785_bytes(value: Json) -> None:
     """Documents without floats, mostly on the fast path; its bytes are the reference bytes."""
     assert canonical_json(value) == rfc8785.dumps(value)
     if _fast(value):
         assert orjson.dumps(value, option=orjson.OPT_SORT_KEYS) == rfc8785.dumps(value)
 
 
-def test_orjson_escapes_every_character_as_rfc8785_does():
+def test_orjson_escapes_every_character_as_rfc8785_does() -> None:
     """Why the fast path needs no condition on strings: for all of Unicode but the surrogates."""
     everything = "".join(chr(i) for i in range(0x110000) if not 0xD800 <= i <= 0xDFFF)
     assert orjson.dumps(everything) == rfc8785.dumps(everything)
     assert canonical_json({"k": everything}) == rfc8785.dumps({"k": everything})
 
 
-def test_canonical_json_vectors():
+def test_canonical_json_vectors() -> None:
     assert canonical_json({"b": [1, True, None], "a": "é\n\u2028", "c": 1e-05}) == (
         b'{"a":"\xc3\xa9\\n\xe2\x80\xa8","b":[1,true,null],"c":0.00001}'
     )
@@ -97,7 +100,7 @@ def test_canonical_json_vectors():
     assert canonical_json([MAX_SAFE, -MAX_SAFE]) == b"[9007199254740991,-9007199254740991]"
 
 
-def test_rfc8785_section_3_2_2_example():
+def test_rfc8785_section_3_2_2_example() -> None:
     value = json.loads(
         '{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],'
         ' "string": "\\u20ac$\\u000F\\u000aA\'\\u0042\\u0022\\u005c\\\\\\"\\/",'
@@ -109,7 +112,7 @@ def test_rfc8785_section_3_2_2_example():
     )
 
 
-def test_rfc8785_section_3_2_3_key_order():
+def test_rfc8785_section_3_2_3_key_order() -> None:
     """Keys sort by UTF-16 code units: U+1F600 (a surrogate pair, D83D DE00) before U+FB33."""
     value = {
         "\u20ac": "Euro Sign",
@@ -132,7 +135,7 @@ def test_rfc8785_section_3_2_3_key_order():
     assert canonical_json({"\ue000": 1, "\U0001f600": 2}) == b'{"\xf0\x9f\x98\x80":2,"\xee\x80\x80":1}'
 
 
-def test_fast_path_takes_plain_values_only():
+def test_fast_path_takes_plain_values_only() -> None:
     class Label(enum.StrEnum):
         A = "a"
 
@@ -155,15 +158,16 @@ def test_fast_path_takes_plain_values_only():
 
 
 @pytest.mark.parametrize("number", [MAX_SAFE + 1, -MAX_SAFE - 1, 2**63, 2**64, -(2**70)])
-def test_canonical_json_refuses_integers_beyond_the_jcs_range(number):
+def test_canonical_json_refuses_integers_beyond_the_jcs_range(number: int) -> None:
     for value in (number, {"big": number}, {"big": [number], "float": 0.5}):  # fast path and reference
         with pytest.raises(EncodingError, match="integer"):
             canonical_json(value)
 
 
-def test_canonical_json_refuses_what_is_not_json():
+def test_canonical_json_refuses_what_is_not_json() -> None:
     with pytest.raises(ValueError):
         canonical_json(float("nan"))
+    value: object
     for value in (float("nan"), float("inf"), -float("inf"), {"figure": float("nan")}):
         with pytest.raises(EncodingError, match="not representable"):
             canonical_json(value)

@@ -6,6 +6,7 @@ the protocol plumbing and the report, not detection quality (that is `coin eval`
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from auditor.research.evaluation.lodo import run_lodo, summarise_lodo
 from auditor.research.evaluation.report import write_lodo_report, write_report
 from auditor.research.evaluation.run import Auditor, AuditOutcome, EvalConfig, run_evaluation
 from auditor.research.evaluation.summary import length_band, summarise, wilson
-from auditor.research.traces import load_traces, model_family, split_traces
+from auditor.research.traces import Trace, load_traces, model_family, split_traces
 from auditor.research.training import TrainConfig, train_heads
 from auditor.semantic.checks import SemanticSuite
 from auditor.semantic.heads import load_heads
@@ -26,7 +27,7 @@ TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "trace
 
 
 @pytest.fixture(scope="module")
-def setup():
+def setup() -> tuple[HashEmbedder, SemanticSuite, list[Trace]]:
     embedder = HashEmbedder()
     heads = load_heads()
     heads.embd_id = embedder.embd_id
@@ -35,7 +36,7 @@ def setup():
     return embedder, SemanticSuite(heads, tokenizer), traces
 
 
-def test_wilson_interval():
+def test_wilson_interval() -> None:
     low, high = wilson(0, 100)
     assert low == 0.0 and high == pytest.approx(0.037, abs=0.001)
     low, high = wilson(95, 100)
@@ -44,7 +45,9 @@ def test_wilson_interval():
 
 
 @pytest.mark.parametrize("attack", ["overclaim", "coin_padding"])
-def test_structural_attacks_fail_the_count_proofs(setup, attack):
+def test_structural_attacks_fail_the_count_proofs(
+    setup: tuple[HashEmbedder, SemanticSuite, list[Trace]], attack: str
+) -> None:
     embedder, suite, traces = setup
     ctx = AttackContext(suite.tokenizer, traces)
     auditor = Auditor(embedder, suite, EvalConfig())
@@ -54,7 +57,9 @@ def test_structural_attacks_fail_the_count_proofs(setup, attack):
     assert outcome.verdict == "fail" and "proof" in outcome.failed_checks
 
 
-def test_honest_commitments_pass_checks_one_to_three(setup):
+def test_honest_commitments_pass_checks_one_to_three(
+    setup: tuple[HashEmbedder, SemanticSuite, list[Trace]],
+) -> None:
     embedder, suite, traces = setup
     ctx = AttackContext(suite.tokenizer, traces)
     auditor = Auditor(embedder, suite, EvalConfig())
@@ -65,7 +70,9 @@ def test_honest_commitments_pass_checks_one_to_three(setup):
     assert 0 < outcome.block_exposure <= 0.25 and 0 < outcome.token_visibility <= 0.0625
 
 
-def test_run_evaluation_writes_the_report(setup, tmp_path):
+def test_run_evaluation_writes_the_report(
+    setup: tuple[HashEmbedder, SemanticSuite, list[Trace]], tmp_path: Path
+) -> None:
     embedder, suite, traces = setup
     config = EvalConfig(
         attacks=("random_tokens", "overclaim"), irs=(0.5, 1.0), traces_per_cell=3, honest_traces=4
@@ -96,7 +103,16 @@ def test_run_evaluation_writes_the_report(setup, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
-def outcome(attack, domain, verdict, ir=0.0, reachable=None, tokens=300, family="qwq", p=0.5):
+def outcome(
+    attack: str,
+    domain: str,
+    verdict: str,
+    ir: float = 0.0,
+    reachable: bool | None = None,
+    tokens: int = 300,
+    family: str = "qwq",
+    p: float = 0.5,
+) -> AuditOutcome:
     failed = ("proof",) if verdict == "fail" else ()
     flagged = ("verifier",) if verdict == "suspect" else ()
     return AuditOutcome(
@@ -119,7 +135,7 @@ def outcome(attack, domain, verdict, ir=0.0, reachable=None, tokens=300, family=
     )
 
 
-def test_summary_separates_fail_from_suspect_per_domain_length_and_family():
+def test_summary_separates_fail_from_suspect_per_domain_length_and_family() -> None:
     outcomes = [
         outcome("honest", "a", "pass"),
         outcome("honest", "b", "suspect", tokens=3000, family="gpt-4o"),
@@ -152,7 +168,7 @@ def test_summary_separates_fail_from_suspect_per_domain_length_and_family():
     }
 
 
-def test_length_bands_and_model_families():
+def test_length_bands_and_model_families() -> None:
     assert [length_band(n) for n in (0, 499, 500, 1999, 2000, 10**6)] == [
         "< 500", "< 500", "500–2,000", "500–2,000", "> 2,000", "> 2,000"
     ]  # fmt: skip
@@ -162,7 +178,7 @@ def test_length_bands_and_model_families():
     assert model_family("gpt-4o") == "gpt-4o" and model_family("something-new") == "other"
 
 
-def test_lodo_summary_reports_the_worst_fold_and_band():
+def test_lodo_summary_reports_the_worst_fold_and_band() -> None:
     folds = {
         "a": [outcome("honest", "a", "pass")] * 9 + [outcome("honest", "a", "suspect")]
         + [outcome("filler", "a", "suspect", 0.5)] * 3 + [outcome("filler", "a", "pass", 0.5)],
@@ -183,7 +199,7 @@ def test_lodo_summary_reports_the_worst_fold_and_band():
     assert report["detection_ir05_worst_fold"] == {"filler": 0.5}
 
 
-def test_lodo_trains_without_each_domain_and_resumes(tmp_path):
+def test_lodo_trains_without_each_domain_and_resumes(tmp_path: Path) -> None:
     embedder = HashEmbedder()
     tokenizer = get_tokenizer("qwen2")
     traces = [
@@ -223,7 +239,7 @@ def test_lodo_trains_without_each_domain_and_resumes(tmp_path):
     assert (tmp_path / "fold-medical" / "detection_vs_ir.png").stat().st_size > 0
 
 
-def test_the_shift_margin_is_recorded_and_only_lowers_thresholds(tmp_path):
+def test_the_shift_margin_is_recorded_and_only_lowers_thresholds(tmp_path: Path) -> None:
     """By default the checkpoint records the domain-shift margin it was calibrated with (at least 1);
     `--no-shift-margin` calibrates on the plain composite null and records none."""
     traces = [
@@ -231,7 +247,13 @@ def test_the_shift_margin_is_recorded_and_only_lowers_thresholds(tmp_path):
         *load_traces([TRACES / "huatuogpt_o1_medical_gpt4o_cot.jsonl"])[:90],
     ]
     split = split_traces(traces, held_out_domains=())
-    small = {"heads_traces": 8, "model_traces": 6, "head_epochs": 1, "model_epochs": 5, "max_blocks": 4}
+    small: dict[str, Any] = {
+        "heads_traces": 8,
+        "model_traces": 6,
+        "head_epochs": 1,
+        "model_epochs": 5,
+        "max_blocks": 4,
+    }
     tokenizer, embedder = get_tokenizer("qwen2"), HashEmbedder()
     with_margin = train_heads(
         split.train,
@@ -261,7 +283,7 @@ def test_the_shift_margin_is_recorded_and_only_lowers_thresholds(tmp_path):
     )
 
 
-def test_split_holds_out_domains_and_questions():
+def test_split_holds_out_domains_and_questions() -> None:
     traces = load_traces([TRACES])
     split = split_traces(traces)
     assert {t.domain for t in split.test} == {"general_reasoning", "medical"}
@@ -270,7 +292,7 @@ def test_split_holds_out_domains_and_questions():
     assert not {t.id for t in split.train} & {t.id for t in split.validation}
 
 
-def test_cli_rejects_bad_options_before_loading_anything(tmp_path):
+def test_cli_rejects_bad_options_before_loading_anything(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from auditor.cli.science import app

@@ -2,6 +2,7 @@
 
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def small_bundle(embd_id: str = "all-MiniLM-L6-v2@0000000000000000") -> HeadBund
     )
 
 
-def test_checkpoint_round_trip(tmp_path):
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
     bundle = small_bundle()
     path = tmp_path / "heads.pt"
     bundle.save(path)
@@ -64,19 +65,19 @@ def test_checkpoint_round_trip(tmp_path):
     assert loaded.checkpoint_id.startswith("heads@") and len(loaded.checkpoint_id) == len("heads@") + 16
 
 
-def test_missing_checkpoint_is_a_model_error(tmp_path):
+def test_missing_checkpoint_is_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="missing"):
         load_heads(tmp_path / "nothing.pt")
 
 
-def test_checkpoint_for_another_embedding_model_is_refused(tmp_path):
+def test_checkpoint_for_another_embedding_model_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "heads.pt"
     small_bundle("all-MiniLM-L6-v2@ffffffffffffffff").save(path)
     with pytest.raises(ModelError, match="trained for embd_id"):
         load_heads(path, embd_id="all-MiniLM-L6-v2@0000000000000000")
 
 
-def test_corrupt_or_foreign_checkpoint_is_a_model_error(tmp_path):
+def test_corrupt_or_foreign_checkpoint_is_a_model_error(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="unreadable"):
@@ -87,7 +88,7 @@ def test_corrupt_or_foreign_checkpoint_is_a_model_error(tmp_path):
         load_heads(foreign)
 
 
-def test_checkpoint_with_wrong_shapes_is_a_model_error(tmp_path):
+def test_checkpoint_with_wrong_shapes_is_a_model_error(tmp_path: Path) -> None:
     bundle = small_bundle()
     bundle.block_model = torch.nn.Linear(len(FEATURE_NAMES) + 3, 1)
     path = tmp_path / "heads.pt"
@@ -96,7 +97,7 @@ def test_checkpoint_with_wrong_shapes_is_a_model_error(tmp_path):
         load_heads(path)
 
 
-def test_packaged_checkpoint_loads_and_is_small():
+def test_packaged_checkpoint_loads_and_is_small() -> None:
     path = WEIGHTS_DIR / CHECKPOINT_NAME
     assert path.stat().st_size < 5_000_000
     bundle = load_heads()
@@ -122,7 +123,7 @@ def test_packaged_checkpoint_loads_and_is_small():
     assert all(0 < b.threshold <= b.pass_level <= 1 for b in bundle.verifier_bands)
 
 
-def test_auc_and_thresholds():
+def test_auc_and_thresholds() -> None:
     assert auc([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0
     assert auc([0.5, 0.5], [1, 0]) == 0.5
     values = list(np.linspace(0, 1, 1001))
@@ -134,7 +135,7 @@ def test_auc_and_thresholds():
 
 
 @pytest.mark.parametrize("size", [20, 200, 1000, 5000])
-def test_exposure_plan_respects_the_budget(size):
+def test_exposure_plan_respects_the_budget(size: int) -> None:
     policy = ExposurePolicy()
     plan = plan_exposure(size, 16, policy, random.Random(size))
     blocks = -(-size // 16)
@@ -151,13 +152,13 @@ def test_exposure_plan_respects_the_budget(size):
         assert set(plan.challenge(r - 1).block_indices) < set(plan.challenge(r).block_indices)
 
 
-def test_long_traces_reach_a_conclusive_sample_in_the_first_round():
+def test_long_traces_reach_a_conclusive_sample_in_the_first_round() -> None:
     policy = ExposurePolicy()
     plan = plan_exposure(5000, 16, policy, random.Random(0))
     assert plan.round_ends[0] == policy.confident_blocks == 11
 
 
-def test_exposure_policy_rejects_nonsense():
+def test_exposure_policy_rejects_nonsense() -> None:
     with pytest.raises(ChallengeError):
         ExposurePolicy(max_block_fraction=0)
     with pytest.raises(ChallengeError):

@@ -5,7 +5,9 @@ failure; the null is leave-one-out; the inflated-share interval covers; `coin mo
 import json
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,7 +56,7 @@ def _nested_flags(
 # --- the per-audit score ------------------------------------------------------------------------------
 
 
-def test_score_is_the_audits_bonferroni_p_value_pulled_to_zero_by_proofs_and_other_flags():
+def test_score_is_the_audits_bonferroni_p_value_pulled_to_zero_by_proofs_and_other_flags() -> None:
     assert AuditEvidence("pass", 0.01, 10).score() == pytest.approx(0.2)  # two tests per planned block
     assert AuditEvidence("pass", 0.4, 10).score() == 1.0
     assert AuditEvidence("suspect", 1e-5, 3, ("verifier",)).score() == pytest.approx(6e-5)
@@ -63,7 +65,7 @@ def test_score_is_the_audits_bonferroni_p_value_pulled_to_zero_by_proofs_and_oth
     assert AuditEvidence("inconclusive", None, 3).score() == 1.0
 
 
-def test_evidence_reads_a_signed_verdicts_statement():
+def test_evidence_reads_a_signed_verdicts_statement() -> None:
     check = {"kind": "statistical", "threshold": 0.006, "detail": "…"}
     statement = {
         "version": "coin-verdict/2",
@@ -88,7 +90,7 @@ def test_evidence_reads_a_signed_verdicts_statement():
 # --- the composite null -------------------------------------------------------------------------------
 
 
-def test_wilson_upper_is_the_evaluations_interval():
+def test_wilson_upper_is_the_evaluations_interval() -> None:
     for k, n in ((0, 50), (3, 198), (121, 2712), (50, 50)):
         assert wilson_upper(k, n) == pytest.approx(wilson(k, n)[1])
 
@@ -101,7 +103,7 @@ def _folds() -> list[FoldRates]:
     ]
 
 
-def test_composite_null_is_the_worst_other_fold_and_at_least_the_threshold():
+def test_composite_null_is_the_worst_other_fold_and_at_least_the_threshold() -> None:
     folds = _folds()
     bound = composite_null(folds, exclude="math")
     assert bound.domains == ("general_reasoning", "medical")
@@ -119,7 +121,7 @@ def test_composite_null_is_the_worst_other_fold_and_at_least_the_threshold():
     )
 
 
-def test_composite_null_refuses_what_it_cannot_bound():
+def test_composite_null_refuses_what_it_cannot_bound() -> None:
     with pytest.raises(ValueError, match="no fold left"):
         composite_null(_folds()[:1], exclude="general_reasoning")
     odd = FoldRates("odd", (0.01, 0.1, 0.5), 10, (0, 0, 1))
@@ -131,7 +133,7 @@ def test_composite_null_refuses_what_it_cannot_bound():
         NullBound(THRESHOLDS, (0.001, 0.1, 0.3), ())
 
 
-def test_detection_reference_pools_the_other_folds():
+def test_detection_reference_pools_the_other_folds() -> None:
     reference = detection_reference(_folds(), exclude="medical")
     assert reference.honest_rates[0] == pytest.approx((8 + 121) / (547 + 2712))
     assert reference.inflated_rates[2] == pytest.approx((90 + 70) / 200)
@@ -141,7 +143,7 @@ def test_detection_reference_pools_the_other_folds():
 # --- the e-process ------------------------------------------------------------------------------------
 
 
-def test_e_process_keeps_its_false_alarm_rate_under_the_null_over_a_long_horizon():
+def test_e_process_keeps_its_false_alarm_rate_under_the_null_over_a_long_horizon() -> None:
     """Scores at the edge of the composite null (every rate exactly r_j): the chance that an honest
     provider ever alarms within 3,000 audits stays under alpha (Ville), within Monte-Carlo error."""
     rng = np.random.default_rng(1)
@@ -154,7 +156,7 @@ def test_e_process_keeps_its_false_alarm_rate_under_the_null_over_a_long_horizon
     assert observed <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / providers)
 
 
-def test_e_values_have_mean_at_most_one_under_the_null():
+def test_e_values_have_mean_at_most_one_under_the_null() -> None:
     """The supermartingale property itself: at every fixed n, E[E_n] <= 1 at the edge of the null."""
     rng = np.random.default_rng(5)
     flags = np.cumsum(_nested_flags(rng, 20_000, 200, BOUND.rates), axis=1)
@@ -163,7 +165,7 @@ def test_e_values_have_mean_at_most_one_under_the_null():
         assert e.mean() <= 1 + 4 * e.std() / math.sqrt(len(e))
 
 
-def test_e_process_is_valid_when_the_honest_rate_moves_below_the_bound():
+def test_e_process_is_valid_when_the_honest_rate_moves_below_the_bound() -> None:
     """A provider whose rate changes with its traffic (here: 0 then r, block by block) is still under
     the conditional null; so is one far below it."""
     rng = np.random.default_rng(2)
@@ -176,7 +178,7 @@ def test_e_process_is_valid_when_the_honest_rate_moves_below_the_bound():
     assert _alarm_rate(rng.random((400, 2000, 1)) < 0.01, r, 0.05) == 0.0
 
 
-def test_e_process_alarms_fast_under_a_strong_alternative():
+def test_e_process_alarms_fast_under_a_strong_alternative() -> None:
     rng = np.random.default_rng(3)
     flags = _nested_flags(rng, 200, 60, (0.4, 0.6, 0.8))  # an attack against BOUND's (0.03, 0.08, 0.3)
     counts = np.cumsum(flags, axis=1)
@@ -186,7 +188,7 @@ def test_e_process_alarms_fast_under_a_strong_alternative():
     assert np.median(first) <= 10
 
 
-def test_e_values_depend_on_the_null_monotonically():
+def test_e_values_depend_on_the_null_monotonically() -> None:
     """A higher null rate never gives more evidence: what the interval's bisection relies on."""
     nulls = np.linspace(0.001, 0.999, 200)
     values = log_e_values(np.full(200, 100), np.full((200, 1), 30), nulls[:, None])
@@ -201,7 +203,7 @@ def _policy() -> MonitorPolicy:
     return MonitorPolicy(BOUND, reference=detection_reference(_folds(), exclude="math"))
 
 
-def test_state_matches_the_vectorised_e_process_and_alarms_statistically():
+def test_state_matches_the_vectorised_e_process_and_alarms_statistically() -> None:
     state = MonitorState.start("2026-11", _policy())
     for k in range(40):
         state = state.update(AuditEvidence("suspect" if k % 2 else "pass", 1e-4 if k % 2 else 0.6, 10))
@@ -211,7 +213,7 @@ def test_state_matches_the_vectorised_e_process_and_alarms_statistically():
     assert state.max_log_e >= -math.log(0.01) and state.anytime_p_value <= 0.01
 
 
-def test_a_proof_failure_alarms_at_once_and_the_alarm_stays():
+def test_a_proof_failure_alarms_at_once_and_the_alarm_stays() -> None:
     state = MonitorState.start("2026-11", _policy())
     for _ in range(5):
         state = state.update(AuditEvidence("pass", 1.0, 10))
@@ -223,7 +225,7 @@ def test_a_proof_failure_alarms_at_once_and_the_alarm_stays():
     assert (state.alarm, state.alarm_at) == ("proof", 6)
 
 
-def test_state_resets_per_period():
+def test_state_resets_per_period() -> None:
     policy = _policy()
     state = MonitorState.for_period(None, "2026-11", policy).update(AuditEvidence("fail", None, 10))
     assert MonitorState.for_period(state, "2026-11", policy) is state
@@ -233,7 +235,7 @@ def test_state_resets_per_period():
     )  # fmt: skip
 
 
-def test_state_round_trips_through_json():
+def test_state_round_trips_through_json() -> None:
     state = MonitorState.start("2026-11", _policy())
     for p in (0.5, 1e-4, None, 0.01):
         state = state.update(AuditEvidence("pass" if p is None or p > 1e-4 else "suspect", p, 10))
@@ -277,7 +279,9 @@ def _provider_counts(
         (0.5, (1.0, 1.0, 1.0), 1.0),  # structural: every inflated report fails
     ],
 )
-def test_inflated_share_interval_covers(share, inflated_rates, fail_rate):
+def test_inflated_share_interval_covers(
+    share: float, inflated_rates: tuple[float, ...], fail_rate: float
+) -> None:
     rng = np.random.default_rng(4)
     for audits in (20, 300):
         n, fails, flags = _provider_counts(rng, 600, audits, share, BOUND.rates, inflated_rates, fail_rate)
@@ -289,7 +293,7 @@ def test_inflated_share_interval_covers(share, inflated_rates, fail_rate):
         assert np.mean(token_share_lower(lower, ratio) <= truth) >= 0.95
 
 
-def test_inflated_share_lower_bound_is_informative_under_proofs():
+def test_inflated_share_lower_bound_is_informative_under_proofs() -> None:
     lower = inflated_reports_lower(500, 500, (500, 500, 500), BOUND)
     assert 0.95 < float(lower) < 1.0
     assert float(inflated_reports_lower(500, 0, (0, 0, 0), BOUND)) == 0.0
@@ -300,7 +304,7 @@ def test_inflated_share_lower_bound_is_informative_under_proofs():
     assert 0 < estimate.token_share_interval[0] < estimate.inflated_reports_lower < 0.2
 
 
-def test_point_estimate_inverts_the_assumed_mixture():
+def test_point_estimate_inverts_the_assumed_mixture() -> None:
     reference = detection_reference(_folds())
     pi = 0.4
     q = [(1 - pi) * h + pi * d for h, d in zip(reference.honest_rates, reference.inflated_rates, strict=True)]
@@ -316,7 +320,9 @@ runner = CliRunner()
 app = build_app()
 
 
-def _outcome(domain: str, attack: str, ir: float, verdict: str, p: float | None, flagged=()) -> dict:
+def _outcome(
+    domain: str, attack: str, ir: float, verdict: str, p: float | None, flagged: Sequence[str] = ()
+) -> dict[str, Any]:
     return {
         "trace_id": f"{domain}-{attack}", "domain": domain, "model_family": "r1-distill",
         "genuine_tokens": 600, "attack": attack, "requested_ir": ir, "ir": ir, "verdict": verdict,
@@ -341,7 +347,7 @@ def _write_fold(root: Path, domain: str, seed: int) -> None:
 
 
 @pytest.mark.parametrize(("genuine", "ir"), [(600, 0.0), (600, 0.5), (37, 0.1), (4000, 1.0)])
-def test_monitor_eval_plans_as_the_evaluation_did(genuine, ir):
+def test_monitor_eval_plans_as_the_evaluation_did(genuine: int, ir: float) -> None:
     """The score's Bonferroni factor needs the blocks the audit's plan allowed: rebuilt from the
     outcome, they are what the planner draws for the claimed size."""
     outcome = AuditOutcome(**{**_outcome("math", "markov", ir, "pass", 0.5), "genuine_tokens": genuine})
@@ -350,7 +356,7 @@ def test_monitor_eval_plans_as_the_evaluation_did(genuine, ir):
     assert planned_blocks(outcome) == len(plan.blocks)
 
 
-def test_monitor_eval_runs_on_a_small_lodo_folder(tmp_path):
+def test_monitor_eval_runs_on_a_small_lodo_folder(tmp_path: Path) -> None:
     for k, domain in enumerate(("general_reasoning", "math", "medical")):
         _write_fold(tmp_path / "lodo", domain, k)
     (tmp_path / "lodo" / "fold-process_mining").mkdir()  # still being written: no outcomes yet
@@ -393,13 +399,13 @@ def test_monitor_eval_runs_on_a_small_lodo_folder(tmp_path):
         (["--lodo-dir", "/nonexistent/lodo"], "lodo-dir"),
     ],
 )
-def test_monitor_eval_rejects_bad_options(tmp_path, args, message):
+def test_monitor_eval_rejects_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
     result = runner.invoke(app, ["monitor-eval", "--out", str(tmp_path / "out"), *args])
     assert result.exit_code == 2
     assert message in result.output
 
 
-def test_monitor_eval_needs_two_folds(tmp_path):
+def test_monitor_eval_needs_two_folds(tmp_path: Path) -> None:
     _write_fold(tmp_path / "lodo", "general_reasoning", 0)
     result = runner.invoke(
         app, ["monitor-eval", "--lodo-dir", str(tmp_path / "lodo"), "--out", str(tmp_path)]

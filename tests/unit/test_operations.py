@@ -10,9 +10,12 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.limits import Bucket, LocalLimiter, RequestLimits
 from api.middleware import BodySizeLimit
@@ -23,6 +26,8 @@ from service.settings import Settings, SettingsError, load_settings
 from service.text import check_identifier, display_name, name_key
 
 REPO = Path(__file__).resolve().parents[2]
+
+Reply = tuple[int, dict[bytes, bytes], bytes]  # status, headers and body of a response
 
 SECRETS = (
     "COIN_SECRET_KEY",
@@ -51,7 +56,7 @@ MALFORMED = (
 
 @pytest.mark.parametrize("name", SECRETS)
 @pytest.mark.parametrize("value", MALFORMED)
-def test_no_secret_setting_is_ever_echoed(monkeypatch, name, value):
+def test_no_secret_setting_is_ever_echoed(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     for key in SECRETS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("COIN_ENV", "production")
@@ -77,8 +82,8 @@ def test_no_secret_setting_is_ever_echoed(monkeypatch, name, value):
 
 @pytest.mark.parametrize("env", ["production", "PRODUCTION", " Production "])
 @pytest.mark.parametrize("knob", [{"verify_delay_seconds": 1.0}, {"challenge_seed": "fixed"}])
-def test_test_knobs_are_refused_outside_development_and_test(env, knob):
-    secrets = {key.removeprefix("COIN_").lower(): value for key, value in GOOD.items()}
+def test_test_knobs_are_refused_outside_development_and_test(env: str, knob: dict[str, Any]) -> None:
+    secrets: dict[str, Any] = {key.removeprefix("COIN_").lower(): value for key, value in GOOD.items()}
     with pytest.raises(ValueError, match="test knob"):
         Settings(env=env, **secrets, **knob)
     assert Settings(env="test", **secrets, **knob).env == "test"
@@ -87,12 +92,12 @@ def test_test_knobs_are_refused_outside_development_and_test(env, knob):
             Settings(env=unknown, **secrets)
 
 
-def test_a_heartbeat_must_outpace_staleness():
+def test_a_heartbeat_must_outpace_staleness() -> None:
     with pytest.raises(ValueError, match="twice COIN_HEARTBEAT_INTERVAL_SECONDS"):
         Settings(stale_after_seconds=8, heartbeat_interval_seconds=5)
 
 
-def test_receipt_tokens_survive_a_rotation_of_the_secret_key():
+def test_receipt_tokens_survive_a_rotation_of_the_secret_key() -> None:
     report = uuid.uuid4()
     before = Signer("ab" * 32, "k1" * 20)
     token = before.receipt_token(report)
@@ -104,15 +109,15 @@ def test_receipt_tokens_survive_a_rotation_of_the_secret_key():
     assert retired.rederived_receipt_token(report, before.secret_key_id) is None
 
 
-def test_null_optional_fields_are_dropped_without_copying_otherwise():
-    body = {"request_id": "r", "usage": {"raw": {"x": None}}, "answer": {"digest": "d"}}
+def test_null_optional_fields_are_dropped_without_copying_otherwise() -> None:
+    body: dict[str, Any] = {"request_id": "r", "usage": {"raw": {"x": None}}, "answer": {"digest": "d"}}
     assert normalised_report(body) is body  # a null inside the verbatim raw usage is content
     spelled = {**body, "signature": None, "usage": {"raw": None}, "answer": {"digest": "d", "text": None}}
     assert normalised_report(spelled) == {"request_id": "r", "usage": {}, "answer": {"digest": "d"}}
     assert spelled["signature"] is None and spelled["answer"]["text"] is None  # the input is left alone
 
 
-def test_identifiers():
+def test_identifiers() -> None:
     for bad in ("a\nb", "a\u202eb", "a\u2066b", "a\u200bb", "\ufeffa", "a\ue000", "a\u2028b"):
         with pytest.raises(ValueError, match="U\\+"):
             check_identifier(bad)
@@ -124,7 +129,7 @@ def test_identifiers():
 
 
 @pytest.mark.parametrize("size", [100, 5000, 2**20, 2**24])
-def test_an_exposure_plan_is_bounded_whatever_the_claim(size):
+def test_an_exposure_plan_is_bounded_whatever_the_claim(size: int) -> None:
     from auditor.semantic.exposure import plan_exposure
 
     policy = exposure_policy(size, 16)
@@ -137,7 +142,7 @@ def test_an_exposure_plan_is_bounded_whatever_the_claim(size):
     assert again == plan  # re-derived from the seed, the same plan every round
 
 
-def _request(headers=(), client="10.0.0.1"):
+def _request(headers: Sequence[tuple[bytes, bytes]] = (), client: str = "10.0.0.1") -> Scope:
     return {
         "type": "http",
         "method": "POST",
@@ -147,16 +152,17 @@ def _request(headers=(), client="10.0.0.1"):
     }
 
 
-async def _call(app, scope, body_messages):
-    sent = []
+async def _call(app: ASGIApp, scope: Scope, body_messages: Iterable[Message]) -> Reply:
+    sent: list[Message] = []
     queue = list(body_messages)
 
-    async def receive():
+    async def receive() -> Message:
         if queue:
             return queue.pop(0)
         await asyncio.sleep(3600)  # a client that never sends the rest
+        raise AssertionError("the read timeout should have given up on this body long ago")
 
-    async def send(message):
+    async def send(message: Message) -> None:
         sent.append(message)
 
     await app(scope, receive, send)
@@ -164,13 +170,13 @@ async def _call(app, scope, body_messages):
     return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
 
 
-async def _ok(scope, receive, send):
+async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
     await receive()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-def test_a_body_that_never_arrives_is_408_within_the_read_timeout():
+def test_a_body_that_never_arrives_is_408_within_the_read_timeout() -> None:
     app = BodySizeLimit(_ok, max_bytes=1000, read_timeout=0.2)
     started = time.monotonic()
     status, headers, _ = asyncio.run(
@@ -180,7 +186,7 @@ def test_a_body_that_never_arrives_is_408_within_the_read_timeout():
     assert headers[b"content-type"] == b"application/problem+json"
 
 
-def test_rates_and_failed_authentications_are_limited_per_client():
+def test_rates_and_failed_authentications_are_limited_per_client() -> None:
     settings = Settings(
         rate_limit_address_per_second=5,
         rate_limit_key_per_second=2,
@@ -188,7 +194,7 @@ def test_rates_and_failed_authentications_are_limited_per_client():
         auth_failures_per_minute=3,
     )
 
-    async def scenario():
+    async def scenario() -> tuple[list[int], Reply, Reply, list[int]]:
         app = RequestLimits(_ok, settings, LocalLimiter())
         key = [(b"authorization", b"Bearer coin_x_y")]
         statuses = [(await _call(app, _request(key), [{"type": "http.request"}]))[0] for _ in range(4)]
@@ -197,7 +203,7 @@ def test_rates_and_failed_authentications_are_limited_per_client():
             app, _request([(b"authorization", b"Bearer other")]), [{"type": "http.request"}]
         )
 
-        async def unauthorized(scope, receive, send):
+        async def unauthorized(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "http.response.start", "status": 401, "headers": []})
             await send({"type": "http.response.body", "body": b"{}"})
 
@@ -213,13 +219,13 @@ def test_rates_and_failed_authentications_are_limited_per_client():
     assert failures == [401, 401, 401, 401, 429, 429]  # a minute's failures, then refused outright
 
 
-def test_requests_in_flight_are_capped_per_address():
+def test_requests_in_flight_are_capped_per_address() -> None:
     settings = Settings(max_requests_in_flight_per_address=2)
 
-    async def scenario():
+    async def scenario() -> tuple[Reply, list[int], int, dict[str, int]]:
         release = asyncio.Event()
 
-        async def slow(scope, receive, send):
+        async def slow(scope: Scope, receive: Receive, send: Send) -> None:
             await release.wait()
             await _ok(scope, receive, send)
 
@@ -236,10 +242,10 @@ def test_requests_in_flight_are_capped_per_address():
     assert in_flight == {}  # nothing left counted once the requests are done
 
 
-def test_the_limiter_forgets_empty_buckets():
+def test_the_limiter_forgets_empty_buckets() -> None:
     limiter = LocalLimiter(max_keys=10)
 
-    async def fill():
+    async def fill() -> None:
         for i in range(11):
             await limiter.take([Bucket(f"k{i}", 0.001, 1.0)])
         await asyncio.sleep(0.05)  # every bucket is full again: nothing to remember
@@ -249,7 +255,7 @@ def test_the_limiter_forgets_empty_buckets():
     assert set(limiter._tats) == {"late"}
 
 
-def test_metrics_are_summed_across_processes(tmp_path):
+def test_metrics_are_summed_across_processes(tmp_path: Path) -> None:
     """`--workers 2`: each process counts its own; with PROMETHEUS_MULTIPROC_DIR, /metrics sums them."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
     count = "from service.metrics import REPORTS; REPORTS.labels('stored').inc({n})"

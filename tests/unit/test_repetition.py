@@ -8,13 +8,14 @@ import dataclasses
 import json
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import blake3
 import numpy as np
 import pytest
 
 from auditor.protocol.challenge import Challenge, detection_probability
-from auditor.protocol.commitment import Commitment, PublicCommitment, Response, commit
+from auditor.protocol.commitment import Commitment, Openings, PublicCommitment, Response, commit
 from auditor.protocol.copies import COPY_RULE, copy_figures, find_copies, profile_values
 from auditor.protocol.errors import EncodingError, ProtocolError
 from auditor.protocol.fingerprint import EMBED_DIM, FloatArray, decode_token
@@ -30,7 +31,7 @@ from auditor.protocol.repetition import (
     ngram_hashes,
     profile_digest,
 )
-from auditor.protocol.verify import verify_response
+from auditor.protocol.verify import Verification, verify_response
 from auditor.semantic.exposure import ExposurePolicy, min_run_for, plan_exposure, run_lengths
 
 SECRET = bytes(range(32))
@@ -63,11 +64,11 @@ def words(n: int, seed: int = 0) -> list[bytes]:
     return [f" w{rng.randrange(10**9)}".encode() for _ in range(n)]
 
 
-def committed(tokens: list[bytes], version: str = "coin/2"):  # type: ignore[no-untyped-def]
+def committed(tokens: list[bytes], version: str = "coin/2") -> tuple[PublicCommitment, Openings]:
     return commit(tokens, "the answer", SECRET, block_size=16, embedder=EMBEDDER, version=version)
 
 
-def verify(public: PublicCommitment, challenge: Challenge, response: Response):  # type: ignore[no-untyped-def]
+def verify(public: PublicCommitment, challenge: Challenge, response: Response) -> Verification:
     wire = json.loads(json.dumps(response.to_json()))
     return verify_response(
         PublicCommitment.from_json(public.to_json()), challenge, Response.from_json(wire), embedder=EMBEDDER
@@ -82,7 +83,7 @@ def content_challenge(size: int, runs: Sequence[range]) -> Challenge:
 # --- known answers: the bytes of both versions, pinned ----------------------------------------------
 
 
-def test_known_answers_pin_coin1_and_coin2_bytes():
+def test_known_answers_pin_coin1_and_coin2_bytes() -> None:
     tokens = [b" The", b" answer", b" is", b" 4", b".", b" The", b" answer", b" is", b" 4", b"."]
     coin1, _ = committed(tokens, "coin/1")
     coin2, openings = committed(tokens)
@@ -111,7 +112,7 @@ KAT = {
 }
 
 
-def test_primitives_follow_the_spec():
+def test_primitives_follow_the_spec() -> None:
     """h(g), b(g), k_b and r as auditor/protocol/repetition.py writes them, computed independently."""
     tokens = [b"a", b"bb", b"ccc", b"dddd", b"e"]
     framed = [len(t).to_bytes(4, "little") + t for t in tokens]
@@ -126,7 +127,7 @@ def test_primitives_follow_the_spec():
     assert profile_digest(b"xy") == blake3.blake3(b"coin/2/profile" + b"xy").digest()
 
 
-def test_checkable_positions_need_the_whole_ngram():
+def test_checkable_positions_need_the_whole_ngram() -> None:
     assert checkable_positions([5, 6, 7, 8]) == [8]
     assert checkable_positions([0, 1, 2]) == [0, 1, 2]  # the first n-grams are shorter
     assert checkable_positions([3, 5, 6, 7, 9]) == []
@@ -150,18 +151,18 @@ def test_checkable_positions_need_the_whole_ngram():
         ([1, 2, 3], []),
     ],
 )
-def test_find_copies_vectors(values, copies):
+def test_find_copies_vectors(values: list[int], copies: list[tuple[int, int, int, int, int]]) -> None:
     found = find_copies(np.array(values, dtype=np.uint64))
     got = list(zip(found.start, found.end, found.offset, found.matched, found.second, strict=True))
     assert [tuple(int(x) for x in row) for row in got] == copies
 
 
-def test_find_copies_counts_as_many_repeats_as_asked():
+def test_find_copies_counts_as_many_repeats_as_asked() -> None:
     loop = np.array([7, 8, 9] * 4, dtype=np.uint64)  # each value occurs four times: three repeats
     assert [int(find_copies(loop, repeats=r).second[0]) for r in (1, 2, 3, 4)] == [3, 6, 9, 9]
 
 
-def test_a_pasted_span_is_one_copy_at_a_constant_offset():
+def test_a_pasted_span_is_one_copy_at_a_constant_offset() -> None:
     base = words(200)
     tokens = base[:120] + base[20:60] + base[120:]  # 40 tokens pasted 60 positions after their source
     found = find_copies(profile_values(committed(tokens)[1].repetition.profile))  # type: ignore[union-attr]
@@ -172,7 +173,7 @@ def test_a_pasted_span_is_one_copy_at_a_constant_offset():
     assert figures.copied == figures.repeated == 40 and figures.copies == 1
 
 
-def test_an_edited_word_does_not_break_a_copy():
+def test_an_edited_word_does_not_break_a_copy() -> None:
     base = words(300)
     copy = list(base[10:90])
     copy[40] = b" edited"
@@ -181,7 +182,7 @@ def test_an_edited_word_does_not_break_a_copy():
     assert (found.end - found.start).max() > 70  # one copy across the edit (a gap of NGRAM positions)
 
 
-def test_a_loop_counts_one_period_of_copied_mass():
+def test_a_loop_counts_one_period_of_copied_mass() -> None:
     loop = words(30, seed=1) * 6  # a period of 30 tokens repeated six times
     tokens = words(400, seed=2) + loop
     figures = copy_figures(committed(tokens)[1].repetition.profile)  # type: ignore[union-attr]
@@ -189,7 +190,7 @@ def test_a_loop_counts_one_period_of_copied_mass():
     assert figures.repeated == 0  # the copy overlaps its own source: a loop, not text pasted elsewhere
 
 
-def test_copied_spans_fails_a_trace_pasted_twice_and_passes_it_once():
+def test_copied_spans_fails_a_trace_pasted_twice_and_passes_it_once() -> None:
     tokens = words(600, seed=3)
     for doubled, outcome in ((tokens, "pass"), (tokens + tokens, "fail")):
         public, openings = committed(doubled)
@@ -203,7 +204,7 @@ def test_copied_spans_fails_a_trace_pasted_twice_and_passes_it_once():
 # --- binding: the profile is the committed one, and checkable where the n-gram is revealed -----------
 
 
-def test_honest_profile_is_bound_and_recomputed():
+def test_honest_profile_is_bound_and_recomputed() -> None:
     tokens = words(320, seed=4)
     public, openings = committed(tokens)
     challenge = content_challenge(len(tokens), [range(40, 44), range(100, 101), range(200, 206)])
@@ -216,7 +217,7 @@ def test_honest_profile_is_bound_and_recomputed():
     assert profile.figure == 4 and "0.185" in profile.detail  # 1 - 0.95^4
 
 
-def test_a_profile_swapped_after_the_report_fails():
+def test_a_profile_swapped_after_the_report_fails() -> None:
     tokens = words(100, seed=5)
     public, openings = committed(tokens)
     other = committed(words(100, seed=6))[1].repetition
@@ -233,7 +234,7 @@ def test_a_profile_swapped_after_the_report_fails():
         assert why in result.failed[0].detail
 
 
-def test_bucket_keys_must_be_the_committed_ones():
+def test_bucket_keys_must_be_the_committed_ones() -> None:
     tokens = words(100, seed=7)
     public, openings = committed(tokens)
     challenge = content_challenge(100, [range(20, 24)])
@@ -248,7 +249,7 @@ def test_bucket_keys_must_be_the_committed_ones():
         assert [c.name for c in result.failed] == ["repetition_profile"] and why in result.failed[0].detail
 
 
-def lying(tokens: list[bytes], lied: set[int], seed: int):  # type: ignore[no-untyped-def]
+def lying(tokens: list[bytes], lied: set[int], seed: int) -> tuple[PublicCommitment, Openings]:
     """A provider that commits fresh fingerprints at `lied` positions — consistently, in the profile it
     digests into its report and sends — to hide what they repeat."""
     public, openings = committed(tokens)
@@ -264,7 +265,7 @@ def lying(tokens: list[bytes], lied: set[int], seed: int):  # type: ignore[no-un
     return dataclasses.replace(public, commitment=commitment), openings
 
 
-def test_a_lied_profile_hides_a_copy_from_copied_spans_but_not_where_the_ngram_is_revealed():
+def test_a_lied_profile_hides_a_copy_from_copied_spans_but_not_where_the_ngram_is_revealed() -> None:
     base = words(400, seed=8)
     tokens = base + base  # copied_spans would fail this trace ...
     lied = set(range(400, 800))  # ... so the liar gives every copied position a fresh fingerprint
@@ -279,7 +280,7 @@ def test_a_lied_profile_hides_a_copy_from_copied_spans_but_not_where_the_ngram_i
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.3])
-def test_a_lied_profile_is_caught_at_the_predicted_rate(fraction):
+def test_a_lied_profile_is_caught_at_the_predicted_rate(fraction: float) -> None:
     """Positions lied independently with probability `fraction`; each audit's coin/2 exposure plan
     recomputes c fingerprints, so it catches the lie with probability 1 - (1 - fraction)^c."""
     size = 4000
@@ -300,7 +301,7 @@ def test_a_lied_profile_is_caught_at_the_predicted_rate(fraction):
     assert abs(np.mean(caught) - expected) < 3 * np.sqrt(expected * (1 - expected) / n) + 0.02
 
 
-def test_the_coin2_plan_opens_whole_ngrams_within_the_same_token_budget():
+def test_the_coin2_plan_opens_whole_ngrams_within_the_same_token_budget() -> None:
     assert run_lengths(20, 15) == [2] * 5 + [1] * 10  # coin/1: unchanged
     assert run_lengths(20, 15, NGRAM) == [4, 2, 2] + [1] * 12
     assert run_lengths(100, 20, NGRAM) == [5] * 20
@@ -314,7 +315,7 @@ def test_the_coin2_plan_opens_whole_ngrams_within_the_same_token_budget():
 # --- versions and the wire ---------------------------------------------------------------------------
 
 
-def test_coin1_still_verifies_and_refuses_a_profile():
+def test_coin1_still_verifies_and_refuses_a_profile() -> None:
     tokens = words(100, seed=11)
     public, openings = committed(tokens, "coin/1")
     assert public.commitment.repetition is None and "repetition" not in public.commitment.to_json()
@@ -341,7 +342,7 @@ def test_coin1_still_verifies_and_refuses_a_profile():
         ({"version": "coin/3"}, "unsupported"),
     ],
 )
-def test_bad_coin2_commitment_json_is_a_typed_error(patch, message):
+def test_bad_coin2_commitment_json_is_a_typed_error(patch: dict[str, Any], message: str) -> None:
     public, _ = committed(words(40))
     with pytest.raises(ProtocolError, match=message):
         Commitment.from_json({**public.commitment.to_json(), **patch})
@@ -360,14 +361,16 @@ def test_bad_coin2_commitment_json_is_a_typed_error(patch, message):
         ({"keys": [{"bucket": True, "key": "00" * 32, "proof": []}]}, ProtocolError, "expected int"),
     ],
 )
-def test_bad_repetition_json_is_a_typed_error(patch, error, message):
+def test_bad_repetition_json_is_a_typed_error(
+    patch: dict[str, Any], error: type[Exception], message: str
+) -> None:
     _, openings = committed(words(40))
     body = {**openings.respond([0], [0]).to_json()["repetition"], **patch}
     with pytest.raises(error, match=message):
         Response.from_json({"openings": [], "repetition": body})
 
 
-def test_what_is_sent_stays_under_eight_bytes_a_token():
+def test_what_is_sent_stays_under_eight_bytes_a_token() -> None:
     tokens = words(5000, seed=12)
     public, openings = committed(tokens)
     plan = plan_exposure(5000, 16, ExposurePolicy(), random.Random(1), min_run_for("coin/2"))

@@ -44,7 +44,7 @@ from service.settings import Settings, get_settings
 from tests.conftest import REPO_ROOT
 
 
-def test_a_score_is_an_hmac_under_the_days_key_which_discloses_no_other_day():
+def test_a_score_is_an_hmac_under_the_days_key_which_discloses_no_other_day() -> None:
     key = ScheduleKey("k" * 40)
     report = uuid.UUID("6a0e2b8c-54c7-4b59-8f0e-6f7f4f1b9a21")
     day_key = hmac.digest(b"k" * 40, b"coin-schedule/1:2026-12-14", "sha256")
@@ -57,7 +57,7 @@ def test_a_score_is_an_hmac_under_the_days_key_which_discloses_no_other_day():
     assert ScheduleKey.derived("s" * 40).key_id != ScheduleKey("s" * 40).key_id
 
 
-def test_a_score_is_below_a_share_as_a_fraction_of_2_to_the_256():
+def test_a_score_is_below_a_share_as_a_fraction_of_2_to_the_256() -> None:
     assert score_below("00" * 32, 1e-9) and not score_below("00" * 32, 0.0)
     assert score_below("7f" + "ff" * 31, 0.5) and not score_below("80" + "00" * 31, 0.5)
     assert score_below("ff" * 32, 1.0)
@@ -66,7 +66,7 @@ def test_a_score_is_below_a_share_as_a_fraction_of_2_to_the_256():
     assert 850 < drawn < 1150  # a quarter, give or take five standard deviations
 
 
-def test_policy_terms_default_their_escalation_and_refuse_what_is_out_of_range():
+def test_policy_terms_default_their_escalation_and_refuse_what_is_out_of_range() -> None:
     terms = PolicyTerms("math", 0.3, 2).resolved()
     assert (terms.escalated_share, terms.escalated_min_per_day) == (1.0, 8)
     assert (terms.clean_audits, terms.warning_e_value) == (5, 10.0)
@@ -83,7 +83,7 @@ def test_policy_terms_default_their_escalation_and_refuse_what_is_out_of_range()
             bad.resolved()
 
 
-def test_a_webhook_signature_covers_the_timestamp_and_the_body():
+def test_a_webhook_signature_covers_the_timestamp_and_the_body() -> None:
     body = b'{"kind":"audit.failed"}'
     signature = webhook_signature("secret", 1_765_000_000, body)
     expected = hmac.new(b"secret", b"1765000000." + body, hashlib.sha256).hexdigest()
@@ -91,7 +91,7 @@ def test_a_webhook_signature_covers_the_timestamp_and_the_body():
     assert webhook_signature("secret", 1_765_000_001, body) != signature  # a replay with a new timestamp
 
 
-def test_the_shipped_calibration_goes_with_the_shipped_heads():
+def test_the_shipped_calibration_goes_with_the_shipped_heads() -> None:
     shipped = shipped_calibration()
     assert shipped.heads == checkpoint_id_of(WEIGHTS_DIR / CHECKPOINT_NAME), (
         "auditor/semantic/weights/heads.pt changed: refit service/monitoring/shipped_calibration.json "
@@ -103,7 +103,7 @@ def test_the_shipped_calibration_goes_with_the_shipped_heads():
     assert shipped.policy.to_json() == reported["calibration"]  # the run docs/evaluation.md reports
 
 
-def test_a_domains_calibration_bounds_its_references_honest_rates():
+def test_a_domains_calibration_bounds_its_references_honest_rates() -> None:
     scores = [1.0] * 38 + [0.01, 0.001]  # one reference under 0.05, one under 0.006 and 0.05
     rates, policy = reference_policy("math", scores)
     assert (rates.honest_audits, rates.honest_flags) == (40, (1, 2))
@@ -119,7 +119,7 @@ def test_a_domains_calibration_bounds_its_references_honest_rates():
         reference_policy("math", [])
 
 
-def test_reference_traces_are_read_one_per_line(tmp_path: Path):
+def test_reference_traces_are_read_one_per_line(tmp_path: Path) -> None:
     path = tmp_path / "refs.jsonl"
     rows = [
         {"id": "a", "reasoning": "think", "answer": "42", "domain": "math"},
@@ -135,7 +135,7 @@ def test_reference_traces_are_read_one_per_line(tmp_path: Path):
         read_reference_traces(path, "math")
 
 
-def test_a_coin_receipt_2_is_served_without_the_field_it_lacks():
+def test_a_coin_receipt_2_is_served_without_the_field_it_lacks() -> None:
     receipt = {
         "version": "coin-receipt/2", "report_id": str(uuid.uuid4()), "provider_id": str(uuid.uuid4()),
         "request_id": "r", "digest": "ab" * 32, "received_at": "2026-01-01T00:00:00.000000+00:00",
@@ -177,7 +177,9 @@ def _kinds(context: ServiceContext) -> list[str]:
         return list(session.scalars(select(AuditEvent.kind).order_by(AuditEvent.seq)))
 
 
-def test_a_policy_escalates_on_failure_or_evidence_and_returns_to_base_after_a_clean_run(embedded):
+def test_a_policy_escalates_on_failure_or_evidence_and_returns_to_base_after_a_clean_run(
+    embedded: ServiceContext,
+) -> None:
     provider_id = _provider(embedded, domain="math", share=0.1, min_per_day=1, clean_audits=2)
 
     def verdict(outcome: Outcome, e_value: float = 1.0, alarm: bool = False) -> tuple[PolicyLevel, int]:
@@ -221,7 +223,9 @@ def _evidence_statement(outcome: str, p_value: float | None) -> dict[str, object
             "request_id": "q", "reasoning_tokens": 10, "decided_at": "t"}  # fmt: skip
 
 
-def test_the_monitor_counts_each_verdict_and_alarms_at_the_first_proof_failure(embedded):
+def test_the_monitor_counts_each_verdict_and_alarms_at_the_first_proof_failure(
+    embedded: ServiceContext,
+) -> None:
     provider_id = _provider(embedded)  # no policy: the shipped calibration, nothing to escalate
     audit = Audit(id=uuid.uuid4(), provider_id=provider_id)  # record_verdict reads its ids only
     for outcome, p_value in (("pass", 0.5), ("pass", 0.9), ("fail", None)):
@@ -240,7 +244,9 @@ def test_the_monitor_counts_each_verdict_and_alarms_at_the_first_proof_failure(e
     assert _kinds(embedded).count("monitor.alarm") == 1
 
 
-def test_a_past_days_schedule_key_is_disclosed_once_no_draw_can_use_it(embedded, monkeypatch, tmp_path):
+def test_a_past_days_schedule_key_is_disclosed_once_no_draw_can_use_it(
+    embedded: ServiceContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     provider_id = _provider(embedded, domain="math", share=0.1, min_per_day=1)
     now = utcnow()
     today, yesterday = now.date(), now.date() - timedelta(days=1)

@@ -5,6 +5,7 @@ identical embeddings, different texts unrelated ones) so that the rule checks ar
 model; the `model` tests load the real Embd once (module-scoped) with the packaged heads."""
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import blake3
@@ -14,12 +15,12 @@ import pytest
 from auditor.protocol.challenge import Challenge
 from auditor.protocol.commitment import commit
 from auditor.protocol.errors import ChallengeError, ModelError, ProtocolError
-from auditor.protocol.fingerprint import EMBED_DIM
-from auditor.protocol.tokenize import get_tokenizer
-from auditor.protocol.verify import OpenedTrace, verify_response
+from auditor.protocol.fingerprint import EMBED_DIM, FloatArray
+from auditor.protocol.tokenize import Tokenizer, get_tokenizer
+from auditor.protocol.verify import CheckResult, OpenedTrace, SemanticCheck, verify_response
 from auditor.research.attacks import AttackContext
 from auditor.research.evaluation.run import Auditor, EvalConfig
-from auditor.research.traces import load_traces
+from auditor.research.traces import Trace, load_traces
 from auditor.semantic.calibration import PLANNED_BANDS, domain_shift, flagged_share, verifier_bands
 from auditor.semantic.checks import (
     FEATURE_NAMES,
@@ -34,7 +35,7 @@ from auditor.semantic.checks import (
     verifier_statistic,
 )
 from auditor.semantic.exposure import ExposurePolicy, plan_exposure
-from auditor.semantic.heads import load_heads
+from auditor.semantic.heads import HeadBundle, load_heads
 from auditor.semantic.tokenization import merges_when_retokenized, proves_split
 
 TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces"
@@ -46,7 +47,7 @@ class HashEmbedder:
 
     embd_id = "all-MiniLM-L6-v2@hash-stand-in-00"
 
-    def embed_texts(self, texts):
+    def embed_texts(self, texts: Sequence[str]) -> FloatArray:
         out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
         for k, text in enumerate(texts):
             seed = int.from_bytes(blake3.blake3(text.encode()).digest()[:8], "little")
@@ -54,17 +55,17 @@ class HashEmbedder:
             out[k] = v / np.linalg.norm(v)
         return out
 
-    def embed_tokens(self, tokens):
+    def embed_tokens(self, tokens: Sequence[bytes]) -> FloatArray:
         return self.embed_texts([t.decode("utf-8", errors="replace") for t in tokens])
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
+def tokenizer() -> Tokenizer:
     return get_tokenizer("qwen2")
 
 
 @pytest.fixture(scope="module")
-def heads():
+def heads() -> HeadBundle:
     bundle = load_heads()
     bundle.embd_id = HashEmbedder().embd_id  # the rule checks below do not depend on the embedding model
     # Fixed thresholds, so that each check's logic is tested, not this checkpoint's calibration.
@@ -73,29 +74,31 @@ def heads():
 
 
 @pytest.fixture(scope="module")
-def suite(heads, tokenizer):
+def suite(heads: HeadBundle, tokenizer: Tokenizer) -> SemanticSuite:
     return SemanticSuite(heads, tokenizer)
 
 
-def opened_for(tokens, challenge, answer="The answer is 42."):
+def opened_for(tokens: list[bytes], challenge: Challenge, answer: str = "The answer is 42.") -> OpenedTrace:
     embedder = HashEmbedder()
     public, openings = commit(tokens, answer, bytes(32), block_size=B, embedder=embedder)
     response = openings.respond(challenge.indices, challenge.content_indices)
-    captured = []
+    captured: list[OpenedTrace] = []
 
-    def capture(opened: OpenedTrace):
-        captured.append(opened)
-        from auditor.protocol.verify import CheckResult
+    class Capture:  # a SemanticCheck that keeps what it is shown
+        name = "capture"
 
-        return CheckResult("capture", "pass")
+        def __call__(self, opened: OpenedTrace) -> CheckResult:
+            captured.append(opened)
+            return CheckResult("capture", "pass")
 
-    capture.name = "capture"
-    verification = verify_response(public, challenge, response, embedder=embedder, semantic_checks=[capture])
+    verification = verify_response(
+        public, challenge, response, embedder=embedder, semantic_checks=[Capture()]
+    )
     assert verification.passed, verification.to_json()
     return captured[0]
 
 
-def challenge_for(size, blocks, tokens):
+def challenge_for(size: int, blocks: Sequence[int], tokens: Sequence[int]) -> Challenge:
     return Challenge(size, B, (0, size - 1), tuple(blocks), tuple(tokens))
 
 
@@ -161,17 +164,17 @@ VOCABULARY = [
 ]
 
 
-def words(n):
+def words(n: int) -> list[bytes]:
     """n distinct-looking single tokens (common words cycled with a line break every 16)."""
     return [(" " + VOCABULARY[k % len(VOCABULARY)]).encode() for k in range(n)]
 
 
-def check(suite, name):
+def check(suite: SemanticSuite, name: str) -> SemanticCheck:
     """The suite's check called `name`."""
     return next(c for c in suite.checks() if c.name == name)
 
 
-def test_duplicate_blocks_are_caught(suite, tokenizer):
+def test_duplicate_blocks_are_caught(suite: SemanticSuite, tokenizer: Tokenizer) -> None:
     assert all(tokenizer.is_token(t) for t in words(64))
     honest = words(64)
     copied = honest[:16] + honest[16:32] + honest[:16] + honest[48:]  # block 2 repeats block 0
@@ -183,7 +186,7 @@ def test_duplicate_blocks_are_caught(suite, tokenizer):
     assert result.figure == pytest.approx(1.0, abs=1e-3) and result.threshold == 0.999
 
 
-def test_a_block_of_one_repeated_token_is_caught(suite):
+def test_a_block_of_one_repeated_token_is_caught(suite: SemanticSuite) -> None:
     repeated = check(suite, "repeated_token")
     honest = words(64)
     padded = honest[:40] + [b"."] * 24  # CoIn's padding: the last token repeated, blocks 3 and the tail
@@ -201,12 +204,14 @@ def test_a_block_of_one_repeated_token_is_caught(suite):
     assert repeated(opened_for(words(33), challenge_for(33, [2], [32]))).passed
 
 
-def test_rebuilt_texts_are_embedded_once_and_the_cache_is_bounded(heads, tokenizer, monkeypatch):
+def test_rebuilt_texts_are_embedded_once_and_the_cache_is_bounded(
+    heads: HeadBundle, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     class Counting(HashEmbedder):
-        def __init__(self):
-            self.texts = []
+        def __init__(self) -> None:
+            self.texts: list[str] = []
 
-        def embed_texts(self, texts):
+        def embed_texts(self, texts: Sequence[str]) -> FloatArray:
             self.texts.extend(texts)
             return super().embed_texts(texts)
 
@@ -222,7 +227,7 @@ def test_rebuilt_texts_are_embedded_once_and_the_cache_is_bounded(heads, tokeniz
     assert embedder.texts == ["a a", "b b", "c c", "b b"]
 
 
-def test_tokens_outside_the_vocabulary_are_caught(suite):
+def test_tokens_outside_the_vocabulary_are_caught(suite: SemanticSuite) -> None:
     tokens = words(32)
     tokens[5] = b"\xff\xfe-not-a-token-\xfd"
     result = check(suite, "vocabulary")(opened_for(tokens, challenge_for(32, [0], [5])))
@@ -234,7 +239,7 @@ def test_tokens_outside_the_vocabulary_are_caught(suite):
     assert check(suite, "vocabulary")(opened_for(words(32), challenge_for(32, [0], [5]))).passed
 
 
-def test_split_words_are_caught_by_retokenization(suite, tokenizer):
+def test_split_words_are_caught_by_retokenization(suite: SemanticSuite, tokenizer: Tokenizer) -> None:
     assert tokenizer.tokenize(" computation") == [b" computation"]
     assert merges_when_retokenized(b" comput", b"ation", tokenizer)
     assert not merges_when_retokenized(b" the", b" cat", tokenizer)
@@ -248,7 +253,9 @@ def test_split_words_are_caught_by_retokenization(suite, tokenizer):
     assert retokenization(opened_for(words(32), challenge_for(32, [0], [8, 9]))).passed
 
 
-def test_a_token_cut_where_no_honest_tokenization_cuts_is_proof(suite, tokenizer):
+def test_a_token_cut_where_no_honest_tokenization_cuts_is_proof(
+    suite: SemanticSuite, tokenizer: Tokenizer
+) -> None:
     # " computation" is one token; no context makes the tokenizer cut it after " comput".
     assert proves_split(b" comput", b"ation", tokenizer)
     # Honest pairs that merge when re-tokenized alone sit on a pre-tokenizer chunk boundary: a space
@@ -266,7 +273,7 @@ def test_a_token_cut_where_no_honest_tokenization_cuts_is_proof(suite, tokenizer
     assert check(suite, "split_token")(opened_for(split, challenge_for(33, [0], [8, 10]))).passed
 
 
-def test_checks_report_figures_and_the_verifier_is_sequential(suite):
+def test_checks_report_figures_and_the_verifier_is_sequential(suite: SemanticSuite) -> None:
     tokens = words(400)
     plan = plan_exposure(400, B, ExposurePolicy(), random.Random(0))
     first = opened_for(tokens, plan.challenge(0))
@@ -294,7 +301,7 @@ def test_checks_report_figures_and_the_verifier_is_sequential(suite):
     assert check(suite, "verifier")(last).outcome in ("pass", "suspect")
 
 
-def test_gaps_are_taken_against_the_median_of_the_other_blocks():
+def test_gaps_are_taken_against_the_median_of_the_other_blocks() -> None:
     measures = np.array([[1.0, 10.0], [2.0, 10.0], [4.0, 10.0], [100.0, 10.0]], dtype=np.float32)
     gaps = gaps_to_others(measures)
     assert gaps[3, 0] == pytest.approx(100.0 - 2.0)  # median of 1, 2, 4
@@ -303,7 +310,7 @@ def test_gaps_are_taken_against_the_median_of_the_other_blocks():
     assert not gaps_to_others(measures[:1]).any()
 
 
-def test_block_p_values_are_conformal_in_the_body_and_exponential_in_the_tail():
+def test_block_p_values_are_conformal_in_the_body_and_exponential_in_the_tail() -> None:
     null = np.sort(np.random.default_rng(0).exponential(size=10_000))
     p = block_p_values(np.array([0.0, 1.0, 3.0]), null)
     assert p[0] == pytest.approx(1.0)
@@ -315,14 +322,15 @@ def test_block_p_values_are_conformal_in_the_body_and_exponential_in_the_tail():
     assert np.all(np.diff(block_p_values(np.linspace(-1, 30, 200), null)) <= 0)
 
 
-def test_verifier_bands_hold_every_domain_at_alpha_whatever_the_length():
+def test_verifier_bands_hold_every_domain_at_alpha_whatever_the_length() -> None:
     """Honest traces whose smallest block p-value shrinks with the number of blocks (more blocks, more
     chances for an odd one), in two domains, one more unusual than the other: each band's threshold is
     the more cautious domain's, so in every band neither domain is flagged above alpha."""
     rng = np.random.default_rng(0)
     alpha = 0.01
 
-    def traces(n, spread):  # smallest of `planned` uniform p-values, spread times more unusual
+    def traces(n: int, spread: float) -> list[tuple[int, float]]:
+        # smallest of `planned` uniform p-values, spread times more unusual
         planned = rng.integers(2, 200, size=n)
         return [(int(k), float(rng.uniform(size=k).min() / spread)) for k in planned]
 
@@ -341,14 +349,14 @@ def test_verifier_bands_hold_every_domain_at_alpha_whatever_the_length():
     assert np.mean(calm) < alpha / 2
 
 
-def test_the_domain_shift_margin_holds_a_domain_beyond_the_calibration_at_alpha():
+def test_the_domain_shift_margin_holds_a_domain_beyond_the_calibration_at_alpha() -> None:
     """Two calibration domains, the second twice as unusual as the first: left out, it is flagged at about
     twice alpha by the first's thresholds, so the margin is about 2 — and a new domain twice as unusual
     again is then flagged at about alpha, where the plain composite null would flag it at about 2 alpha."""
     rng = np.random.default_rng(1)
     alpha = 0.01
 
-    def traces(n, spread):
+    def traces(n: int, spread: float) -> list[tuple[int, float]]:
         planned = rng.integers(2, 200, size=n)
         return [(int(k), float(rng.uniform(size=k).min() / spread)) for k in planned]
 
@@ -363,7 +371,7 @@ def test_the_domain_shift_margin_holds_a_domain_beyond_the_calibration_at_alpha(
     assert flagged_share(unseen, plain) >= 1.6 * alpha
 
 
-def test_verifier_bands_pool_sparse_domains_and_scale_empty_bands():
+def test_verifier_bands_pool_sparse_domains_and_scale_empty_bands() -> None:
     rows = {"a": [(3, 0.01 * k) for k in range(1, 40)], "b": [(3, 0.02 * k) for k in range(1, 40)]}
     bands, margin = verifier_bands(rows, 0.05, shift_margin=True)
     # No domain has 50 traces: no shift to measure.
@@ -375,7 +383,7 @@ def test_verifier_bands_pool_sparse_domains_and_scale_empty_bands():
     assert all(b.pass_level >= b.threshold for b in bands)
 
 
-def test_the_verifier_statistic_names_the_most_unusual_block(heads, tokenizer):
+def test_the_verifier_statistic_names_the_most_unusual_block(heads: HeadBundle, tokenizer: Tokenizer) -> None:
     codes = [np.asarray(HashEmbedder().embed_texts([f"block {k}"])[0] * 127, dtype=np.int8) for k in range(6)]
     blocks = tuple(RevealedBlock(k, codes[k], (16 * k,), (b" the",), codes[k][None, :]) for k in range(6))
     evidence = evidence_of(Revealed(24, codes[0], blocks), heads, tokenizer)
@@ -383,14 +391,14 @@ def test_the_verifier_statistic_names_the_most_unusual_block(heads, tokenizer):
     assert 0 < statistic.p_value <= 1 and statistic.worst_block in range(6)
 
 
-def test_binomial_tail():
+def test_binomial_tail() -> None:
     assert binomial_tail(0, 10, 0.1) == 1.0
     assert binomial_tail(1, 1, 1e-4) == pytest.approx(1e-4)
     assert binomial_tail(2, 3, 0.5) == pytest.approx(0.5)
     assert binomial_tail(1, 5, 0.01) == pytest.approx(1 - 0.99**5)
 
 
-def test_bad_evidence_is_a_typed_error(heads, tokenizer):
+def test_bad_evidence_is_a_typed_error(heads: HeadBundle, tokenizer: Tokenizer) -> None:
     block = RevealedBlock(
         0, np.zeros(EMBED_DIM, dtype=np.int8), (0,), (b" a",), np.zeros((1, EMBED_DIM), np.int8)
     )
@@ -413,11 +421,11 @@ def test_bad_evidence_is_a_typed_error(heads, tokenizer):
     assert not evidence.features.any()  # a lone block has nothing to be compared with
 
 
-def _moved(block, index):
+def _moved(block: RevealedBlock, index: int) -> RevealedBlock:
     return RevealedBlock(index, block.codes, block.token_indices, block.tokens, block.token_codes)
 
 
-def test_empty_traces_and_mismatches_are_refused(suite, heads):
+def test_empty_traces_and_mismatches_are_refused(suite: SemanticSuite, heads: HeadBundle) -> None:
     with pytest.raises(ProtocolError):
         commit([], "answer", bytes(32), block_size=B, embedder=HashEmbedder())
     with pytest.raises(ChallengeError):
@@ -441,7 +449,7 @@ def test_empty_traces_and_mismatches_are_refused(suite, heads):
 
 
 @pytest.fixture(scope="module")
-def real():
+def real() -> tuple[Auditor, AttackContext, list[Trace]]:
     from auditor.protocol.fingerprint import get_embedder
 
     embedder = get_embedder("cpu")
@@ -456,7 +464,9 @@ def real():
 
 
 @pytest.mark.model
-def test_real_honest_traces_pass_and_inflated_ones_fail(real):
+def test_real_honest_traces_pass_and_inflated_ones_fail(
+    real: tuple[Auditor, AttackContext, list[Trace]],
+) -> None:
     from auditor.research.attacks import inflate
 
     auditor, ctx, picked = real

@@ -20,7 +20,7 @@ EXPECTED_JOBS = {
 }
 
 
-def test_every_job_is_declared_once_with_its_queue():
+def test_every_job_is_declared_once_with_its_queue() -> None:
     jobs = registered_jobs()
     assert {name: job.queue for name, job in jobs.items()} == EXPECTED_JOBS
     periodic = {name for name, job in jobs.items() if job.every is not None}
@@ -34,7 +34,7 @@ def test_every_job_is_declared_once_with_its_queue():
     }
 
 
-def test_the_celery_app_and_beat_come_from_the_registry():
+def test_the_celery_app_and_beat_come_from_the_registry() -> None:
     from workers.app import make_celery
 
     settings = Settings(
@@ -61,7 +61,7 @@ def test_the_celery_app_and_beat_come_from_the_registry():
     }
 
 
-def test_a_bad_configuration_is_one_line_that_never_echoes_a_secret(monkeypatch):
+def test_a_bad_configuration_is_one_line_that_never_echoes_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     typo = "0123456789abcdef" * 3 + "0123456789abcde"  # 63 hex characters: one short
     monkeypatch.setenv("COIN_ENV", "production")
     monkeypatch.setenv("COIN_SIGNING_KEY", typo)
@@ -83,7 +83,7 @@ def test_a_bad_configuration_is_one_line_that_never_echoes_a_secret(monkeypatch)
     assert "COIN_SECRET_KEY" in line and "ab" * 32 not in line
 
 
-def test_an_unknown_environment_is_refused(monkeypatch):
+def test_an_unknown_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COIN_ENV", "staging")
     with pytest.raises(SettingsError, match="COIN_ENV"):
         load_settings()

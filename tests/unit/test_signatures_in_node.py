@@ -67,7 +67,7 @@ def write_signed(path: Path, signer: Signer, content: dict[str, Any], signature:
     return path
 
 
-def test_signed_verdict_verifies_in_node(node, tmp_path):
+def test_signed_verdict_verifies_in_node(node: str, tmp_path: Path) -> None:
     signer = Signer("5e" * 32, "x" * 32)
     content = statement()
     signature = signer.sign(content)
@@ -97,7 +97,7 @@ def test_signed_verdict_verifies_in_node(node, tmp_path):
     assert (result.returncode, result.stdout.strip()) == (0, b"ok"), result.stderr.decode()
 
 
-def test_numbers_and_key_order_match_javascript(node, tmp_path):
+def test_numbers_and_key_order_match_javascript(node: str, tmp_path: Path) -> None:
     """Python's JCS bytes are JavaScript's for many doubles (random bit patterns) and tricky keys."""
     rng = random.Random(8785)
     doubles = [0.0, 5e-324, 1.7976931348623157e308, 2.0**53, 1e16, 1e-6, 1e-7, 1e20, 1e21, 0.1 + 0.2]

@@ -10,7 +10,7 @@ from auditor.cli import build_app
 from service.security import Signer
 
 runner = CliRunner()
-STATEMENT = {
+STATEMENT: dict[str, object] = {
     "version": "coin-verdict/2",
     "audit_id": "1d4b2f3a-7c55-4e0b-b1a8-2f5c8d9e0a11",
     "request_id": "chatcmpl-9f2c4e1a",
@@ -35,7 +35,7 @@ def _verdict(signer: Signer, statement: dict[str, object]) -> dict[str, object]:
     return {"statement": statement, "signature": signer.sign(statement), "signing_key": signer.public_key_hex}
 
 
-def test_a_signed_verdict_verifies_and_names_its_outcome(tmp_path, signer):
+def test_a_signed_verdict_verifies_and_names_its_outcome(tmp_path: Path, signer: Signer) -> None:
     path = _verdict_file(tmp_path, _verdict(signer, STATEMENT))
     result = runner.invoke(build_app(), ["verify-verdict", path, "--key", signer.public_key_hex])
     assert result.exit_code == 0, result.output
@@ -47,7 +47,7 @@ def test_a_signed_verdict_verifies_and_names_its_outcome(tmp_path, signer):
     assert runner.invoke(build_app(), ["verify-verdict", whole]).exit_code == 0
 
 
-def test_a_changed_statement_or_another_key_is_refused(tmp_path, signer):
+def test_a_changed_statement_or_another_key_is_refused(tmp_path: Path, signer: Signer) -> None:
     verdict = _verdict(signer, STATEMENT)
     tampered = {**verdict, "statement": {**STATEMENT, "outcome": "pass"}}
     result = runner.invoke(build_app(), ["verify-verdict", _verdict_file(tmp_path, tampered)])
@@ -60,6 +60,6 @@ def test_a_changed_statement_or_another_key_is_refused(tmp_path, signer):
 @pytest.mark.parametrize(
     "document", [[], {"statement": {}}, {"statement": 5, "signature": "", "signing_key": ""}]
 )
-def test_what_is_not_a_verdict_is_exit_2(tmp_path, document):
+def test_what_is_not_a_verdict_is_exit_2(tmp_path: Path, document: object) -> None:
     result = runner.invoke(build_app(), ["verify-verdict", _verdict_file(tmp_path, document)])
     assert result.exit_code == 2 and "not a verdict" in result.stderr

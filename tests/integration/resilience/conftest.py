@@ -11,15 +11,16 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from service.database import Database
+from service.settings import Settings
 from tests.integration.resilience.support import ApiServer, Figures
-from tests.integration.support import WorkerProcess
+from tests.integration.support import CommittedRequest, WorkerProcess
 
 # The defaults of service/settings.py for recovery, instead of the integration suite's shortened ones.
 PRODUCTION_TIMINGS = {
@@ -51,7 +52,9 @@ def figures() -> Iterator[Figures]:
 
 
 @pytest.fixture(scope="session")
-def api(settings: Any, tmp_path_factory: pytest.TempPathFactory, figures: Figures) -> Iterator[ApiServer]:
+def api(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, figures: Figures
+) -> Iterator[ApiServer]:
     server = ApiServer(tmp_path_factory.mktemp("api"), figures, PRODUCTION_TIMINGS)
     server.start()
     yield server
@@ -59,7 +62,9 @@ def api(settings: Any, tmp_path_factory: pytest.TempPathFactory, figures: Figure
 
 
 @pytest.fixture(scope="session")
-def production_worker(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+def production_worker(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
     worker = WorkerProcess(tmp_path_factory.mktemp("celery"), nice=10)
     worker.start(**PRODUCTION_TIMINGS)
     yield worker
@@ -67,12 +72,12 @@ def production_worker(settings: Any, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="session")
-def committed(make_request: Any) -> list[Any]:
+def committed(make_request: Callable[..., CommittedRequest]) -> list[CommittedRequest]:
     """Traces committed once; each audit submits one under a fresh request id."""
     return [make_request(i) for i in range(4)]
 
 
 @pytest.fixture
-def http(api: ApiServer, clean_db: Any) -> Iterator[httpx.Client]:
+def http(api: ApiServer, clean_db: Database) -> Iterator[httpx.Client]:
     with api.client() as client:
         yield client

@@ -3,6 +3,7 @@ database's connections cut, the API SIGKILLed in the middle of 1,000-report batc
 with every audit done exactly once and the trail and every row it vouches for intact."""
 
 import math
+import random
 import threading
 import time
 import uuid
@@ -11,8 +12,10 @@ from typing import Any
 
 import httpx
 import psycopg
+import redis
 from sqlalchemy import func, select
 
+from service.database import Database
 from service.models import Report
 from tests.integration.resilience.conftest import PRODUCTION_TIMINGS
 from tests.integration.resilience.support import (
@@ -27,14 +30,23 @@ from tests.integration.resilience.support import (
     submit_copy,
     watch_until_done,
 )
-from tests.integration.support import PG_HOST, PG_PORT, PG_USER, TEST_DATABASE, delete_broker_keys
+from tests.integration.support import (
+    PG_HOST,
+    PG_PORT,
+    PG_USER,
+    TEST_DATABASE,
+    CommittedRequest,
+    ProviderAccount,
+    WorkerProcess,
+    delete_broker_keys,
+)
 
 AUDITS_PER_TRIAL = 2
 
 
 def _audit_trial(
-    name: str, fault: Callable[[], None], api: ApiServer, http: httpx.Client, database: Any, committed: list[Any],
-    figures: Figures, rng: Any,
+    name: str, fault: Callable[[], object], api: ApiServer, http: httpx.Client, database: Database,
+    committed: list[CommittedRequest], figures: Figures, rng: random.Random,
 ) -> None:  # fmt: skip
     provider = new_provider(http)
     audits = {}
@@ -57,8 +69,15 @@ def _audit_trial(
 
 
 def test_worker_killed_at_a_random_moment(
-    api, production_worker, http, database, committed, figures, rng, trials
-):
+    api: ApiServer,
+    production_worker: WorkerProcess,
+    http: httpx.Client,
+    database: Database,
+    committed: list[CommittedRequest],
+    figures: Figures,
+    rng: random.Random,
+    trials: int,
+) -> None:
     def kill() -> None:
         production_worker.kill()
         production_worker.start(**PRODUCTION_TIMINGS)
@@ -68,8 +87,16 @@ def test_worker_killed_at_a_random_moment(
 
 
 def test_redis_flushed_at_a_random_moment(
-    api, production_worker, http, database, committed, figures, rng, trials, redis_client
-):
+    api: ApiServer,
+    production_worker: WorkerProcess,
+    http: httpx.Client,
+    database: Database,
+    committed: list[CommittedRequest],
+    figures: Figures,
+    rng: random.Random,
+    trials: int,
+    redis_client: redis.Redis,
+) -> None:
     # This session's broker keys only: the Redis is shared, FLUSHDB would take other sessions' too.
     for _ in range(trials):
         _audit_trial(
@@ -98,8 +125,15 @@ def _cut_database_connections() -> None:
 
 
 def test_database_connections_cut_at_a_random_moment(
-    api, production_worker, http, database, committed, figures, rng, trials
-):
+    api: ApiServer,
+    production_worker: WorkerProcess,
+    http: httpx.Client,
+    database: Database,
+    committed: list[CommittedRequest],
+    figures: Figures,
+    rng: random.Random,
+    trials: int,
+) -> None:
     def cut() -> None:
         _cut_database_connections()
         database.engine.dispose()  # this test's own pool lost its connections too
@@ -111,14 +145,18 @@ def test_database_connections_cut_at_a_random_moment(
 BATCHES, BATCH = 3, 1000
 
 
-def _stored(database: Any, request_ids: list[str]) -> int:
+def _stored(database: Database, request_ids: list[str]) -> int:
     with database.unit_of_work() as session:
-        return int(
-            session.scalar(select(func.count()).select_from(Report).where(Report.request_id.in_(request_ids)))
+        stored = session.scalar(
+            select(func.count()).select_from(Report).where(Report.request_id.in_(request_ids))
         )
+        assert stored is not None
+        return int(stored)
 
 
-def _send_batches(api: ApiServer, provider: Any, batches: list[list[dict]], sent: list[int | None]) -> None:
+def _send_batches(
+    api: ApiServer, provider: ProviderAccount, batches: list[list[dict[str, Any]]], sent: list[int | None]
+) -> None:
     with api.client() as sender:
         for b, batch in enumerate(batches):
             try:
@@ -128,7 +166,16 @@ def _send_batches(api: ApiServer, provider: Any, batches: list[list[dict]], sent
             sent[b] = answer.status_code
 
 
-def test_api_killed_mid_batch(api, production_worker, http, database, committed, figures, rng, trials):
+def test_api_killed_mid_batch(
+    api: ApiServer,
+    production_worker: WorkerProcess,
+    http: httpx.Client,
+    database: Database,
+    committed: list[CommittedRequest],
+    figures: Figures,
+    rng: random.Random,
+    trials: int,
+) -> None:
     provider = new_provider(http)
     template = committed[0].report
     for trial in range(trials):
@@ -156,11 +203,11 @@ def test_api_killed_mid_batch(api, production_worker, http, database, committed,
             assert stored in (0, BATCH), f"a batch was partly stored: {stored} of {BATCH}"
         # The client sends again what got no answer; intake is idempotent, so everything is stored once.
         for b, batch in enumerate(batches):
-            answer = retrying(
-                lambda batch=batch: http.post(
-                    "/v1/reports/batch", json={"reports": batch}, headers=provider.headers
-                )
-            )
+
+            def resend(batch: list[dict[str, Any]] = batch) -> httpx.Response:
+                return http.post("/v1/reports/batch", json={"reports": batch}, headers=provider.headers)
+
+            answer = retrying(resend)
             statuses = {item["status"] for item in answer.json()["results"]}
             assert statuses <= {200, 201}, statuses
             if sent[b] == 200:

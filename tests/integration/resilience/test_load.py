@@ -6,14 +6,18 @@ import threading
 import time
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from sqlalchemy import func, select
 
 from bench.load import run
+from service.database import Database
 from service.jobs import Queue
 from service.models import PendingEvent
 from tests.integration.resilience.support import (
+    ApiServer,
+    Figures,
     HonestProvider,
     check_invariants,
     new_provider,
@@ -21,7 +25,7 @@ from tests.integration.resilience.support import (
     submit_copy,
     watch_until_done,
 )
-from tests.integration.support import BROKER_KEY_PREFIX, REDIS_URL, wait_for
+from tests.integration.support import BROKER_KEY_PREFIX, REDIS_URL, CommittedRequest, WorkerProcess, wait_for
 
 LOAD_SECONDS = float(os.environ.get("COIN_LOAD_SECONDS", "20"))
 LOAD_RATE = float(os.environ.get("COIN_LOAD_RATE", "200"))
@@ -39,7 +43,7 @@ def _errors(load: dict[str, Any]) -> dict[str, int]:
     return {k: n for k, n in load["failures"].items() if FULL_FORM or k != SHED}
 
 
-def _queues_drained(database: Any) -> bool:
+def _queues_drained(database: Database) -> bool:
     client = redis.Redis.from_url(REDIS_URL)
     try:
         depth = sum(int(client.llen(f"{BROKER_KEY_PREFIX}{queue.value}")) for queue in Queue)
@@ -52,9 +56,16 @@ def _queues_drained(database: Any) -> bool:
 
 # The load itself, then up to 300 s for the audits and 120 s for the queues (below), and the set-up.
 @pytest.mark.timeout(LOAD_SECONDS + 600)
-def test_sustained_load_with_audits_beside_it(api, production_worker, http, database, committed, figures):
+def test_sustained_load_with_audits_beside_it(
+    api: ApiServer,
+    production_worker: WorkerProcess,
+    http: httpx.Client,
+    database: Database,
+    committed: list[CommittedRequest],
+    figures: Figures,
+) -> None:
     provider = new_provider(http)
-    audits: dict[str, Any] = {}
+    audits: dict[str, CommittedRequest] = {}
     answering = HonestProvider(api, provider, audits)
     answering.start()
     stop = threading.Event()
@@ -83,7 +94,9 @@ def test_sustained_load_with_audits_beside_it(api, production_worker, http, data
     assert load["p99_ms"] <= 100 or not FULL_FORM, load
 
 
-def test_the_first_seconds_after_a_restart(api, production_worker, http, figures):
+def test_the_first_seconds_after_a_restart(
+    api: ApiServer, production_worker: WorkerProcess, http: httpx.Client, figures: Figures
+) -> None:
     key = new_provider(http).key
     api.kill()
     started = time.monotonic()

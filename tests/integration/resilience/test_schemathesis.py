@@ -11,8 +11,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from tests.integration.resilience.support import new_provider
+import httpx
+
+from tests.integration.resilience.support import ApiServer, Figures, new_provider
 from tests.integration.support import ADMIN
 
 EXAMPLES = os.environ.get("COIN_SCHEMATHESIS_EXAMPLES", "10")
@@ -20,7 +23,7 @@ EXAMPLES = os.environ.get("COIN_SCHEMATHESIS_EXAMPLES", "10")
 REQUIRED_CLEAN = {"ST101", "ST102", "ST103"}
 
 
-def _run(base_url: str, token: str, report: Path) -> dict:
+def _run(base_url: str, token: str, report: Path) -> dict[str, Any]:
     command = [
         str(Path(sys.executable).with_name("st")), "run", f"{base_url}/openapi.json",
         "--checks", "all", "--exclude-checks", "positive_data_acceptance",
@@ -32,7 +35,9 @@ def _run(base_url: str, token: str, report: Path) -> dict:
     return dict(json.loads(report.read_text()))
 
 
-def test_schemathesis_finds_no_server_error_and_no_undocumented_status(api, http, figures, tmp_path):
+def test_schemathesis_finds_no_server_error_and_no_undocumented_status(
+    api: ApiServer, http: httpx.Client, figures: Figures, tmp_path: Path
+) -> None:
     provider = new_provider(http)
     results = {}
     for role, token in (
