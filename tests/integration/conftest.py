@@ -8,7 +8,7 @@ the broker (its keys deleted at the end). Each test starts from empty tables (TR
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -32,6 +32,8 @@ from tests.integration.support import (
     TEST_DATABASE,
     TEST_ENV,
     CommittedRequest,
+    MakeProvider,
+    MakeRequest,
     ProviderAccount,
     WorkerProcess,
     delete_broker_keys,
@@ -139,7 +141,7 @@ def client(running_app: TestClient, clean_db: Database) -> TestClient:
 
 
 @pytest.fixture
-def make_provider(client: TestClient) -> Callable[..., ProviderAccount]:
+def make_provider(client: TestClient) -> MakeProvider:
     def make(name: str | None = None, **extra: Any) -> ProviderAccount:
         name = name or f"provider-{uuid.uuid4().hex[:8]}"
         response = client.post("/v1/providers", json={"name": name, **extra}, headers=ADMIN)
@@ -151,7 +153,7 @@ def make_provider(client: TestClient) -> Callable[..., ProviderAccount]:
 
 
 @pytest.fixture(scope="session")
-def make_request(embedder: Any) -> Callable[..., CommittedRequest]:
+def make_request(embedder: Any) -> MakeRequest:
     """Commit a real short trace with the provider SDK (`auditor.protocol.commitment.commit`) and build its report."""
     from auditor.protocol.commitment import commit, new_secret
 

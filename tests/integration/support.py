@@ -132,6 +132,11 @@ class CommittedRequest:
         return str(self.report["request_id"])
 
 
+# The conftest fixtures that build a provider account and a committed request, as tests name them.
+MakeProvider = Callable[..., ProviderAccount]
+MakeRequest = Callable[..., CommittedRequest]
+
+
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -3,7 +3,6 @@
 import base64
 import re
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -28,8 +27,8 @@ from service.models import (
 from service.security import verify_signature
 from tests.integration.support import (
     ADMIN,
-    CommittedRequest,
-    ProviderAccount,
+    MakeProvider,
+    MakeRequest,
     WorkerProcess,
     answer_until_verdict,
     get_audit,
@@ -44,8 +43,8 @@ from tests.integration.support import (
 
 def test_honest_provider_passes_with_a_signed_verdict(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
     database: Database,
 ) -> None:
@@ -124,8 +123,8 @@ def _forge_proof(opening: dict[str, Any]) -> dict[str, Any]:
 
 def test_forged_openings_fail(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
 ) -> None:
     provider = make_provider()
@@ -170,8 +169,8 @@ def test_forged_openings_fail(
 
 def test_silent_provider_fails_at_the_deadline(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
     database: Database,
 ) -> None:
@@ -212,8 +211,8 @@ def test_silent_provider_fails_at_the_deadline(
 
 def test_a_challenge_is_answered_once(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
 ) -> None:
     provider = make_provider()
@@ -234,8 +233,8 @@ def test_a_challenge_is_answered_once(
 
 def test_an_open_audit_is_not_opened_twice(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
 ) -> None:
     provider = make_provider()
@@ -249,8 +248,8 @@ def test_an_open_audit_is_not_opened_twice(
 
 def test_audits_are_listed_by_outcome(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     """`GET /v1/audits?outcome=` filters on the verdict; a suspect verdict names its statistical flags

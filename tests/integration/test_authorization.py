@@ -1,7 +1,6 @@
 """Who may do what: admin, provider (only its own resources), receipt holder, and nobody."""
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -9,8 +8,8 @@ from fastapi.testclient import TestClient
 
 from tests.integration.support import (
     ADMIN,
-    CommittedRequest,
-    ProviderAccount,
+    MakeProvider,
+    MakeRequest,
     WorkerProcess,
     bearer,
     open_audit,
@@ -22,8 +21,8 @@ from tests.integration.support import (
 @pytest.fixture
 def two_providers(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
 ) -> dict[str, dict[str, Any]]:
     """Providers A and B, each with a report, a receipt, an audit and an open challenge."""

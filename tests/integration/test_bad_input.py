@@ -1,7 +1,6 @@
 """No input produces a 500: malformed, hostile and random bodies get 4xx, and nothing is half-written."""
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -13,7 +12,7 @@ from sqlalchemy import func, select
 
 from service.database import Database
 from service.models import AuditEvent, Report
-from tests.integration.support import ADMIN, CommittedRequest, ProviderAccount
+from tests.integration.support import ADMIN, MakeProvider, MakeRequest
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -30,8 +29,8 @@ def _post_raw(client: TestClient, path: str, raw: bytes, headers: dict[str, str]
 
 def test_hostile_bodies(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -101,9 +100,7 @@ def test_hostile_bodies(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=json_values)
-def test_random_json_never_500(
-    client: TestClient, make_provider: Callable[..., ProviderAccount], body: Any
-) -> None:
+def test_random_json_never_500(client: TestClient, make_provider: MakeProvider, body: Any) -> None:
     for path in (
         "/v1/reports",
         "/v1/reports/batch",
@@ -115,7 +112,7 @@ def test_random_json_never_500(
 
 
 @pytest.fixture(scope="module")
-def report_template(make_request: Callable[..., CommittedRequest]) -> dict[str, Any]:
+def report_template(make_request: MakeRequest) -> dict[str, Any]:
     return make_request(0).report
 
 
@@ -123,7 +120,7 @@ def report_template(make_request: Callable[..., CommittedRequest]) -> dict[str, 
 @given(body=json_values, usage=json_values)
 def test_random_reports_never_500(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
+    make_provider: MakeProvider,
     report_template: dict[str, Any],
     body: Any,
     usage: Any,
@@ -141,7 +138,7 @@ def test_random_reports_never_500(
 
 
 def test_a_bad_key_is_refused_before_the_body_is_judged(
-    client: TestClient, make_provider: Callable[..., ProviderAccount]
+    client: TestClient, make_provider: MakeProvider
 ) -> None:
     """Intake checks the key inside its unit of work, after FastAPI has validated the body; an invalid
     body must still get the key's refusal (401/403), not a 422 that a key holder would get."""

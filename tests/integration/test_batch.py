@@ -3,7 +3,6 @@ stays one valid chain with one event per stored report."""
 
 import copy
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -13,7 +12,7 @@ from sqlalchemy import func, select
 from service.database import Database
 from service.events import verify_chain
 from service.models import AuditEvent, Base, PendingEvent, Report
-from tests.integration.support import CommittedRequest, ProviderAccount, wait_for
+from tests.integration.support import MakeProvider, MakeRequest, wait_for
 
 
 def _statuses(response: httpx2.Response) -> list[int]:
@@ -34,8 +33,8 @@ def _protocol_violation(report: dict[str, Any]) -> dict[str, Any]:
 
 def test_duplicates_within_a_batch_behave_as_sequential_submissions(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -60,8 +59,8 @@ def test_duplicates_within_a_batch_behave_as_sequential_submissions(
 
 def test_an_invalid_item_does_not_reserve_its_request_id(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -77,8 +76,8 @@ def test_an_invalid_item_does_not_reserve_its_request_id(
 
 def test_a_batch_mixes_new_replayed_conflicting_and_invalid_items(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -111,8 +110,8 @@ def test_a_batch_mixes_new_replayed_conflicting_and_invalid_items(
 
 def test_the_chain_verifies_after_batches(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -140,8 +139,8 @@ def test_the_chain_verifies_after_batches(
 
 def test_concurrent_batches_sharing_request_ids_store_each_report_once(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -177,8 +176,8 @@ def test_concurrent_batches_sharing_request_ids_store_each_report_once(
 
 def test_concurrent_single_submissions_of_one_report(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()

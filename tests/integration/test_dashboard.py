@@ -4,7 +4,7 @@ migration that adds the staff's tables; a provider's sampling policy and monitor
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,8 +37,8 @@ from service.staff.service import SignInOutcome, create_staff, sign_in
 from tests.integration.support import (
     ADMIN,
     TEST_ENV,
-    CommittedRequest,
-    ProviderAccount,
+    MakeProvider,
+    MakeRequest,
     bearer,
     service_context,
 )
@@ -77,8 +77,8 @@ def _sign_in(browser: TestClient, email: str, password: str, **extra: str) -> ht
 def test_only_a_staff_session_opens_the_dashboard(
     browser: TestClient,
     staff: str,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
 ) -> None:
     provider = make_provider()
     receipt = browser.post("/v1/reports", json=make_request(0).report, headers=provider.headers).json()
@@ -136,7 +136,7 @@ def test_the_address_limit_spans_accounts(clean_db: Database, settings: Settings
 
 
 def test_every_form_needs_the_csrf_token(
-    browser: TestClient, staff: str, make_provider: Callable[..., ProviderAccount], clean_db: Database
+    browser: TestClient, staff: str, make_provider: MakeProvider, clean_db: Database
 ) -> None:
     provider = make_provider()
     keys = f"/dashboard/providers/{provider.id}/keys"
@@ -259,8 +259,8 @@ def test_migration_0006_adds_and_drops_the_staff_tables(
 def test_a_provider_page_shows_its_sampling_policy_and_monitor_and_the_overview_ranks_by_it(
     browser: TestClient,
     staff: str,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     client: TestClient,
 ) -> None:
     """A provider escalated by a failed audit (its verdict written directly) next to one without a policy."""

@@ -6,7 +6,6 @@ import copy
 import secrets
 import unicodedata
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +20,8 @@ from service.models import Audit, AuditTrigger, Challenge, Report, utcnow
 from service.settings import Settings
 from tests.integration.support import (
     ADMIN,
-    CommittedRequest,
+    MakeProvider,
+    MakeRequest,
     ProviderAccount,
     WorkerProcess,
     answer_until_verdict,
@@ -54,8 +54,8 @@ def test_numbers_beyond_the_store_are_4xx_never_500(client: TestClient, settings
 
 def test_a_response_with_wrong_indices_is_refused_while_it_can_be_corrected(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
 ) -> None:
     provider = make_provider()
@@ -90,8 +90,8 @@ def test_a_response_with_wrong_indices_is_refused_while_it_can_be_corrected(
 
 def test_a_null_optional_field_is_the_field_left_out(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -135,8 +135,8 @@ def test_challenge_deadlines_have_a_floor(client: TestClient) -> None:
 
 def test_names_and_ids_are_readable_and_look_alikes_are_refused(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
 ) -> None:
     for name in ("line\nbreak", "bidi\u202eevil", "zero\u200bwidth", "bom\ufeff", "private\ue000"):
         response = client.post("/v1/providers", json={"name": name}, headers=ADMIN)
@@ -172,8 +172,8 @@ def _huge_report(template: dict[str, Any], size: int) -> dict[str, Any]:
 
 def test_the_cost_of_a_plan_does_not_grow_with_the_claimed_count(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
     database: Database,
 ) -> None:
@@ -212,8 +212,8 @@ def _fail_by_deadline(
 def test_a_provider_holding_receipts_cannot_lock_its_customers_out(
     client: TestClient,
     settings: Settings,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
     database: Database,
 ) -> None:

@@ -4,7 +4,6 @@ not hold (Issue 15, "Integrity"). Tampering is done as someone with full databas
 the append-only triggers switched off."""
 
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +24,8 @@ from tests.integration.support import (
     ADMIN,
     TEST_ENV,
     CommittedRequest,
+    MakeProvider,
+    MakeRequest,
     ProviderAccount,
     WorkerProcess,
     bearer,
@@ -77,8 +78,8 @@ def _pending(database: Database) -> int:
 
 def test_reports_and_verdicts_are_append_only(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
     database: Database,
 ) -> None:
@@ -99,8 +100,8 @@ def test_reports_and_verdicts_are_append_only(
 
 def test_a_rewritten_verdict_is_served_from_its_statement_and_reported(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
     database: Database,
 ) -> None:
@@ -130,8 +131,8 @@ def _verdict_id(database: Database) -> str:
 
 def test_an_inflated_report_row_is_reported(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -149,8 +150,8 @@ def test_an_inflated_report_row_is_reported(
 
 def test_a_report_whose_body_was_rewritten_is_reported(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -168,8 +169,8 @@ def test_a_report_whose_body_was_rewritten_is_reported(
 
 def test_an_audit_moved_without_its_events_is_reported(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
     database: Database,
 ) -> None:
@@ -184,8 +185,8 @@ def test_an_audit_moved_without_its_events_is_reported(
 
 def test_a_deleted_report_is_reported(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -324,8 +325,8 @@ def test_seals_made_with_the_previous_chain_key_verify_through_a_rotation(
 
 def test_coin_verify_chain_names_the_rows_that_disagree(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -351,8 +352,8 @@ def test_coin_verify_chain_names_the_rows_that_disagree(
 def test_the_integrity_job_records_its_finding_for_the_metrics(
     client: TestClient,
     settings: Settings,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()

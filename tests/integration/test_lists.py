@@ -4,7 +4,6 @@ totals, unknown parameters refused, tenant isolation; and API key rotation and r
 import copy
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +16,8 @@ from service.events import verify_chain
 from service.models import AuditEvent
 from tests.integration.support import (
     ADMIN,
-    CommittedRequest,
+    MakeProvider,
+    MakeRequest,
     ProviderAccount,
     WorkerProcess,
     bearer,
@@ -66,11 +66,7 @@ def _all_pages(
 
 
 @pytest.fixture
-def world(
-    client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
-) -> dict[str, Any]:
+def world(client: TestClient, make_provider: MakeProvider, make_request: MakeRequest) -> dict[str, Any]:
     """Provider a: 12 reports of model m-large then 5 of m-small (after `between`); provider b: 4."""
     a, b = make_provider("lists-a"), make_provider("lists-b")
     template = make_request(0).report
@@ -132,7 +128,7 @@ def test_lists_refuse_unknown_parameters_and_bad_cursors(client: TestClient, wor
 
 
 def test_a_provider_lists_only_its_own(
-    client: TestClient, world: dict[str, Any], make_request: Callable[..., CommittedRequest]
+    client: TestClient, world: dict[str, Any], make_request: MakeRequest
 ) -> None:
     a, b = world["a"], world["b"]
     own = client.get("/v1/reports", params={"limit": 500}, headers=a.headers).json()
@@ -180,8 +176,8 @@ def test_audits_and_challenges_page_and_filter(
 
 def test_keys_rotate_and_revoke_with_events_in_the_trail(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider("rotating")

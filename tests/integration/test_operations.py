@@ -3,7 +3,6 @@ readiness, receipt tokens through a key rotation, and verification leases that r
 audit without ever verifying a live one twice."""
 
 import uuid
-from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -17,8 +16,8 @@ from service.settings import Settings
 from tests.integration.support import (
     ADMIN,
     BROKER_KEY_PREFIX,
-    CommittedRequest,
-    ProviderAccount,
+    MakeProvider,
+    MakeRequest,
     WorkerProcess,
     bearer,
     get_audit,
@@ -31,9 +30,7 @@ from tests.integration.support import (
 )
 
 
-def test_rate_limits_hold_across_api_processes(
-    settings: Settings, make_provider: Callable[..., ProviderAccount]
-) -> None:
+def test_rate_limits_hold_across_api_processes(settings: Settings, make_provider: MakeProvider) -> None:
     provider = make_provider()
     limited = settings.model_copy(
         update={
@@ -78,8 +75,8 @@ def test_readyz_waits_for_the_warm_up(settings: Settings) -> None:
 
 def test_receipt_tokens_keep_working_through_a_rotation(
     settings: Settings,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
 ) -> None:
     provider = make_provider()
     report = make_request(0).report
@@ -138,8 +135,8 @@ def _events(database: Database, kind: str, audit_id: str) -> int:
 
 def test_a_verification_longer_than_the_staleness_is_not_started_twice(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
     database: Database,
 ) -> None:
@@ -164,8 +161,8 @@ def test_a_verification_longer_than_the_staleness_is_not_started_twice(
 
 def test_a_dead_workers_lease_is_taken_over(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
     database: Database,
 ) -> None:
@@ -190,8 +187,8 @@ def test_a_dead_workers_lease_is_taken_over(
 def test_the_lease_of_a_verification(
     client: TestClient,
     settings: Settings,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
     database: Database,
 ) -> None:

@@ -2,7 +2,6 @@
 committed profile, a profile swapped after the report fails, and a coin/1 report still audits as before."""
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -11,7 +10,7 @@ from auditor.protocol.fingerprint import Embedder, EmbeddingModel
 from service.database import Database
 from tests.integration.support import (
     CommittedRequest,
-    ProviderAccount,
+    MakeProvider,
     WorkerProcess,
     answer_until_verdict,
     open_audit,
@@ -49,7 +48,7 @@ def checks_of(audit: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_a_copying_provider_fails_on_copied_spans(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
+    make_provider: MakeProvider,
     worker: WorkerProcess,
     embedder: Embedder,
 ) -> None:
@@ -66,7 +65,7 @@ def test_a_copying_provider_fails_on_copied_spans(
 
 def test_a_profile_other_than_the_reported_one_fails(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
+    make_provider: MakeProvider,
     worker: WorkerProcess,
     embedder: Embedder,
 ) -> None:
@@ -87,7 +86,7 @@ def test_a_profile_other_than_the_reported_one_fails(
 
 def test_a_coin1_report_still_audits(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
+    make_provider: MakeProvider,
     worker: WorkerProcess,
     embedder: Embedder,
     database: Database,

@@ -2,7 +2,7 @@
 
 import base64
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -16,7 +16,12 @@ from service.database import Database, PoolLimits
 from service.models import AuditEvent, Base, Report
 from service.security import sha256_hex, verify_signature
 from service.settings import Settings
-from tests.integration.support import ADMIN, CommittedRequest, ProviderAccount, bearer
+from tests.integration.support import (
+    ADMIN,
+    MakeProvider,
+    MakeRequest,
+    bearer,
+)
 
 
 def _count(database: Database, model: type[Base]) -> int:
@@ -26,8 +31,8 @@ def _count(database: Database, model: type[Base]) -> int:
 
 def test_same_request_twice_returns_the_same_receipt(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -55,8 +60,8 @@ def test_same_request_twice_returns_the_same_receipt(
 
 def test_same_request_id_with_another_body_is_a_conflict(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -85,8 +90,8 @@ def _bad(report: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
 
 def test_protocol_violations_are_400_and_store_nothing(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -116,8 +121,8 @@ def test_protocol_violations_are_400_and_store_nothing(
 
 def test_schema_errors_are_422_with_the_field(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
 ) -> None:
     provider = make_provider()
     report = make_request(0).report
@@ -132,11 +137,7 @@ def test_schema_errors_are_422_with_the_field(
     assert ["body", "commitment"] in [e["loc"] for e in response.json()["errors"]]
 
 
-def test_signed_reports(
-    client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
-) -> None:
+def test_signed_reports(client: TestClient, make_provider: MakeProvider, make_request: MakeRequest) -> None:
     key = SigningKey.generate()
     provider = make_provider(public_key=bytes(key.verify_key).hex())
     report = make_request(0).report
@@ -151,8 +152,8 @@ def test_signed_reports(
 
 def test_batch_gives_each_report_its_own_outcome(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -179,8 +180,8 @@ def test_batch_gives_each_report_its_own_outcome(
 
 def test_batch_of_a_thousand(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
 ) -> None:
     provider = make_provider()
@@ -193,7 +194,7 @@ def test_batch_of_a_thousand(
 
 
 def test_body_above_the_limit_is_413(
-    client: TestClient, make_provider: Callable[..., ProviderAccount], settings: Settings
+    client: TestClient, make_provider: MakeProvider, settings: Settings
 ) -> None:
     provider = make_provider()
     huge = b'{"reports": ["' + b"x" * settings.max_body_bytes + b'"]}'
@@ -218,8 +219,8 @@ def test_body_above_the_limit_is_413(
 
 def test_customer_may_audit_within_its_quota(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     settings: Settings,
 ) -> None:
     provider = make_provider()
@@ -237,8 +238,8 @@ def test_customer_may_audit_within_its_quota(
 
 def test_no_free_database_connection_is_503_with_retry_after(
     settings: Settings,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
 ) -> None:
     provider = make_provider()
     context = ServiceContext.from_settings(settings)

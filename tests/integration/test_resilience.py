@@ -4,7 +4,6 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 
 import redis
 from fastapi.testclient import TestClient
@@ -14,8 +13,8 @@ from service.database import Database
 from service.events import verify_chain
 from service.models import AuditEvent, ChallengeResponse, Verdict
 from tests.integration.support import (
-    CommittedRequest,
-    ProviderAccount,
+    MakeProvider,
+    MakeRequest,
     WorkerProcess,
     delete_broker_keys,
     get_audit,
@@ -41,8 +40,8 @@ def _counts(database: Database) -> tuple[Counter[uuid.UUID], int | None, Counter
 
 def test_worker_killed_mid_verification(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
     database: Database,
 ) -> None:
@@ -75,8 +74,8 @@ def test_worker_killed_mid_verification(
 
 def test_redis_flushed_mid_run(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     worker: WorkerProcess,
     database: Database,
     redis_client: redis.Redis,

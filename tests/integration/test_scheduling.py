@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -51,7 +51,8 @@ from tests.integration.support import (
     ADMIN,
     TEST_ENV,
     CommittedRequest,
-    ProviderAccount,
+    MakeProvider,
+    MakeRequest,
     WorkerProcess,
     answer_until_verdict,
     open_audit,
@@ -85,7 +86,7 @@ def _kinds(database: Database, provider_id: str) -> list[str]:
 
 
 def test_the_policy_api_is_the_admins_and_checks_its_terms(
-    client: TestClient, make_provider: Callable[..., ProviderAccount]
+    client: TestClient, make_provider: MakeProvider
 ) -> None:
     provider = make_provider()
     path = f"/v1/providers/{provider.id}/policy"
@@ -132,8 +133,8 @@ def _expected_draws(
 
 def test_a_draw_run_twice_at_once_or_in_a_row_opens_one_audit_per_drawn_report(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
     worker_process: WorkerProcess,
 ) -> None:
@@ -252,8 +253,8 @@ def _forge_proof(opening: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_failing_provider_is_escalated_alarmed_notified_and_returns_to_base_after_a_clean_run(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
     worker_process: WorkerProcess,
     receiver: Receiver,
@@ -358,8 +359,8 @@ def test_a_failing_provider_is_escalated_alarmed_notified_and_returns_to_base_af
 
 def test_calibrate_a_domain_and_set_a_policy_from_the_command_line(
     client: TestClient,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
     database: Database,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,

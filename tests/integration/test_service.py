@@ -1,6 +1,5 @@
 """Health, readiness, metrics, settings, and the embedded default (SQLite, tasks in-process)."""
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from service.events import verify_chain
 from service.migrate import upgrade_database
 from service.models import Verdict
 from service.settings import Settings
-from tests.integration.support import ADMIN, CommittedRequest, ProviderAccount
+from tests.integration.support import ADMIN, MakeProvider, MakeRequest
 
 
 def _counter(text: str, sample: str) -> float:
@@ -26,8 +25,8 @@ def _counter(text: str, sample: str) -> float:
 def test_health_ready_and_metrics(
     client: TestClient,
     settings: Settings,
-    make_provider: Callable[..., ProviderAccount],
-    make_request: Callable[..., CommittedRequest],
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
 ) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
@@ -92,9 +91,7 @@ def test_openapi_documents_problems_on_every_operation_and_enum_statuses(client:
     assert components["AuditOut"]["properties"]["status"] == {"$ref": "#/components/schemas/AuditStatus"}
 
 
-def test_errors_are_problem_details(
-    client: TestClient, make_provider: Callable[..., ProviderAccount]
-) -> None:
+def test_errors_are_problem_details(client: TestClient, make_provider: MakeProvider) -> None:
     missing = client.get("/v1/audits/6a0e2b8c-54c7-4b59-8f0e-6f7f4f1b9a21", headers=ADMIN)
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
@@ -158,9 +155,7 @@ def test_refuses_default_secrets_outside_development(monkeypatch: pytest.MonkeyP
     assert ok.embedded
 
 
-def test_embedded_default_runs_a_whole_audit_on_sqlite(
-    tmp_path: Path, make_request: Callable[..., CommittedRequest]
-) -> None:
+def test_embedded_default_runs_a_whole_audit_on_sqlite(tmp_path: Path, make_request: MakeRequest) -> None:
     """No broker, a SQLite file: tasks run in-process after each commit, and the same code holds."""
     url = f"sqlite:///{tmp_path / 'coin.sqlite3'}"
     upgrade_database(url)

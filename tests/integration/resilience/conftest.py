@@ -11,7 +11,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +20,7 @@ import pytest
 from service.database import Database
 from service.settings import Settings
 from tests.integration.resilience.support import ApiServer, Figures
-from tests.integration.support import CommittedRequest, WorkerProcess
+from tests.integration.support import CommittedRequest, MakeRequest, WorkerProcess
 
 # The defaults of service/settings.py for recovery, instead of the integration suite's shortened ones.
 PRODUCTION_TIMINGS = {
@@ -72,7 +72,7 @@ def production_worker(
 
 
 @pytest.fixture(scope="session")
-def committed(make_request: Callable[..., CommittedRequest]) -> list[CommittedRequest]:
+def committed(make_request: MakeRequest) -> list[CommittedRequest]:
     """Traces committed once; each audit submits one under a fresh request id."""
     return [make_request(i) for i in range(4)]
 
