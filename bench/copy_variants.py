@@ -37,7 +37,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without `pip install -e .`
 import blake3
 import numpy as np
-import numpy.typing as npt
 
 from auditor.protocol.copies import (
     COPY_RULE,
@@ -47,7 +46,7 @@ from auditor.protocol.copies import (
     find_copies,
     profile_values,
 )
-from auditor.protocol.repetition import NGRAM, Repetition
+from auditor.protocol.repetition import Repetition
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID, get_tokenizer
 from auditor.research.attacks import COPY_ATTACKS, AttackContext, inflate
 from auditor.research.copy_rates import tail_threshold
@@ -61,17 +60,11 @@ LEVELS = (0.05, 0.08, 0.10)
 MIN_FAMILY = 30
 
 
-def _with_first_tokens(counted: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """Per copy, its counted positions and the NGRAM - 1 tokens the first of them reaches back."""
-    return counted + (NGRAM - 1) * (counted > 0)
-
-
 def masses(tokens: Sequence[bytes], key_seed: str) -> dict[str, int]:
     """Tokens of copied mass per variant (`copied` is CopyFigures.copied: checked here)."""
     profile = Repetition(tokens, blake3.blake3(key_seed.encode()).digest()).profile
     found = find_copies(profile_values(profile))
-    span = found.end - found.start + NGRAM - 1
-    second = _with_first_tokens(found.second)
+    span, second = found.span, found.copied
     verbatim = (span <= PERIODIC * found.offset) & (found.matched >= VERBATIM * (found.end - found.start))
     long = span >= MIN_COPY_TOKENS
     out = {
@@ -79,7 +72,7 @@ def masses(tokens: Sequence[bytes], key_seed: str) -> dict[str, int]:
         "span>=32": int(second[span >= 32].sum()),
         "span>=64": int(second[span >= 64].sum()),
         "verbatim": int(second[long & verbatim].sum()),
-        "to 4th": int(_with_first_tokens(find_copies(profile_values(profile), repeats=3).second)[long].sum()),
+        "to 4th": int(find_copies(profile_values(profile), repeats=3).copied[long].sum()),
     }
     if out["copied"] != copy_figures(profile).copied:
         raise AssertionError("the copied variant departs from copy_figures")

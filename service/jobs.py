@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
 from celery import Celery
@@ -34,20 +34,20 @@ class Queue(enum.StrEnum):
     GPU = "gpu"  # verification embeds tokens; a GPU machine's worker consumes this queue
 
 
-JobFunction = Callable[..., object]
+R = TypeVar("R")  # what a job's function returns: calling the job returns it too
 
 
 @dataclass(frozen=True)
-class Job:
+class Job(Generic[R]):
     """A background job: `run(context, *args)`, sent to `queue` as the task `name`; `every` gives the
     period (seconds, from the settings) of a job that beat runs on a schedule."""
 
     name: str
     queue: Queue
-    run: JobFunction
+    run: Callable[..., R]
     every: Callable[[Settings], float] | None = None
 
-    def __call__(self, context: "ServiceContext", *args: str) -> object:
+    def __call__(self, context: "ServiceContext", *args: str) -> R:
         try:
             return self.run(context, *args)
         except Exception:
@@ -55,7 +55,7 @@ class Job:
             raise
 
 
-_REGISTRY: dict[str, Job] = {}
+_REGISTRY: dict[str, Job[Any]] = {}
 
 # The modules that declare jobs: importing them fills the registry.
 JOB_MODULES = (
@@ -69,8 +69,8 @@ JOB_MODULES = (
 
 def job(
     name: str, *, queue: Queue = Queue.CPU, every: Callable[[Settings], float] | None = None
-) -> Callable[[JobFunction], Job]:
-    def register(function: JobFunction) -> Job:
+) -> Callable[[Callable[..., R]], Job[R]]:
+    def register(function: Callable[..., R]) -> Job[R]:
         if name in _REGISTRY:
             raise RuntimeError(f"job {name!r} is declared twice")
         declared = Job(name, queue, function, every)
@@ -80,7 +80,7 @@ def job(
     return register
 
 
-def registered_jobs() -> dict[str, Job]:
+def registered_jobs() -> dict[str, Job[Any]]:
     """Every job of the service, by name."""
     for module in JOB_MODULES:
         importlib.import_module(module)
@@ -123,11 +123,11 @@ class Dispatcher:
     def _celery(self) -> Celery:
         return celery_app(self._context.settings)
 
-    def enqueue(self, session: Session, job: Job, *args: str) -> None:
+    def enqueue(self, session: Session, job: Job[Any], *args: str) -> None:
         """Send `job(*args)` once `session`'s unit of work has committed."""
         after_commit(session, partial(self.send_now, job, *args))
 
-    def send_now(self, job: Job, *args: str) -> None:
+    def send_now(self, job: Job[Any], *args: str) -> None:
         try:
             if self._context.settings.embedded:
                 job(self._context, *args)

@@ -23,7 +23,7 @@ def worker_context() -> ServiceContext:
     return ServiceContext.from_settings(get_settings())
 
 
-def _task(job: Job) -> Any:
+def _task(job: Job[Any]) -> Any:
     def run(*args: str) -> object:
         return job(worker_context(), *args)
 

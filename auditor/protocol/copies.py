@@ -58,6 +58,16 @@ class Copies:
     matched: IntArray  # positions of its segments: each fingerprint equals the one `offset` earlier
     second: IntArray  # matched positions where their n-gram occurs for the second time (see `repeats`)
 
+    @property
+    def span(self) -> IntArray:
+        """Step 3: the tokens of each copy, its first to last matched position and the NGRAM - 1 before."""
+        return self.end - self.start + NGRAM - 1
+
+    @property
+    def copied(self) -> IntArray:
+        """Step 4, per copy: its `second` positions and the NGRAM - 1 tokens the first of them reaches back."""
+        return self.second + (NGRAM - 1) * (self.second > 0)
+
 
 def find_copies(values: npt.NDArray[np.uint64], gap: int = COPY_GAP, repeats: int = 1) -> Copies:
     """Steps 1-2 of the module docstring. `second` counts an n-gram's first `repeats` repeats: 1 (its
@@ -139,13 +149,12 @@ class CopyFigures:
 def copy_figures(profile: bytes) -> CopyFigures:
     """Steps 1-4 of the module docstring on one profile."""
     found = find_copies(profile_values(profile))
-    span = found.end - found.start + NGRAM - 1
+    span = found.span
     long = span >= MIN_COPY_TOKENS
-    second = found.second[long]
     elsewhere = long & (span <= PERIODIC * found.offset)
     return CopyFigures(
         size=found.size,
-        copied=int((second + (NGRAM - 1) * (second > 0)).sum()),
+        copied=int(found.copied[long].sum()),
         repeated=int((found.matched[elsewhere] + NGRAM - 1).sum()),
         copies=int(long.sum()),
         longest=int(span.max(initial=0)),

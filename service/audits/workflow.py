@@ -350,7 +350,10 @@ def expire_challenges(context: ServiceContext) -> int:
 
 
 # The job that moves an audit out of each working state; CHALLENGED waits on the provider instead.
-_RESUME: dict[AuditStatus, Job] = {AuditStatus.PENDING: start_audit, AuditStatus.VERIFYING: verify_audit}
+_RESUME: dict[AuditStatus, Job[None]] = {
+    AuditStatus.PENDING: start_audit,
+    AuditStatus.VERIFYING: verify_audit,
+}
 
 
 @job("coin.audits.sweep", every=lambda settings: settings.sweep_interval_seconds)

@@ -109,12 +109,6 @@ def test_the_policy_api_is_the_admins_and_checks_its_terms(
     assert auditor["retention_days"] == 30
 
 
-def _as_count(drawn: object) -> int:
-    """What a draw returned (a `Job`'s call is typed `object`): how many reports it drew."""
-    assert isinstance(drawn, int)
-    return drawn
-
-
 def _expected_draws(
     context: ServiceContext, database: Database, provider_id: str, share: float, minimum: int
 ) -> set[uuid.UUID]:
@@ -149,14 +143,13 @@ def test_a_draw_run_twice_at_once_or_in_a_row_opens_one_audit_per_drawn_report(
 
     results: list[int] = []
     threads = [
-        threading.Thread(target=lambda: results.append(_as_count(draw_scheduled_audits(context))))
-        for _ in range(2)
+        threading.Thread(target=lambda: results.append(draw_scheduled_audits(context))) for _ in range(2)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    results += [_as_count(draw_scheduled_audits(context)), _as_count(draw_scheduled_audits(context))]
+    results += [draw_scheduled_audits(context), draw_scheduled_audits(context)]
 
     expected = _expected_draws(context, database, provider.id, 0.5, 3)
     with database.unit_of_work() as session:
