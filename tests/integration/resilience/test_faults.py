@@ -8,10 +8,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import psycopg
+import pytest
 import redis
 from sqlalchemy import func, select
 
@@ -44,71 +46,67 @@ from tests.integration.support import (
 AUDITS_PER_TRIAL = 2
 
 
-def _audit_trial(
-    name: str, fault: Callable[[], object], api: ApiServer, http: httpx.Client, database: Database,
-    committed: list[CommittedRequest], figures: Figures, rng: random.Random,
-) -> None:  # fmt: skip
-    provider = new_provider(http)
-    audits = {}
-    for request in rng.sample(committed, AUDITS_PER_TRIAL):
-        audits[open_audit(http, submit_copy(http, provider, request))] = request
-    answering = HonestProvider(api, provider, audits)
-    answering.start()
-    try:
-        time.sleep(rng.uniform(0.0, 8.0))  # drawing, answering or verifying, wherever the audits are
-        unfinished = set(audits) - done_audits(database, list(audits))
-        struck = time.monotonic()
-        fault()
-        seen = watch_until_done(database, list(audits), timeout=180)
-    finally:
-        answering.stop()
-    figures.trials[name] += 1
-    if unfinished:
-        figures.recovery_s.append(max(seen.get(a, math.inf) - struck for a in unfinished))
-    check_invariants(database, figures, list(audits))
+@dataclass
+class AuditTrials:
+    """Audits struck by one fault at a random moment, the figures of each trial recorded."""
+
+    api: ApiServer
+    http: httpx.Client
+    database: Database
+    committed: list[CommittedRequest]
+    figures: Figures
+    rng: random.Random
+
+    def run(self, name: str, fault: Callable[[], object]) -> None:
+        provider = new_provider(self.http)
+        audits = {}
+        for request in self.rng.sample(self.committed, AUDITS_PER_TRIAL):
+            audits[open_audit(self.http, submit_copy(self.http, provider, request))] = request
+        answering = HonestProvider(self.api, provider, audits)
+        answering.start()
+        try:
+            time.sleep(self.rng.uniform(0.0, 8.0))  # drawing, answering or verifying, wherever the audits are
+            unfinished = set(audits) - done_audits(self.database, list(audits))
+            struck = time.monotonic()
+            fault()
+            seen = watch_until_done(self.database, list(audits), timeout=180)
+        finally:
+            answering.stop()
+        self.figures.trials[name] += 1
+        if unfinished:
+            self.figures.recovery_s.append(max(seen.get(a, math.inf) - struck for a in unfinished))
+        check_invariants(self.database, self.figures, list(audits))
 
 
-def test_worker_killed_at_a_random_moment(
+@pytest.fixture
+def audit_trials(
     api: ApiServer,
-    production_worker: WorkerProcess,
     http: httpx.Client,
     database: Database,
     committed: list[CommittedRequest],
     figures: Figures,
     rng: random.Random,
-    trials: int,
+) -> AuditTrials:
+    return AuditTrials(api, http, database, committed, figures, rng)
+
+
+def test_worker_killed_at_a_random_moment(
+    production_worker: WorkerProcess, audit_trials: AuditTrials, trials: int
 ) -> None:
     def kill() -> None:
         production_worker.kill()
         production_worker.start(**PRODUCTION_TIMINGS)
 
     for _ in range(trials):
-        _audit_trial("worker_sigkill", kill, api, http, database, committed, figures, rng)
+        audit_trials.run("worker_sigkill", kill)
 
 
 def test_redis_flushed_at_a_random_moment(
-    api: ApiServer,
-    production_worker: WorkerProcess,
-    http: httpx.Client,
-    database: Database,
-    committed: list[CommittedRequest],
-    figures: Figures,
-    rng: random.Random,
-    trials: int,
-    redis_client: redis.Redis,
+    production_worker: WorkerProcess, audit_trials: AuditTrials, trials: int, redis_client: redis.Redis
 ) -> None:
     # This session's broker keys only: the Redis is shared, FLUSHDB would take other sessions' too.
     for _ in range(trials):
-        _audit_trial(
-            "redis_flush",
-            lambda: delete_broker_keys(redis_client),
-            api,
-            http,
-            database,
-            committed,
-            figures,
-            rng,
-        )
+        audit_trials.run("redis_flush", lambda: delete_broker_keys(redis_client))
 
 
 def _cut_database_connections() -> None:
@@ -125,21 +123,14 @@ def _cut_database_connections() -> None:
 
 
 def test_database_connections_cut_at_a_random_moment(
-    api: ApiServer,
-    production_worker: WorkerProcess,
-    http: httpx.Client,
-    database: Database,
-    committed: list[CommittedRequest],
-    figures: Figures,
-    rng: random.Random,
-    trials: int,
+    production_worker: WorkerProcess, audit_trials: AuditTrials, database: Database, trials: int
 ) -> None:
     def cut() -> None:
         _cut_database_connections()
         database.engine.dispose()  # this test's own pool lost its connections too
 
     for _ in range(trials):
-        _audit_trial("postgres_restart", cut, api, http, database, committed, figures, rng)
+        audit_trials.run("postgres_restart", cut)
 
 
 BATCHES, BATCH = 3, 1000
