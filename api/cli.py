@@ -354,12 +354,21 @@ def calibrate(
         ),
     ],
 ) -> None:
-    """Calibrate the monitor of a domain on honest reference traces: each is committed with the SDK and
-    audited in this process with the shipped heads; their scores give the domain's null bound, stored as
-    the next version of its calibration. Providers of the domain use it from their next period."""
+    """Calibrate a domain on honest reference traces: their repetition profiles set the domain's copy
+    rule (the shipped thresholds, raised where 50 references or more copy more), then each is
+    committed with the SDK and audited in this process under that rule with the shipped heads; their
+    scores give the domain's null bound. Both are stored as the next version of the domain's
+    calibration: providers of the domain get the copy rule from their next audit, the null bound from
+    their next period."""
+    from auditor.protocol.copies import COPY_RULE
     from service.context import database_of
     from service.monitoring.calibration import register_calibration, shipped_calibration
-    from service.monitoring.references import audit_references, checkpoint_in_use, read_reference_traces
+    from service.monitoring.references import (
+        audit_references,
+        checkpoint_in_use,
+        read_reference_traces,
+        reference_copy_rule,
+    )
     from service.scheduling.service import DOMAIN_PATTERN
 
     configured = settings()
@@ -368,15 +377,21 @@ def calibrate(
         raise typer.Exit(2)
     try:
         references = read_reference_traces(traces, domain)
+        copy_rule = reference_copy_rule(references, domain)
     except (OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    typer.echo(
+        f"copy rule of {domain}: fail above copied {copy_rule.copied:.0%} or repeated {copy_rule.repeated:.0%} "
+        f"(shipped: {COPY_RULE.copied:.0%}, {COPY_RULE.repeated:.0%})"
+    )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     heads, embd_id = checkpoint_in_use(configured)
     typer.echo(f"auditing {len(references)} reference traces of {domain} with {heads}")
     audits = audit_references(
         configured,
         references,
+        copy_rule,
         lambda audit: typer.echo(f"  {audit.trace_id}: {audit.outcome}, score {audit.evidence.score():.3g}"),
     )
     database = database_of(configured)
@@ -386,6 +401,7 @@ def calibrate(
                 session,
                 domain,
                 [a.evidence.score() for a in audits],
+                copy_rule=copy_rule,
                 heads=heads,
                 embd_id=embd_id,
                 actor="cli",
@@ -397,11 +413,14 @@ def calibrate(
     typer.echo(
         f"calibration {label}: {len(audits)} traces; null bound {', '.join(f'{r:.3g}' for r in bound['rates'])} "
         f"below {', '.join(f'{t:g}' for t in bound['thresholds'])} (shipped: "
-        f"{', '.join(f'{r:.3g}' for r in shipped.rates)}); providers of {domain} use it from their next period"
+        f"{', '.join(f'{r:.3g}' for r in shipped.rates)}); providers of {domain} use it from their next period, "
+        "its copy rule from their next audit"
     )
     if heads != shipped_calibration().heads:
         typer.echo(
-            f"warning: {heads} is not the shipped checkpoint: no monitor will use this calibration", err=True
+            f"warning: {heads} is not the shipped checkpoint: no monitor will use this calibration's null "
+            "bound (its copy rule applies)",
+            err=True,
         )
 
 

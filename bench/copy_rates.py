@@ -2,7 +2,8 @@
 
 Runs `auditor.research.copy_rates.measure` (every trace's repetition profile, made by the SDK, and its
 copy figures: no embedding, no sampling; the rule's tail fit on all traces and leaving each domain out)
-and `attack_sweep` (the duplication family at each IR over a sample of traces), times the copied_spans
+and `attack_sweep` (the duplication family at each IR over a sample of traces), measures a domain's own
+copy rule on a domain the shipped one was not fitted to (`rewriting_domain`), times the copied_spans
 check on the longest profiles (it runs once per audit round), writes var/copy-rates.json and prints a
 summary. Last line: one JSON object of the headline figures.
 
@@ -19,12 +20,12 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without `pip install -e .`
-from auditor.protocol.copies import COPY_RULE, copy_figures
+from auditor.protocol.copies import COPY_RULE, HONEST_RATE, TAIL_SHARE, copy_figures
 from auditor.protocol.encoding import to_b64
 from auditor.protocol.repetition import Repetition, RepetitionOpening, profile_digest
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID, get_tokenizer
 from auditor.research.attacks import AttackContext
-from auditor.research.copy_rates import HONEST_RATE, TAIL_SHARE, attack_sweep, measure
+from auditor.research.copy_rates import attack_sweep, measure, rewriting_domain
 from auditor.research.traces import load_traces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,10 +78,12 @@ def main() -> None:
     honest = measure(traces, ctx.tokens)
     measured = time.perf_counter() - start
     sweep = attack_sweep(traces, ctx, [float(x) for x in args.ir.split(",")], per_cell=args.per_cell)
+    rewriting = rewriting_domain(traces, tokenizer.tokenize)
     timing = check_timing([ctx.tokens(t) for t in traces])
     result = {
         "honest": honest,
         "attacks": sweep,
+        "rewriting_domain": rewriting,
         "check_timing": timing,
         "runtime_s": round(time.perf_counter() - start, 1),
     }
@@ -141,6 +144,15 @@ def main() -> None:
             key=lambda found: found[2]["rate"],
         )
         print(f"    IR {ir:g}: {worst[2]['rate']:.3f} (n = {worst[2]['n']}) {worst[0]} on {worst[1]}")
+    print("a rewriting domain (each trace writes its last half again), half as references, half held out:")
+    for split in rewriting:
+        rule, largest = split["rule"], split["largest_held_out"]
+        print(
+            f"  rule copied {rule['copied']:.0%} repeated {rule['repeated']:.0%} from {split['references']} "
+            f"references ({split['reference_fails']} fail); held out {split['held_out']}: {split['held_out_fails']} "
+            f"fail (the shipped rule: {split['held_out_fails_shipped']}); largest held out "
+            f"{largest['copied']:.4f} / {largest['repeated']:.4f}"
+        )
     print(
         f"profile in a round (decode, digest, copies): slowest {timing['slowest_ms']:.1f} ms on {timing['max_tokens']:,} tokens; "
         f"{timing['ms_per_1k_tokens']:.2f} ms per 1,000 tokens"
@@ -156,6 +168,7 @@ def main() -> None:
         "min_fail_rate_by_ir": {
             str(ir): round(min(r["fail"]["rate"] for r in sweep if r["ir"] == ir), 3) for ir in irs
         },
+        "rewriting_domain_held_out_fails": [split["held_out_fails"] for split in rewriting],
         "check_slowest_ms": round(timing["slowest_ms"], 2),
         "runtime_s": result["runtime_s"],
     }

@@ -45,11 +45,11 @@ from auditor.protocol.copies import (
     copy_figures,
     find_copies,
     profile_values,
+    tail_threshold,
 )
 from auditor.protocol.repetition import Repetition
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID, get_tokenizer
 from auditor.research.attacks import COPY_ATTACKS, AttackContext, inflate
-from auditor.research.copy_rates import tail_threshold
 from auditor.research.traces import load_traces, model_family
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"

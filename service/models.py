@@ -533,8 +533,8 @@ class ProviderMonitor(Base):
 
 
 class MonitorCalibration(Base):
-    """The null bound of one domain's monitor, measured on honest reference traces the auditor produced
-    itself (`coin calibrate`); versioned per domain, never changed."""
+    """The null bound of one domain's monitor and its copy rule, measured on honest reference traces the
+    auditor produced itself (`coin calibrate`); versioned per domain, never changed."""
 
     __tablename__ = "monitor_calibrations"
     __table_args__ = (UniqueConstraint("domain", "version"),)
@@ -545,6 +545,8 @@ class MonitorCalibration(Base):
     traces: Mapped[int] = mapped_column(Integer)
     rates: Mapped[dict[str, Any]] = mapped_column(JSONDocument)  # the reference audits' `FoldRates`
     policy: Mapped[dict[str, Any]] = mapped_column(JSONDocument)  # `MonitorPolicy.to_json()`
+    # The copied_spans thresholds the references set (`rule_for_references`): copied, repeated, min_tokens.
+    copy_rule: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     heads: Mapped[str] = mapped_column(String(32))  # the head checkpoint the references were audited with
     embd_id: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

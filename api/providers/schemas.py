@@ -122,7 +122,8 @@ DomainName = Annotated[
     Field(
         pattern=DOMAIN_PATTERN.pattern,
         description="the provider's domain (e.g. math, medical): its monitor uses the latest calibration "
-        "of this domain (`coin calibrate`), else the shipped composite null",
+        "of this domain (`coin calibrate`), else the shipped composite null, from its next period; its "
+        "audits use that calibration's copy rule (copied_spans), else the shipped one, from the next audit",
     ),
 ]
 

@@ -20,11 +20,16 @@ those a constant `offset` earlier; the auditor finds those runs without seeing a
      offset), each occurrence counted — the same text pasted again and again at different places.
    Honest models loop (a copy overlapping its source: one period after another), restate a result,
    rewrite a draft; the thresholds (`CopyRule`) sit above the largest masses of 5,111 honest traces.
+5. a domain whose honest traces copy more than those (a model that rewrites whole answers) gets its own
+   rule from the auditor's honest reference traces of it (`rule_for_references`, `coin calibrate`): the
+   shipped thresholds, raised where the references need more room, never lowered.
 
 Vectorised: one stable argsort and a few array passes, no Python loop over positions or segments.
 """
 
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +39,11 @@ from auditor.protocol.repetition import NGRAM, PROFILE_BYTES
 COPY_GAP = NGRAM
 MIN_COPY_TOKENS = 10
 PERIODIC = 1.25
+TAIL_SHARE = 0.01  # the top share of honest masses the exponential tail is fitted to
+HONEST_RATE = 1e-4  # the honest rate the fitted tail must fall to at a threshold
+# The fewest masses a tail is fitted to (the shipped fit's top 1% holds 51): a smaller sample is fitted
+# on a larger top share, as the semantic checks' null is (`auditor.semantic.checks.TAIL_MIN`).
+TAIL_MIN = 50
 
 IntArray = npt.NDArray[np.int64]
 
@@ -109,14 +119,15 @@ def find_copies(values: npt.NDArray[np.uint64], gap: int = COPY_GAP, repeats: in
 @dataclass(frozen=True)
 class CopyRule:
     """When a profile proves copying (docs/protocol.md): either mass where the exponential tail fitted to
-    the top 1% of 5,111 honest traces puts fewer than one honest trace in 10,000, rounded up (the fit is
-    `auditor.research.copy_rates.tail_threshold`; bench/copy_rates.py prints it, the largest honest
-    masses, and the fit held out by domain), with at least `min_tokens` tokens in it, so that one
-    restated sentence never fails a short trace."""
+    the top 1% of 5,111 honest traces puts fewer than one honest trace in 10,000, rounded up
+    (`tail_threshold`; bench/copy_rates.py prints it, the largest honest masses, and the fit held out by
+    domain), with at least `min_tokens` tokens in it, so that one restated sentence never fails a short
+    trace. `label` names the rule in a check's detail: `shipped`, or the calibration that raised it."""
 
     copied: float = 0.24
     repeated: float = 0.60
     min_tokens: int = 32
+    label: str = "shipped"
 
 
 COPY_RULE = CopyRule()
@@ -158,4 +169,57 @@ def copy_figures(profile: bytes) -> CopyFigures:
         repeated=int((found.matched[elsewhere] + NGRAM - 1).sum()),
         copies=int(long.sum()),
         longest=int(span.max(initial=0)),
+    )
+
+
+def tail_threshold(values: Iterable[float], rate: float = HONEST_RATE, top: float = TAIL_SHARE) -> float:
+    """Where an exponential law fitted to the excesses of the top `top` share of `values` over their lower
+    edge u (the 1 - top quantile) falls to `rate`: u + mean excess * ln(top / rate), the scale being the
+    maximum-likelihood one. Excesses over a high edge follow a generalised Pareto law
+    (Pickands-Balkema-de Haan); the exponential is its shape-0 case, and for a mass bounded by 1 (shape
+    below 0) it overstates the tail, so the threshold errs high."""
+    array = np.sort(np.asarray(list(values), dtype=np.float64))
+    if len(array) * top < 2:
+        raise ValueError(f"tail_threshold: {len(array)} values hold fewer than 2 in the top {top:g}")
+    edge = float(np.quantile(array, 1 - top))
+    excess = array[array > edge] - edge
+    scale = float(excess.mean()) if len(excess) else 0.0
+    return edge + scale * float(np.log(top / rate))
+
+
+def rule_for_references(
+    references: Sequence[CopyFigures], label: str, shipped: CopyRule = COPY_RULE
+) -> CopyRule:
+    """The copy rule of a domain, from the copy figures of honest reference traces of it that the auditor
+    produced itself. With `TAIL_MIN` references or more, each threshold is the shipped one, raised to
+    the references' own tail fit (at the shipped rate, on their top 1% or their top `TAIL_MIN`, whichever
+    holds more) or to their largest mass, whichever is higher, rounded up to a whole percent — so that no
+    reference fails the rule it calibrates. Fewer references cannot bound a tail: they keep the shipped
+    rule, and ValueError if one of them fails it (the domain copies more than it allows, and needs
+    `TAIL_MIN` references to say how much).
+
+    Never lowered: the shipped thresholds rest on 5,111 honest traces of four domains and held when each
+    domain was left out; a reference set is small, and a proof check must not fire on honest text. A
+    higher threshold only ever turns a `fail` into a `pass`, which is why a domain's rule applies to its
+    providers' next audit (unlike its monitor's null, which waits for the next period)."""
+    if len(references) < TAIL_MIN:
+        failing = sum(r.proves_copying(shipped) for r in references)
+        if failing:
+            raise ValueError(
+                f"{failing} of {len(references)} reference traces fail the shipped copy rule; a domain's own "
+                f"rule is fitted to at least {TAIL_MIN} references"
+            )
+        return replace(shipped, label=label)
+    top = max(TAIL_SHARE, TAIL_MIN / len(references))
+
+    def raised(masses: list[float], floor: float) -> float:
+        needed = max(tail_threshold(masses, top=top), *masses)
+        # round() first: 0.24 * 100 is 24.000000000000004, which must not round up to 25.
+        return max(floor, math.ceil(round(needed * 100, 9)) / 100)
+
+    return replace(
+        shipped,
+        copied=raised([r.copied_fraction for r in references], shipped.copied),
+        repeated=raised([r.repeated_fraction for r in references], shipped.repeated),
+        label=label,
     )

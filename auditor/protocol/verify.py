@@ -277,7 +277,7 @@ def _check_copies(profile: bytes, rule: CopyRule) -> CheckResult:
         f"copied {figures.copied} tokens ({figures.copied_fraction:.1%}, fail above {rule.copied:.0%}), "
         f"repeated elsewhere {figures.repeated} ({figures.repeated_fraction:.1%}, fail above "
         f"{rule.repeated:.0%}), at least {rule.min_tokens} tokens either way; {figures.copies} copies, "
-        f"the longest {figures.longest} tokens"
+        f"the longest {figures.longest} tokens; the {rule.label} rule"
     )
     outcome: Outcome = "fail" if figures.proves_copying(rule) else "pass"
     return CheckResult("copied_spans", outcome, figure, detail, threshold=threshold)

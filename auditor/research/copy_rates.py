@@ -7,6 +7,9 @@ trace. It reports the distribution of the copied and repeated masses overall and
 family and length band, the honest traces closest to each threshold, and how many honest traces the
 rule fails (the claim is none).
 
+`rewriting_domain` measures a domain rule (`rule_for_references`) on a domain the shipped rule was not
+fitted to: real traces that write their last half out again, half of them references, half held out.
+
 `attack_sweep` does the same for the duplication family at each inflation ratio over a sample of
 traces. The check reads the whole profile, so whether it fires depends on nothing the exposure plan
 draws: these are the decisions the audits of those inflated traces reach (given an honest profile),
@@ -22,7 +25,15 @@ from typing import Any
 import blake3
 import numpy as np
 
-from auditor.protocol.copies import COPY_RULE, MIN_COPY_TOKENS, CopyFigures, CopyRule, copy_figures
+from auditor.protocol.copies import (
+    COPY_RULE,
+    MIN_COPY_TOKENS,
+    CopyFigures,
+    CopyRule,
+    copy_figures,
+    rule_for_references,
+    tail_threshold,
+)
 from auditor.protocol.repetition import Repetition
 from auditor.research.attacks import COPY_ATTACKS, AttackContext, inflate
 from auditor.research.evaluation.summary import LENGTH_BANDS, length_band, rate
@@ -30,8 +41,6 @@ from auditor.research.traces import Trace, model_family
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999, 1.0)
 TOP = 10
-TAIL_SHARE = 0.01  # the top share of honest masses the exponential tail is fitted to
-HONEST_RATE = 1e-4  # the honest rate the fitted tail must fall to at a threshold
 
 
 def figures_of(tokens: Sequence[bytes], key_seed: str) -> CopyFigures:
@@ -87,27 +96,13 @@ def _top(rows: Sequence[TraceCopies], fraction: Callable[[TraceCopies], float]) 
     return [{**asdict(r), "fraction": round(fraction(r), 4)} for r in ranked]
 
 
-def tail_threshold(values: Iterable[float], rate: float = HONEST_RATE, top: float = TAIL_SHARE) -> float:
-    """Where an exponential law fitted to the excesses of the top `top` share of `values` over their lower
-    edge u (the 1 - top quantile) falls to `rate`: u + mean excess * ln(top / rate), the scale being the
-    maximum-likelihood one. Excesses over a high edge follow a generalised Pareto law
-    (Pickands-Balkema-de Haan); the exponential is its shape-0 case, and for a mass bounded by 1 (shape
-    below 0) it overstates the tail, so the threshold errs high."""
-    array = np.sort(np.asarray(list(values), dtype=np.float64))
-    if len(array) * top < 2:
-        raise ValueError(f"tail_threshold: {len(array)} values hold fewer than 2 in the top {top:g}")
-    edge = float(np.quantile(array, 1 - top))
-    excess = array[array > edge] - edge
-    scale = float(excess.mean()) if len(excess) else 0.0
-    return edge + scale * float(np.log(top / rate))
-
-
 def fitted_rule(rows: Sequence[TraceCopies], min_tokens: int = COPY_RULE.min_tokens) -> CopyRule:
     """The rule `tail_threshold` sets on these honest traces (unrounded)."""
     return CopyRule(
         copied=tail_threshold(r.copied_fraction for r in rows),
         repeated=tail_threshold(r.repeated_fraction for r in rows),
         min_tokens=min_tokens,
+        label="fitted",
     )
 
 
@@ -217,3 +212,53 @@ def attack_sweep(
                 }
             )
     return rows
+
+
+REWRITE_BRIDGE = "\n\nSo, written out again:\n\n"
+
+
+def _largest(figures: Sequence[CopyFigures]) -> dict[str, float]:
+    return {
+        "copied": max(f.copied_fraction for f in figures),
+        "repeated": max(f.repeated_fraction for f in figures),
+    }
+
+
+def rewriting_domain(
+    traces: Sequence[Trace],
+    tokenize: Callable[[str], list[bytes]],
+    *,
+    count: int = 400,
+    min_tokens: int = 500,
+    share: float = 0.5,
+) -> list[dict[str, Any]]:
+    """A domain the shipped rule was not fitted to, made of real traces: the first `count` with at least
+    `min_tokens` tokens, each writing the last `share` of its reasoning out again (a final draft, as a
+    coding model rewrites its code). Either half is the references of a domain rule
+    (`rule_for_references`), the other half held out: per split, the rule and how many of each half
+    fail it, and how many held-out traces the shipped rule fails."""
+    rewritten = []
+    for trace in traces:
+        tokens = tokenize(trace.reasoning)
+        if len(tokens) < min_tokens:
+            continue
+        tokens += tokenize(REWRITE_BRIDGE) + tokens[-round(share * len(tokens)) :]
+        rewritten.append(figures_of(tokens, trace.id))
+        if len(rewritten) == count:
+            break
+    splits = []
+    for references, held_out in ((rewritten[::2], rewritten[1::2]), (rewritten[1::2], rewritten[::2])):
+        rule = rule_for_references(references, label="rewriting")
+        splits.append(
+            {
+                "rule": asdict(rule),
+                "references": len(references),
+                "held_out": len(held_out),
+                "reference_fails": sum(f.proves_copying(rule) for f in references),
+                "held_out_fails": sum(f.proves_copying(rule) for f in held_out),
+                "held_out_fails_shipped": sum(f.proves_copying(COPY_RULE) for f in held_out),
+                "largest_reference": _largest(references),
+                "largest_held_out": _largest(held_out),
+            }
+        )
+    return splits

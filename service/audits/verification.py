@@ -10,6 +10,7 @@ from typing import Any
 
 from auditor.protocol.challenge import Challenge
 from auditor.protocol.commitment import PublicCommitment, Response
+from auditor.protocol.copies import CopyRule
 from auditor.protocol.errors import ModelError, ProtocolError
 from auditor.protocol.fingerprint import get_embedder
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID
@@ -53,8 +54,14 @@ class RoundResult:
 
 
 def verify_round(
-    settings: Settings, public: PublicCommitment, challenge: Challenge, response_body: dict[str, Any]
+    settings: Settings,
+    public: PublicCommitment,
+    challenge: Challenge,
+    response_body: dict[str, Any],
+    *,
+    copy_rule: CopyRule,
 ) -> RoundResult:
+    """One round's checks; `copy_rule` is the provider's (`service.monitoring.calibration.copy_rule_for`)."""
     embd_id = public.commitment.embd_id
     try:
         embedder = get_embedder(settings.embed_device)
@@ -66,6 +73,7 @@ def verify_round(
             Response.from_json(response_body),
             embedder=embedder,
             semantic_checks=semantic_checks,
+            copy_rule=copy_rule,
         )
     except (ProtocolError, ModelError) as exc:
         # The API checked the response's shape on receipt, so what is left is a mismatch on the

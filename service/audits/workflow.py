@@ -61,6 +61,7 @@ from service.models import (
     Report,
     utcnow,
 )
+from service.monitoring.calibration import copy_rule_for
 
 log = structlog.get_logger(__name__)
 
@@ -263,11 +264,12 @@ def _verify_claimed(context: ServiceContext, audit_uuid: uuid.UUID) -> None:
         spec = ChallengeSpec.from_json(challenge.body)
         response_body = response.body
         round_index = challenge.round - 1
+        copy_rule = copy_rule_for(session, report.provider_id)
 
     started = time.perf_counter()
     if context.settings.verify_delay_seconds:
         time.sleep(context.settings.verify_delay_seconds)
-    result = verify_round(context.settings, public, spec, response_body)
+    result = verify_round(context.settings, public, spec, response_body, copy_rule=copy_rule)
     VERIFICATION_SECONDS.observe(time.perf_counter() - started)
 
     with context.db.unit_of_work() as session:

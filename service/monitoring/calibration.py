@@ -1,4 +1,5 @@
-"""What a provider's monitor tests against: the shipped composite null, or its domain's own calibration.
+"""What a provider's monitor tests against — the shipped composite null, or its domain's own calibration —
+and the copy rule its audits' `copied_spans` check applies.
 
 The shipped policy (`shipped_calibration.json`, packaged with the service) is the composite null that
 `coin monitor-eval` fits on every leave-one-domain-out fold: the worst honest rate of any measured
@@ -12,6 +13,11 @@ the bound just as it does from the folds. Calibrations are versioned per domain 
 provider's monitor takes the latest one of its policy's domain made with the shipped checkpoint, else
 the shipped policy, when a period starts — a null changed half-way through a period would void the
 monitor's guarantee, so a new calibration applies from the next period.
+
+A calibration also carries its domain's copy rule (`auditor.protocol.copies.rule_for_references`): the
+shipped thresholds, raised where the domain's honest references copy more. It applies from the
+provider's next audit, whatever head checkpoint the calibration was made with: the rule reads only the
+repetition profile, and raising it only ever turns a `fail` into a `pass`.
 """
 
 import dataclasses
@@ -27,6 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from auditor.monitoring import THRESHOLDS, DetectionReference, FoldRates, MonitorPolicy, composite_null
+from auditor.protocol.copies import COPY_RULE, CopyRule
 from service.events import append_event
 from service.models import MonitorCalibration, SamplingPolicy, utcnow
 
@@ -49,16 +56,35 @@ def shipped_calibration() -> ShippedCalibration:
     return ShippedCalibration(document["heads"], MonitorPolicy.from_json(document["policy"]))
 
 
+def _domain_of(session: Session, provider_id: uuid.UUID) -> str | None:
+    return session.scalar(select(SamplingPolicy.domain).where(SamplingPolicy.provider_id == provider_id))
+
+
 def policy_for(session: Session, provider_id: uuid.UUID) -> tuple[MonitorPolicy, str]:
     """The policy a new period of the provider's monitor starts with, and its label: the latest
     calibration of the provider's domain made with the shipped checkpoint, else the shipped policy."""
     shipped = shipped_calibration()
-    domain = session.scalar(select(SamplingPolicy.domain).where(SamplingPolicy.provider_id == provider_id))
+    domain = _domain_of(session, provider_id)
     if domain is not None:
         calibration = latest_calibration(session, domain, heads=shipped.heads)
         if calibration is not None:
             return MonitorPolicy.from_json(calibration.policy), calibration.label
     return shipped.policy, SHIPPED
+
+
+def copy_rule_for(session: Session, provider_id: uuid.UUID) -> CopyRule:
+    """The copy rule of the provider's next audit: the latest calibration's of its domain, else the
+    shipped one."""
+    domain = _domain_of(session, provider_id)
+    calibration = latest_calibration(session, domain) if domain is not None else None
+    if calibration is None:
+        return COPY_RULE
+    return CopyRule(**calibration.copy_rule, label=calibration.label)
+
+
+def copy_rule_json(rule: CopyRule) -> dict[str, Any]:
+    """What a calibration stores of its copy rule (the label is the calibration's own)."""
+    return {"copied": rule.copied, "repeated": rule.repeated, "min_tokens": rule.min_tokens}
 
 
 def latest_calibration(
@@ -88,10 +114,17 @@ def reference_policy(domain: str, scores: list[float]) -> tuple[FoldRates, Monit
 
 
 def register_calibration(
-    session: Session, domain: str, scores: list[float], *, heads: str, embd_id: str, actor: str
+    session: Session,
+    domain: str,
+    scores: list[float],
+    *,
+    copy_rule: CopyRule,
+    heads: str,
+    embd_id: str,
+    actor: str,
 ) -> MonitorCalibration:
-    """Store the next version of `domain`'s calibration from its reference audits' scores, recorded as
-    `calibration.registered` in the audit trail."""
+    """Store the next version of `domain`'s calibration from its reference audits' scores and the copy rule
+    its references set, recorded as `calibration.registered` in the audit trail."""
     rates, policy = reference_policy(domain, scores)
     latest = session.scalar(
         select(func.max(MonitorCalibration.version)).where(MonitorCalibration.domain == domain)
@@ -102,6 +135,7 @@ def register_calibration(
         traces=len(scores),
         rates=_rates_json(rates),
         policy=policy.to_json(),
+        copy_rule=copy_rule_json(copy_rule),
         heads=heads,
         embd_id=embd_id,
         created_at=utcnow(),
@@ -116,6 +150,7 @@ def register_calibration(
             "traces": len(scores),
             "heads": heads,
             "bound": policy.bound.to_json(),
+            "copy_rule": copy_rule_json(copy_rule),
             "by": actor,
         },
     )

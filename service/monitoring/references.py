@@ -6,17 +6,23 @@ round and verified by the service's own verification (`verify_round`: checks 1â€
 heads) until a round decides, as a real audit would. What the monitor reads of each is its score
 (`auditor.monitoring.AuditEvidence`); `service.monitoring.calibration.register_calibration` turns the
 scores into the domain's null bound.
+
+Before the audits, the references' repetition profiles give the domain's copy rule
+(`reference_copy_rule`: the profiles need no embedding), and the references are audited under it, as the
+domain's providers will be.
 """
 
 import json
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.monitoring import AuditEvidence
-from auditor.protocol.commitment import commit, new_secret
+from auditor.protocol.commitment import commit, new_secret, tokens_of
+from auditor.protocol.copies import CopyRule, copy_figures, rule_for_references
 from auditor.protocol.fingerprint import get_embedder
+from auditor.protocol.repetition import Repetition
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID
 from service.audits.verification import semantic_suite, verify_round
 from service.audits.workflow import plan_for
@@ -60,6 +66,16 @@ def read_reference_traces(path: Path, domain: str) -> list[ReferenceTrace]:
     return traces
 
 
+def reference_copy_rule(traces: Sequence[ReferenceTrace], domain: str) -> CopyRule:
+    """The copy rule the references set (`rule_for_references`, whose ValueError it passes on): each
+    one's repetition profile, as the SDK commits it, under a fresh key (the copies do not depend on it)."""
+    figures = [
+        copy_figures(Repetition(tokens_of(t.reasoning, DEFAULT_TOKENIZER_ID), new_secret()).profile)
+        for t in traces
+    ]
+    return rule_for_references(figures, label=f"{domain} reference")
+
+
 @dataclass(frozen=True)
 class ReferenceAudit:
     trace_id: str
@@ -67,7 +83,7 @@ class ReferenceAudit:
     evidence: AuditEvidence
 
 
-def audit_reference(settings: Settings, trace: ReferenceTrace) -> ReferenceAudit:
+def audit_reference(settings: Settings, trace: ReferenceTrace, copy_rule: CopyRule) -> ReferenceAudit:
     """One honest trace, committed, challenged, answered and verified as the service audits a report."""
     public, openings = commit(
         trace.reasoning, trace.answer, new_secret(), embedder=get_embedder(settings.embed_device)
@@ -76,7 +92,7 @@ def audit_reference(settings: Settings, trace: ReferenceTrace) -> ReferenceAudit
     for round_index in range(plan.rounds):
         challenge = plan.challenge(round_index)
         response = openings.respond(challenge.indices, challenge.content_indices).to_json()
-        result = verify_round(settings, public, challenge, response)
+        result = verify_round(settings, public, challenge, response, copy_rule=copy_rule)
         if not result.wants_more_blocks:
             break
     statement = {"outcome": result.outcome.value, "evidence": result.evidence}
@@ -86,12 +102,15 @@ def audit_reference(settings: Settings, trace: ReferenceTrace) -> ReferenceAudit
 
 
 def audit_references(
-    settings: Settings, traces: Iterable[ReferenceTrace], progress: Callable[[ReferenceAudit], None]
+    settings: Settings,
+    traces: Iterable[ReferenceTrace],
+    copy_rule: CopyRule,
+    progress: Callable[[ReferenceAudit], None],
 ) -> list[ReferenceAudit]:
-    """Every trace audited in turn (`progress` is told of each)."""
+    """Every trace audited in turn under `copy_rule` (`progress` is told of each)."""
     audits = []
     for trace in traces:
-        audits.append(audit_reference(settings, trace))
+        audits.append(audit_reference(settings, trace, copy_rule))
         progress(audits[-1])
     return audits
 

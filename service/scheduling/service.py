@@ -2,9 +2,10 @@
 
 A provider's policy (one row; none means no scheduled sampling) says the share of its reports drawn
 (`share`), the audits it gets per UTC day at least (`min_per_day`) and its domain, whose calibration
-its monitor uses. It escalates — to `escalated_share` and `escalated_min_per_day`, and its scheduled
-audits reveal their whole exposure plan in one round — after a failed audit, when its monitor alarms,
-or while the monitor's e-value is at or above `warning_e_value` (evidence rising, not yet an alarm).
+its monitor and its audits' copy rule use. It escalates — to `escalated_share` and
+`escalated_min_per_day`, and its scheduled audits reveal their whole exposure plan in one round — after
+a failed audit, when its monitor alarms, or while the monitor's e-value is at or above
+`warning_e_value` (evidence rising, not yet an alarm).
 It returns to base after `clean_audits` consecutive passing audits once the e-value is back below the
 warning level; a `suspect` or `fail` verdict on the way starts the count again (an `inconclusive` one
 neither counts nor resets).

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from auditor.cli import build_app
+from auditor.protocol.copies import COPY_RULE
 from service.audits.verdicts import write_verdict
 from service.audits.workflow import exposure_plan
 from service.context import ServiceContext
@@ -43,7 +44,7 @@ from service.models import (
     WebhookDelivery,
     utcnow,
 )
-from service.monitoring.calibration import shipped_calibration
+from service.monitoring.calibration import copy_rule_json, shipped_calibration
 from service.scheduling.draws import draw_for_provider, draw_scheduled_audits, utc_day
 from service.security import score_below, webhook_signature
 from service.settings import get_settings
@@ -371,10 +372,23 @@ def test_calibrate_a_domain_and_set_a_policy_from_the_command_line(
         )
         assert calibrated.exit_code == 0, calibrated.output
         assert "calibration math@1: 3 traces" in calibrated.output
+        # Three short GSM8K solutions copy nothing like the shipped rule's room: it stays.
+        assert "copy rule of math: fail above copied 24% or repeated 60%" in calibrated.output
         refused = runner.invoke(
             build_app(), ["calibrate", "--domain", "medical", "--traces", str(references)]
         )
         assert refused.exit_code == 2 and "math.jsonl:1.domain" in refused.output
+        # References that copy beyond the shipped rule, too few to fit a rule of their own: refused.
+        doubled = tmp_path / "doubled.jsonl"
+        doubled.write_text(
+            "".join(
+                json.dumps({**t, "reasoning": t["reasoning"] + "\n\n" + t["reasoning"]}) + "\n"
+                for t in short_traces[:3]
+            )
+        )
+        too_few = runner.invoke(build_app(), ["calibrate", "--domain", "math", "--traces", str(doubled)])
+        assert too_few.exit_code == 2
+        assert "3 of 3 reference traces fail the shipped copy rule" in too_few.output
 
         provider = make_provider()
         set_ = runner.invoke(build_app(), ["policy", "set", "--provider", provider.name, "--domain", "math",
@@ -398,6 +412,7 @@ def test_calibrate_a_domain_and_set_a_policy_from_the_command_line(
             shipped_calibration().heads,
         )
         assert calibration.policy["bound"]["domains"] == ["math"]
+        assert calibration.copy_rule == copy_rule_json(COPY_RULE)
     assert _kinds(database, provider.id).count("sampling_policy.set") == 1
 
     # The provider's next verdict (its monitor's first this period) is counted under its domain's
@@ -448,3 +463,38 @@ def test_migration_0007_adds_and_drops_the_scheduling_tables(
     assert not tables & present and "full_exposure" not in audit_columns
     upgrade_database(url)
     assert tables <= schema()[0]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0008_gives_earlier_calibrations_the_shipped_copy_rule(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'coin.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("scratch_postgres")
+    )
+    command.upgrade(alembic_config(url), "0007")
+    engine = make_engine(url)
+    calibrations = sa.table(
+        "monitor_calibrations",
+        sa.column("id", sa.Uuid()),
+        *(sa.column(name, sa.String()) for name in ("domain", "heads", "embd_id")),
+        *(sa.column(name, sa.Integer()) for name in ("version", "traces")),
+        *(sa.column(name, sa.JSON()) for name in ("rates", "policy")),
+        sa.column("created_at", sa.DateTime(timezone=True)),
+    )
+    try:
+        with engine.begin() as connection:
+            row = {"id": uuid.uuid4(), "domain": "math", "version": 1, "traces": 3, "rates": {}, "policy": {},
+                   "heads": "h", "embd_id": "e", "created_at": utcnow()}  # fmt: skip
+            connection.execute(calibrations.insert().values(**row))
+        upgrade_database(url)
+        with engine.connect() as connection:
+            stored = connection.execute(sa.text("SELECT copy_rule FROM monitor_calibrations")).scalar_one()
+        assert (json.loads(stored) if isinstance(stored, str) else stored) == copy_rule_json(COPY_RULE)
+        command.downgrade(alembic_config(url), "0007")
+        columns = {c["name"] for c in sa.inspect(engine).get_columns("monitor_calibrations")}
+        assert "copy_rule" not in columns and "policy" in columns
+    finally:
+        engine.dispose()

@@ -1,5 +1,6 @@
 """The copied_spans rule against every honest trace: none fails, and the rule's thresholds are where the
-tail fit puts them — a fit that, made on three domains, fails no honest trace of the fourth."""
+tail fit puts them — a fit that, made on three domains, fails no honest trace of the fourth; and a
+domain's own rule, raised by its reference traces where they copy more."""
 
 import math
 from typing import Any
@@ -7,14 +8,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from auditor.protocol.copies import COPY_RULE, CopyFigures
+from auditor.protocol.copies import COPY_RULE, CopyFigures, rule_for_references, tail_threshold
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID, get_tokenizer
 from auditor.research.copy_rates import (
     TraceCopies,
     fitted_rule,
     leave_one_domain_out,
     measure,
-    tail_threshold,
+    rewriting_domain,
 )
 from auditor.research.traces import load_traces
 from tests.conftest import TRACES_DIR
@@ -77,3 +78,52 @@ def test_leave_one_domain_out_counts_the_held_out_traces_above_the_others_fit() 
         folds["a"]["rule"]["copied"] > 2 * folds["c"]["rule"]["copied"]
     )  # c's tail lifts every fit it is in
     assert fitted_rule(rows).copied > folds["c"]["rule"]["copied"]
+
+
+def _figures(copied: float, repeated: float = 0.0, size: int = 1000) -> CopyFigures:
+    return CopyFigures(size, round(copied * size), round(repeated * size), 1, 20)
+
+
+def test_a_domain_rule_is_never_below_the_shipped_one() -> None:
+    references = [_figures(c) for c in np.random.default_rng(2).exponential(0.01, size=300)]
+    rule = rule_for_references(references, label="medical@1")
+    assert (rule.copied, rule.repeated, rule.min_tokens) == (COPY_RULE.copied, COPY_RULE.repeated, 32)
+    assert rule.label == "medical@1" and COPY_RULE.label == "shipped"
+
+
+def test_a_domain_rule_rises_above_its_references_copied_mass() -> None:
+    # A domain whose models write their answer out twice: copied masses around 35-45%.
+    masses = np.random.default_rng(3).uniform(0.35, 0.45, size=60)
+    references = [_figures(c, repeated=0.2) for c in masses]
+    shipped_fails = sum(r.proves_copying(COPY_RULE) for r in references)
+    rule = rule_for_references(references, label="code@1")
+    assert shipped_fails == 60
+    assert not any(r.proves_copying(rule) for r in references)
+    assert rule.copied >= masses.max() and rule.repeated == COPY_RULE.repeated
+    assert rule.copied * 100 == pytest.approx(round(rule.copied * 100))  # a whole percent
+
+
+def test_fewer_references_than_a_tail_needs_keep_the_shipped_rule_or_refuse() -> None:
+    # 49 references cannot bound a tail: the shipped rule, unless one of them fails it.
+    rule = rule_for_references([_figures(0.20)] * 49, label="x@1")
+    assert (rule.copied, rule.repeated, rule.label) == (COPY_RULE.copied, COPY_RULE.repeated, "x@1")
+    with pytest.raises(ValueError, match="1 of 49 reference traces fail the shipped copy rule"):
+        rule_for_references([_figures(0.20)] * 48 + [_figures(0.30)], label="x@1")
+    # Fifty are enough: the tail of all fifty (edge at the smallest, 20%), to one trace in 10,000.
+    rule = rule_for_references([_figures(0.20)] * 49 + [_figures(0.30)], label="x@1")
+    excess = 0.10  # the mean excess over the edge, of the one mass above it
+    assert rule.copied == pytest.approx(math.ceil(100 * (0.20 + excess * math.log(1 / 1e-4))) / 100)
+
+
+def test_a_rewriting_domains_rule_from_half_its_traces_covers_the_other_half() -> None:
+    # A domain the shipped rule was not fitted to: 400 real traces whose model writes its last half out
+    # again (copied mass ~33%). The rule from either half as references fails none of them, and at most
+    # one of the other half (measured: 0 and 0; 1 and 0 with traces chosen by length in characters — an
+    # honest trace already heavy in repeated mass, 61%, beyond any of its references: 200 references
+    # cannot promise the shipped rule's one honest fail in 10,000); the shipped rule fails most of them.
+    splits = rewriting_domain(load_traces([TRACES_DIR]), get_tokenizer(DEFAULT_TOKENIZER_ID).tokenize)
+    for split in splits:
+        assert (split["references"], split["held_out"], split["reference_fails"]) == (200, 200, 0)
+        assert split["held_out_fails_shipped"] > 150
+        assert split["held_out_fails"] <= 1
+        assert split["rule"]["copied"] < 0.5  # still a bound: a trace pasting all of itself again fails
