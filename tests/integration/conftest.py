@@ -9,6 +9,7 @@ the broker (its keys deleted at the end). Each test starts from empty tables (TR
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -86,6 +87,16 @@ def scratch_postgres(postgres: str) -> Iterator[str]:
     finally:
         with _admin_connection() as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def migration_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database to migrate up and down, once on each backend the service runs on: a SQLite
+    file, and a scratch PostgreSQL database (`scratch_postgres`)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'coin.sqlite3'}"
+    url: str = request.getfixturevalue("scratch_postgres")
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import re
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx2
 import pytest
@@ -224,15 +223,8 @@ def test_coin_staff_add(clean_db: Database, monkeypatch: pytest.MonkeyPatch, bro
     assert _sign_in(browser, "carol@example.com", PASSWORD).status_code == 303
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migration_0006_adds_and_drops_the_staff_tables(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'coin.sqlite3'}"
-        if backend == "sqlite"
-        else request.getfixturevalue("scratch_postgres")
-    )
+def test_migration_0006_adds_and_drops_the_staff_tables(migration_url: str) -> None:
+    url = migration_url
     staff_tables = {"staff_accounts", "staff_sessions", "login_failures"}
     list_indexes = {("reports", "ix_reports_received_at_id"), ("reports", "ix_reports_request_id"),
                     ("audits", "ix_audits_created_at_id")}  # fmt: skip

@@ -435,15 +435,8 @@ def test_calibrate_a_domain_and_set_a_policy_from_the_command_line(
     assert (standing["calibration"], standing["audits"]) == ("math@1", 1)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migration_0007_adds_and_drops_the_scheduling_tables(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'coin.sqlite3'}"
-        if backend == "sqlite"
-        else request.getfixturevalue("scratch_postgres")
-    )
+def test_migration_0007_adds_and_drops_the_scheduling_tables(migration_url: str) -> None:
+    url = migration_url
     tables = {"sampling_policies", "scheduled_draws", "monitor_states", "monitor_calibrations",
               "webhook_deliveries", "webhook_attempts"}  # fmt: skip
 
@@ -465,16 +458,9 @@ def test_migration_0007_adds_and_drops_the_scheduling_tables(
     assert tables <= schema()[0]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migration_0008_gives_earlier_calibrations_the_shipped_copy_rule(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'coin.sqlite3'}"
-        if backend == "sqlite"
-        else request.getfixturevalue("scratch_postgres")
-    )
-    command.upgrade(alembic_config(url), "0007")
+def test_migration_0008_gives_earlier_calibrations_the_shipped_copy_rule(migration_url: str) -> None:
+    url = migration_url
+    upgrade_database(url, "0007")
     engine = make_engine(url)
     calibrations = sa.table(
         "monitor_calibrations",

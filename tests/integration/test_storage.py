@@ -1,7 +1,6 @@
 """The audit store: migrations match the models, and the audit trail detects tampering."""
 
 import uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -72,17 +71,11 @@ def _outcomes(engine: sa.Engine) -> list[str]:
         return sorted(connection.scalars(select(_VERDICTS.c.outcome)))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migration_0004_lets_verdicts_say_suspect(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_migration_0004_lets_verdicts_say_suspect(migration_url: str) -> None:
     """0004 replaces the CHECK on verdicts.outcome (a table rebuild on SQLite, ALTER on PostgreSQL):
     `suspect` is accepted, anything else still refused; its downgrade refuses to drop a signed
     `suspect` verdict, and without one puts the old constraint back."""
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'coin.sqlite3'}"
-    else:
-        url = request.getfixturevalue("scratch_postgres")
+    url = migration_url
     # At 0004 itself: from 0005 on, verdicts are append-only and this test deletes one.
     upgrade_database(url, "0004")
     engine = make_engine(url)
