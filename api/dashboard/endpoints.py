@@ -51,6 +51,7 @@ from service.context import ServiceContext
 from service.errors import NotFound, ServiceError
 from service.listing import Cursor, Filters, Page, PageRequest
 from service.models import Audit, AuditStatus, AuditTrigger, ChallengeStatus, Outcome, Report
+from service.monitoring.calibration import copy_rule_for
 from service.monitoring.service import standing
 from service.providers.service import (
     get_provider,
@@ -309,6 +310,7 @@ def _provider_page(request: Request, staff: Staff, session: Session, settings: S
         "p": summary,
         "policy": summary.policy,
         "standing": standing(session, provider.id),
+        "copy_rule": copy_rule_for(session, provider.id),
         "retention_days": settings.retention_days,
         "provider": provider,
         "keys": list_api_keys(session, provider),

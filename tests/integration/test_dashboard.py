@@ -285,6 +285,7 @@ def test_a_provider_page_shows_its_sampling_policy_and_monitor_and_the_overview_
     assert "proof alarm</strong> at audit 1 of the month" in page
     quiet_page = browser.get(f"/dashboard/providers/{quiet.id}").text
     assert "not audited on a schedule" in quiet_page and "Alarm</dt><dd>none" in quiet_page
+    assert "fails above 24.0% copied or 60.0% repeated (the shipped rule)" in quiet_page
     overview = browser.get("/dashboard").text
     ranked = overview[overview.index("Providers by risk") :]
     assert ranked.index("Failing Co") < ranked.index("Quiet Co")
