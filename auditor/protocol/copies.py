@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from auditor.protocol.repetition import NGRAM, PROFILE_BYTES
+from auditor.protocol.repetition import NGRAM, PROFILE_BYTES, Repetition
 
 COPY_GAP = NGRAM
 MIN_COPY_TOKENS = 10
@@ -172,6 +172,12 @@ def copy_figures(profile: bytes) -> CopyFigures:
     )
 
 
+def copy_figures_of(tokens: Sequence[bytes], secret: bytes) -> CopyFigures:
+    """Steps 1-4 on the profile the provider SDK commits for `tokens` (the figures do not depend on the
+    secret: only equal n-grams meet)."""
+    return copy_figures(Repetition(tokens, secret).profile)
+
+
 def tail_threshold(values: Iterable[float], rate: float = HONEST_RATE, top: float = TAIL_SHARE) -> float:
     """Where an exponential law fitted to the excesses of the top `top` share of `values` over their lower
     edge u (the 1 - top quantile) falls to `rate`: u + mean excess * ln(top / rate), the scale being the
@@ -187,9 +193,7 @@ def tail_threshold(values: Iterable[float], rate: float = HONEST_RATE, top: floa
     return edge + scale * float(np.log(top / rate))
 
 
-def rule_for_references(
-    references: Sequence[CopyFigures], label: str, shipped: CopyRule = COPY_RULE
-) -> CopyRule:
+def rule_for_references(references: Sequence[CopyFigures], label: str) -> CopyRule:
     """The copy rule of a domain, from the copy figures of honest reference traces of it that the auditor
     produced itself. With `TAIL_MIN` references or more, each threshold is the shipped one, raised to
     the references' own tail fit (at the shipped rate, on their top 1% or their top `TAIL_MIN`, whichever
@@ -203,13 +207,13 @@ def rule_for_references(
     higher threshold only ever turns a `fail` into a `pass`, which is why a domain's rule applies to its
     providers' next audit (unlike its monitor's null, which waits for the next period)."""
     if len(references) < TAIL_MIN:
-        failing = sum(r.proves_copying(shipped) for r in references)
+        failing = sum(r.proves_copying(COPY_RULE) for r in references)
         if failing:
             raise ValueError(
                 f"{failing} of {len(references)} reference traces fail the shipped copy rule; a domain's own "
                 f"rule is fitted to at least {TAIL_MIN} references"
             )
-        return replace(shipped, label=label)
+        return replace(COPY_RULE, label=label)
     top = max(TAIL_SHARE, TAIL_MIN / len(references))
 
     def raised(masses: list[float], floor: float) -> float:
@@ -218,8 +222,8 @@ def rule_for_references(
         return max(floor, math.ceil(round(needed * 100, 9)) / 100)
 
     return replace(
-        shipped,
-        copied=raised([r.copied_fraction for r in references], shipped.copied),
-        repeated=raised([r.repeated_fraction for r in references], shipped.repeated),
+        COPY_RULE,
+        copied=raised([r.copied_fraction for r in references], COPY_RULE.copied),
+        repeated=raised([r.repeated_fraction for r in references], COPY_RULE.repeated),
         label=label,
     )

@@ -30,11 +30,10 @@ from auditor.protocol.copies import (
     MIN_COPY_TOKENS,
     CopyFigures,
     CopyRule,
-    copy_figures,
+    copy_figures_of,
     rule_for_references,
     tail_threshold,
 )
-from auditor.protocol.repetition import Repetition
 from auditor.research.attacks import COPY_ATTACKS, AttackContext, inflate
 from auditor.research.evaluation.summary import LENGTH_BANDS, length_band, rate
 from auditor.research.traces import Trace, model_family
@@ -45,8 +44,7 @@ TOP = 10
 
 def figures_of(tokens: Sequence[bytes], key_seed: str) -> CopyFigures:
     """The copy figures of one token list, its profile made by the provider SDK."""
-    secret = blake3.blake3(key_seed.encode()).digest()
-    return copy_figures(Repetition(tokens, secret).profile)
+    return copy_figures_of(tokens, blake3.blake3(key_seed.encode()).digest())
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ from pathlib import Path
 
 from auditor.monitoring import AuditEvidence
 from auditor.protocol.commitment import commit, new_secret, tokens_of
-from auditor.protocol.copies import CopyRule, copy_figures, rule_for_references
+from auditor.protocol.copies import CopyRule, copy_figures_of, rule_for_references
 from auditor.protocol.fingerprint import get_embedder
-from auditor.protocol.repetition import Repetition
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID
 from service.audits.verification import semantic_suite, verify_round
 from service.audits.workflow import plan_for
@@ -69,10 +68,7 @@ def read_reference_traces(path: Path, domain: str) -> list[ReferenceTrace]:
 def reference_copy_rule(traces: Sequence[ReferenceTrace], domain: str) -> CopyRule:
     """The copy rule the references set (`rule_for_references`, whose ValueError it passes on): each
     one's repetition profile, as the SDK commits it, under a fresh key (the copies do not depend on it)."""
-    figures = [
-        copy_figures(Repetition(tokens_of(t.reasoning, DEFAULT_TOKENIZER_ID), new_secret()).profile)
-        for t in traces
-    ]
+    figures = [copy_figures_of(tokens_of(t.reasoning, DEFAULT_TOKENIZER_ID), new_secret()) for t in traces]
     return rule_for_references(figures, label=f"{domain} reference")
 
 
