@@ -21,13 +21,13 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, joinedload
 
 from service.context import ServiceContext
-from service.listing import DEFAULT_PAGE, MAX_PAGE, Cursor, Filters, PageRequest
+from service.listing import DEFAULT_PAGE, MAX_PAGE, Cursor, Filters, PageRequest, as_utc
 from service.models import ApiKey, Provider
 from service.security import RECEIPT_TOKEN_PREFIX, constant_time_equal, sha256_hex, split_api_key
 
@@ -279,8 +279,8 @@ def _iso_8601_only(value: Any) -> Any:
     return value
 
 
-# A date-time query parameter: ISO 8601 only (no zone: UTC).
-IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only)]
+# A date-time query parameter: ISO 8601 only (no zone: UTC), read as its UTC instant.
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(as_utc)]
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,14 @@ class Cursor:
 
 
 def as_utc(value: datetime) -> datetime:
-    """A datetime without a zone is read as UTC (the store holds UTC; a date is midnight UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """A datetime without a zone is read as UTC (the store holds UTC; a date is midnight UTC);
+    ValueError for one whose UTC instant falls outside the calendar (9999-12-31T23:00-05:00)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the instant in UTC falls outside the years 1 to 9999") from None
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,12 @@ class FilterForm:
 
     def _day(self, text: str, name: str, shift: int) -> datetime | None:
         day = self.parse(text, date.fromisoformat, f"{name} date")
-        return None if day is None else datetime.combine(day + timedelta(days=shift), time(), tzinfo=UTC)
+        if day is None:
+            return None
+        try:
+            return datetime.combine(day + timedelta(days=shift), time(), tzinfo=UTC)
+        except OverflowError:  # "to" 9999-12-31: the day after is past the calendar, so no upper bound
+            return None
 
     def parse(self, text: str, kind: Callable[[str], Value], name: str) -> Value | None:
         """`text` read as `kind`; None when blank, or when unreadable (which `errors` then says)."""

@@ -5,7 +5,7 @@ migration that adds the staff's tables; a provider's sampling policy and monitor
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import httpx2
 import pytest
@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from auditor.cli import build_app
 from service.audits.verdicts import write_verdict
 from service.database import Database, make_engine
+from service.listing import Cursor
 from service.migrate import alembic_config, upgrade_database
 from service.models import (
     Audit,
@@ -98,6 +99,14 @@ def test_only_a_staff_session_opens_the_dashboard(
     # Only a page of this dashboard is a place to go back to.
     for elsewhere in ("https://evil.example/", "//evil.example/x", "/v1/providers"):
         assert _sign_in(browser, staff, PASSWORD, next=elsewhere).headers["location"] == "/dashboard"
+
+
+def test_list_filters_at_the_ends_of_the_calendar(browser: TestClient, staff: str) -> None:
+    assert _sign_in(browser, staff, PASSWORD).status_code == 303
+    assert browser.get("/dashboard/reports?to=9999-12-31").status_code == 200  # no day after it: no bound
+    beyond = Cursor(datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=23))), uuid.uuid4()).encode()
+    page = browser.get(f"/dashboard/audits?cursor={beyond}")  # its instant in UTC is in the year 10000
+    assert page.status_code == 200 and "is not valid" in page.text
 
 
 def test_sign_in_is_rate_limited_in_the_store(

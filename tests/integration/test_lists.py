@@ -4,7 +4,7 @@ totals, unknown parameters refused, tenant isolation; and API key rotation and r
 import copy
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from service.database import Database
 from service.events import verify_chain
+from service.listing import Cursor
 from service.models import AuditEvent
 from tests.integration.support import (
     ADMIN,
@@ -118,8 +119,12 @@ def test_lists_refuse_unknown_parameters_and_bad_cursors(client: TestClient, wor
         assert response.json()["errors"] == [
             {"loc": ["query", "outcom"], "msg": "unknown query parameter", "type": "extra_forbidden"}
         ]
+    past_calendar = datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=23)))  # in UTC: year 10000
     for params in ({"cursor": "not-a-cursor"}, {"limit": 0}, {"limit": 501}, {"received_from": "yesterday"},
                    {"received_to": "0.5"}, {"received_from": "1764500000"},  # no Unix time: ISO 8601 only
+                   {"received_from": "9999-12-31T23:59:59-23:00"},  # in UTC past the calendar
+                   {"received_to": "0001-01-01T00:00:00+23:00"},  # in UTC before it
+                   {"cursor": Cursor(past_calendar, uuid.uuid4()).encode()},
                    {"outcome": "guilty"}, {"provider": "nobody"}):  # fmt: skip
         response = client.get("/v1/reports", params=params, headers=ADMIN)
         assert response.status_code == 422, (params, response.text)
