@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from typing import TypeGuard
 
 import structlog
 from argon2 import PasswordHasher
@@ -85,7 +86,8 @@ def _dummy_hash() -> str:
     return _hasher.hash(secrets.token_urlsafe(16))
 
 
-def _password_matches(account: StaffAccount | None, password: str) -> bool:
+def _password_matches(account: StaffAccount | None, password: str) -> TypeGuard[StaffAccount]:
+    """Whether `account` exists and `password` is its own; one password verification either way."""
     try:
         _hasher.verify(account.password_hash if account else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
@@ -136,7 +138,9 @@ def sign_in(session: Session, settings: Settings, email: str, password: str, add
     account = session.scalars(
         select(StaffAccount).where(StaffAccount.email == normalise_email(email))
     ).one_or_none()
-    if account is None or not _password_matches(account, password):
+    # Hash before deciding: an unknown email costs the same verification as a wrong password, so the
+    # answer's timing does not say which addresses have accounts.
+    if not _password_matches(account, password):
         session.add(LoginFailure(account=account_key, address=address, occurred_at=now))
         log.warning("staff.sign_in_refused", address=address)
         return SignIn(SignInOutcome.REFUSED)

@@ -6,16 +6,19 @@ import re
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 import httpx2
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
+import service.staff.service
 from auditor.cli import build_app
 from service.audits.verdicts import write_verdict
 from service.database import Database, make_engine
@@ -125,6 +128,26 @@ def test_sign_in_is_rate_limited_in_the_store(
         old = utcnow() - timedelta(seconds=settings.login_window_seconds + 1)
         session.execute(update(LoginFailure).values(occurred_at=old))
     assert _sign_in(browser, staff, PASSWORD).status_code == 303
+
+
+def test_an_unknown_email_costs_the_same_password_verification(
+    clean_db: Database, settings: Settings, staff: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No account enumeration by timing: whether the email has an account or not, a refused sign-in
+    verifies one Argon2 hash (the real hasher, counted)."""
+    verified: list[str] = []
+
+    class CountingHasher(PasswordHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+            verified.append(str(hash))
+            return super().verify(hash, password)
+
+    monkeypatch.setattr(service.staff.service, "_hasher", CountingHasher())
+    for email in (staff, "nobody@example.com"):
+        verified.clear()
+        with clean_db.unit_of_work() as session:
+            refused = sign_in(session, settings, email, "wrong password", "192.0.2.9")
+        assert refused.outcome == SignInOutcome.REFUSED and len(verified) == 1, email
 
 
 def test_the_address_limit_spans_accounts(clean_db: Database, settings: Settings) -> None:
