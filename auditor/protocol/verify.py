@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from auditor.protocol.challenge import DEFAULT_EPSILON, Challenge, detection_probability
-from auditor.protocol.commitment import Opening, PublicCommitment, Response
+from auditor.protocol.commitment import Commitment, Opening, PublicCommitment, Response
 from auditor.protocol.copies import COPY_RULE, CopyRule, copy_figures
 from auditor.protocol.errors import ProofError, ProtocolError
 from auditor.protocol.fingerprint import EMBED_DIM, EmbeddingModel, Int8Array, cosine, get_embedder, quantize
@@ -219,8 +219,14 @@ def _check_token_embeddings(content: Sequence[Opening], embedder: EmbeddingModel
     )
 
 
-def _profile_refusal(committed: RepetitionCommitment, size: int, opened: RepetitionOpening | None) -> str:
-    """Why the response's profile is not the one the report committed ("" when it is)."""
+def _profile_refusal(commitment: Commitment, opened: RepetitionOpening | None) -> str:
+    """Why the response's profile is not the one the report committed ("" when it is, or when neither
+    has one)."""
+    committed, size = commitment.repetition, commitment.size
+    if committed is None:
+        return (
+            "" if opened is None else f"{commitment.version} has no repetition profile; the response sent one"
+        )
     if opened is None:
         return "a coin/2 response must carry the repetition profile"
     if len(opened.profile) != size * PROFILE_BYTES:
@@ -311,17 +317,14 @@ def verify_response(
         consistency, blocks = _check_blocks(challenge, content)
         checks += [consistency, _check_token_embeddings(content, embd)]
         committed, profile = commitment.repetition, response.repetition
-        if committed is None and profile is not None:
-            raise ProtocolError(f"response.repetition: {commitment.version} has no repetition profile")
-        if committed is not None:
-            refusal = _profile_refusal(committed, commitment.size, profile)
-            if refusal or profile is None:
-                checks.append(CheckResult("repetition_profile", "fail", None, refusal))
-            else:
-                checks += [
-                    _check_fingerprints(committed, commitment.size, content, profile),
-                    _check_copies(profile.profile, copy_rule),
-                ]
+        refusal = _profile_refusal(commitment, profile)
+        if refusal:  # a proof failure, like a wrong opening: a malformed answer cannot turn one away
+            checks.append(CheckResult("repetition_profile", "fail", None, refusal))
+        elif committed is not None and profile is not None:
+            checks += [
+                _check_fingerprints(committed, commitment.size, content, profile),
+                _check_copies(profile.profile, copy_rule),
+            ]
         if all(c.passed for c in checks):
             opened = OpenedTrace(public, challenge, content, embd, blocks)
             checks += [check(opened) for check in semantic_checks]

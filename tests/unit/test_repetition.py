@@ -324,11 +324,18 @@ def test_coin1_still_verifies_and_refuses_a_profile() -> None:
     assert response.repetition is None and "repetition" not in response.to_json()
     result = verify(public, challenge, response)
     assert [c.name for c in result.checks] == ["proof", "block_consistency", "token_embedding"]
+    # A profile sent with a coin/1 answer is a failed proof, not an error the auditor cannot verify
+    # past: an answer that fails a check must not turn its `fail` into an `inconclusive` that way.
     coin2 = committed(tokens)[1].respond(challenge.indices, challenge.content_indices)
-    with pytest.raises(ProtocolError, match="coin/1 has no repetition profile"):
-        verify_response(
-            public, challenge, dataclasses.replace(response, repetition=coin2.repetition), embedder=EMBEDDER
-        )
+    swapped = tuple(
+        dataclasses.replace(o, token=b" zebra") if o.index == 21 else o for o in response.openings
+    )
+    for openings, failed in ((response.openings, ["repetition_profile"]),
+                             (swapped, ["token_embedding", "repetition_profile"])):  # fmt: skip
+        sent = dataclasses.replace(response, openings=openings, repetition=coin2.repetition)
+        result = verify(public, challenge, sent)
+        assert result.verdict == "fail" and [c.name for c in result.failed] == failed
+        assert "coin/1 has no repetition profile; the response sent one" in result.failed[-1].detail
 
 
 @pytest.mark.parametrize(
