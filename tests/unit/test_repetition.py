@@ -330,9 +330,9 @@ def test_coin1_still_verifies_and_refuses_a_profile() -> None:
     swapped = tuple(
         dataclasses.replace(o, token=b" zebra") if o.index == 21 else o for o in response.openings
     )
-    for openings, failed in ((response.openings, ["repetition_profile"]),
+    for opened, failed in ((response.openings, ["repetition_profile"]),
                              (swapped, ["token_embedding", "repetition_profile"])):  # fmt: skip
-        sent = dataclasses.replace(response, openings=openings, repetition=coin2.repetition)
+        sent = dataclasses.replace(response, openings=opened, repetition=coin2.repetition)
         result = verify(public, challenge, sent)
         assert result.verdict == "fail" and [c.name for c in result.failed] == failed
         assert "coin/1 has no repetition profile; the response sent one" in result.failed[-1].detail
