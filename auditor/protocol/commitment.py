@@ -188,6 +188,11 @@ class AnswerCommitment:
         text = data.get("text")
         if text is not None and not isinstance(text, str):
             raise ProtocolError("answer.text: expected a string")
+        if text is not None and not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8, so no digest
+                raise ProtocolError("answer.text: not valid Unicode (a lone surrogate)") from None
         answer = cls(
             digest=from_hex(data.get("digest"), field="answer.digest", length=DIGEST_BYTES),
             embedding=from_b64(data.get("embedding"), field="answer.embedding", length=EMBED_DIM),
@@ -347,7 +352,10 @@ class Openings:
 
     Salts, and under coin/2 the repetition profile and its keys, are re-derived from the secret and the
     tokens. Given nothing built, the leaves are rebuilt from the fingerprints and must reproduce the
-    committed root, size and repetition commitment (a corrupted or mismatched store is refused)."""
+    committed root, size and repetition commitment: a store whose fingerprints (or, under coin/2, tokens)
+    differ from the committed ones is refused. Under coin/1 no commitment holds the tokens' bytes
+    (docs/protocol.md, "What a content opening binds"), so a corrupted token is found only by the
+    auditor's re-embedding of it."""
 
     def __init__(
         self,
@@ -419,11 +427,12 @@ class Openings:
                 fps = data["fingerprints"].astype(np.int8)
         except (OSError, KeyError, ValueError) as exc:
             raise ProtocolError(f"openings file {path}: unreadable ({exc})") from None
+        meta = object_of(meta, f"openings file {path}: meta")
         offsets = np.cumsum([0, *lengths]).tolist()
         tokens = [blob[offsets[k] : offsets[k + 1]] for k in range(len(lengths))]
         return cls(
-            public=PublicCommitment.from_json(meta["public"]),
-            secret=from_hex(meta["secret"], field="secret", length=SECRET_BYTES),
+            public=PublicCommitment.from_json(field_of(meta, "public", dict, "meta")),
+            secret=from_hex(field_of(meta, "secret", str, "meta"), field="secret", length=SECRET_BYTES),
             tokens=tokens,
             fingerprints=fps,
         )

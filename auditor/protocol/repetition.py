@@ -21,7 +21,8 @@ Why each piece (the argument in full is in docs/protocol.md):
   span is the lie that hides it), yet must never hold a key that evaluates every n-gram — with one it
   could confirm dictionary guesses anywhere in the profile and extend a revealed n-gram token by token
   through the vocabulary, reading the whole trace. A key opened for one bucket evaluates the n-grams of
-  that bucket only: on average fewer than one other position of the trace, never the next in a chain;
+  that bucket only: on average fewer than one other position of the trace, and the next n-gram of a
+  chain only when it falls in an opened bucket too (probability c/m with c keys opened);
 - the *key tree*: the provider cannot open, for a bucket, another key than the one it committed.
 
 Equal n-grams have equal h, so the same bucket and key, so equal fingerprints wherever they occur; two

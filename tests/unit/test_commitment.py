@@ -11,6 +11,7 @@ import pytest
 
 from auditor.protocol.challenge import Challenge, draw_challenge
 from auditor.protocol.commitment import (
+    AnswerCommitment,
     Commitment,
     Opening,
     Openings,
@@ -94,6 +95,15 @@ def test_tampered_openings_file_is_refused(committed: Committed, tmp_path: Path)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ProtocolError, match="unreadable"):
         Openings.load(tmp_path / "junk.npz")
+    openings.save(tmp_path / "o.npz")
+    with np.load(tmp_path / "o.npz") as data:
+        arrays = dict(data)
+    for meta, message in (([], "meta: expected a JSON object"), ({"secret": "00"}, r"meta.public: missing"),
+                          ({"public": public.to_json(), "secret": 7}, r"meta.secret: expected str")):  # fmt: skip
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        np.savez_compressed(tmp_path / "bad.npz", **arrays)
+        with pytest.raises(ProtocolError, match=message):
+            Openings.load(tmp_path / "bad.npz")
 
 
 def test_forged_fingerprint_fails_the_proof(committed: Committed, embedder: Embedder) -> None:
@@ -244,6 +254,7 @@ def test_bad_commitment_json_is_a_typed_error(
         ({"proof": ["00" * 31]}, EncodingError),
         ({"proof": "deadbeef"}, ProtocolError),
         ({"token": 12}, EncodingError),
+        ({"token": "QR=="}, EncodingError),  # b"A", spelled with a stray bit ("QQ==" is its spelling)
     ],
 )
 def test_bad_opening_json_is_a_typed_error(
@@ -264,6 +275,13 @@ def test_bad_traces_are_refused(embedder: Embedder) -> None:
         commit("some text", "answer", b"short", embedder=embedder)
     with pytest.raises(ProtocolError, match="unknown tokenizer"):
         commit("some text", "answer", new_secret(), tokenizer_id="nope", embedder=embedder)
+
+
+def test_an_answer_text_with_a_lone_surrogate_is_a_typed_error(committed: Committed) -> None:
+    _, public, _ = committed
+    answer = {**public.answer.to_json(), "text": "42 \ud800"}  # JSON can spell it, UTF-8 cannot
+    with pytest.raises(ProtocolError, match=r"answer\.text: not valid Unicode"):
+        AnswerCommitment.from_json(answer)
 
 
 def test_partial_utf8_tokens_commit_and_verify(embedder: Embedder) -> None:
