@@ -64,13 +64,17 @@ def to_b64(data: bytes) -> str:
 
 
 def from_b64(value: object, *, field: str, length: int | None = None) -> bytes:
-    """Decode standard base64 (with padding, no whitespace); `length` is the required byte count."""
+    """Decode standard base64 (with padding, no whitespace) in its one spelling of the bytes: unused bits
+    of the last character must be zero ("QR==" is refused for "QQ=="), so that equal bytes are equal
+    strings in every signed or hashed document; `length` is the required byte count."""
     if not isinstance(value, str):
         raise EncodingError(f"{field}: expected a base64 string, got {type(value).__name__}")
     try:
         data = base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise EncodingError(f"{field}: not standard base64 ({exc})") from None
+    if to_b64(data) != value:
+        raise EncodingError(f"{field}: not canonical base64 (unused bits of the last character set)")
     if length is not None and len(data) != length:
         raise EncodingError(f"{field}: expected {length} bytes, got {len(data)}")
     return data
