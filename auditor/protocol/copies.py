@@ -152,8 +152,9 @@ class CopyFigures:
         return self.repeated / self.size
 
     def proves_copying(self, rule: CopyRule) -> bool:
-        return max(self.copied, self.repeated) >= rule.min_tokens and (
-            self.copied_fraction > rule.copied or self.repeated_fraction > rule.repeated
+        """Either mass above its threshold, that mass holding at least `rule.min_tokens` tokens."""
+        return (self.copied >= rule.min_tokens and self.copied_fraction > rule.copied) or (
+            self.repeated >= rule.min_tokens and self.repeated_fraction > rule.repeated
         )
 
 

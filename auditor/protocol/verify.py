@@ -282,7 +282,7 @@ def _check_copies(profile: bytes, rule: CopyRule) -> CheckResult:
     detail = (
         f"copied {figures.copied} tokens ({figures.copied_fraction:.1%}, fail above {rule.copied:.0%}), "
         f"repeated elsewhere {figures.repeated} ({figures.repeated_fraction:.1%}, fail above "
-        f"{rule.repeated:.0%}), at least {rule.min_tokens} tokens either way; {figures.copies} copies, "
+        f"{rule.repeated:.0%}), each mass at least {rule.min_tokens} tokens to fail; {figures.copies} copies, "
         f"the longest {figures.longest} tokens; the {rule.label} rule"
     )
     outcome: Outcome = "fail" if figures.proves_copying(rule) else "pass"

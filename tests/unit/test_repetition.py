@@ -190,6 +190,17 @@ def test_a_loop_counts_one_period_of_copied_mass() -> None:
     assert figures.repeated == 0  # the copy overlaps its own source: a loop, not text pasted elsewhere
 
 
+def test_each_mass_needs_its_own_minimum_to_fail() -> None:
+    """A 16-token sentence written three times in a 64-token trace: 16 tokens copied (25%, over the
+    24% threshold but under the 32-token minimum) and 32 repeated (50%, under 60%) — no proof."""
+    sentence, other = words(16, seed=1), words(16, seed=2)
+    tokens = sentence + other[:4] + sentence + other[4:8] + sentence + other[8:]
+    figures = copy_figures(committed(tokens)[1].repetition.profile)  # type: ignore[union-attr]
+    assert (figures.size, figures.copied, figures.repeated) == (64, 16, 32)
+    assert figures.copied_fraction > COPY_RULE.copied and not figures.proves_copying(COPY_RULE)
+    assert dataclasses.replace(figures, copied=32).proves_copying(COPY_RULE)
+
+
 def test_copied_spans_fails_a_trace_pasted_twice_and_passes_it_once() -> None:
     tokens = words(600, seed=3)
     for doubled, outcome in ((tokens, "pass"), (tokens + tokens, "fail")):
