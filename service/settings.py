@@ -213,14 +213,15 @@ class Settings(BaseSettings):
     @field_validator("signing_key")
     @classmethod
     def signing_key_is_a_seed(cls, value: SecretStr) -> SecretStr:
-        seed = value.get_secret_value()
         try:
-            ok = len(bytes.fromhex(seed)) == 32
+            seed = bytes.fromhex(value.get_secret_value())
         except ValueError:
-            ok = False
-        if not ok:
+            seed = b""
+        if len(seed) != 32:
             raise ValueError("COIN_SIGNING_KEY must be an Ed25519 seed: 64 hex characters")
-        return value
+        # One spelling per seed (fromhex also reads upper case and spaces), so that the published default
+        # is recognised however it is written.
+        return SecretStr(seed.hex())
 
     @model_validator(mode="after")
     def heartbeats_outpace_staleness(self) -> "Settings":
@@ -242,14 +243,20 @@ class Settings(BaseSettings):
     def refuse_default_secrets(self) -> "Settings":
         if self.is_development:
             return self
+        # A previous key still verifies what it signed (receipt tokens, the trail's seals), so the
+        # published ones are refused there too; padding one with spaces does not make it secret.
         defaults = {
             "COIN_SECRET_KEY": (self.secret_key, DEV_SECRET_KEY),
+            "COIN_SECRET_KEY_PREVIOUS": (self.secret_key_previous, DEV_SECRET_KEY),
             "COIN_SIGNING_KEY": (self.signing_key, DEV_SIGNING_KEY),
             "COIN_ADMIN_TOKEN": (self.admin_token, DEV_ADMIN_TOKEN),
             "COIN_CHAIN_KEY": (self.chain_key, DEV_CHAIN_KEY),
+            "COIN_CHAIN_KEY_PREVIOUS": (self.chain_key_previous, DEV_CHAIN_KEY),
         }
         still_default = [
-            name for name, (value, default) in defaults.items() if value.get_secret_value() == default
+            name
+            for name, (value, default) in defaults.items()
+            if value is not None and value.get_secret_value().strip() == default
         ]
         if still_default:
             raise ValueError(

@@ -13,7 +13,7 @@ from service.context import database_of
 from service.events import verify_chain
 from service.migrate import upgrade_database
 from service.models import Verdict
-from service.settings import Settings
+from service.settings import DEV_CHAIN_KEY, DEV_SECRET_KEY, Settings
 from tests.integration.support import ADMIN, MakeProvider, MakeRequest
 
 
@@ -133,6 +133,12 @@ def test_refuses_default_secrets_outside_development(monkeypatch: pytest.MonkeyP
     )
     with pytest.raises(ValidationError, match="refuses the published default secrets"):
         Settings(env="production")
+    real = {"secret_key": "s" * 32, "signing_key": "ab" * 32, "admin_token": "t" * 32, "chain_key": "c" * 32}
+    for name, published in (("signing_key", "C0" * 32), ("signing_key", " ".join(["c0"] * 32)),
+                            ("secret_key", DEV_SECRET_KEY + " "), ("secret_key_previous", DEV_SECRET_KEY),
+                            ("chain_key_previous", DEV_CHAIN_KEY)):  # fmt: skip
+        with pytest.raises(ValidationError, match=f"published default secrets: set COIN_{name.upper()} "):
+            Settings(env="production", **{**real, name: published})
     with pytest.raises(ValidationError, match="COIN_ADMIN_TOKEN"):
         Settings(env="production", secret_key="s" * 32, signing_key="ab" * 32)
     with pytest.raises(ValidationError, match="64 hex"):
