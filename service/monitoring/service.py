@@ -1,4 +1,5 @@
-"""A provider's monitor (`auditor.monitoring`), kept per provider and period and updated with every verdict.
+"""A provider's monitor (`auditor.monitoring`), kept per provider and period and updated with every verdict
+of an audit the auditor chose (scheduled or by the staff; a customer's audit only acts when it fails).
 
 `write_verdict` opens the provider's monitor for the current period (`open_monitor`: the row locked,
 created from `service.monitoring.calibration.policy_for` when the period starts), names its calibration
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 from auditor.monitoring import AuditEvidence, MonitorPolicy, MonitorState
 from service.database import insert_rows
 from service.events import append_event, lock_chain
-from service.models import Audit, MonitorAlarm, Outcome, ProviderMonitor, utcnow
+from service.models import Audit, AuditTrigger, MonitorAlarm, Outcome, ProviderMonitor, utcnow
 from service.monitoring.calibration import policy_for
 from service.scheduling.service import apply_verdict
 from service.webhooks.service import notify
@@ -112,7 +113,29 @@ def record_verdict(
     planned_blocks: int,
 ) -> None:
     """Count a verdict in the provider's monitor, and act on it: the alarm (event, webhook), the failed
-    audit's webhook, the sampling policy's escalation."""
+    audit's webhook, the sampling policy's escalation.
+
+    A customer's audit is not counted, only acted on when it fails: the provider issues every receipt
+    token, so it can open customer audits of reports it knows to be honest as often as it likes. Counted,
+    those would dilute its monitor's evidence and walk an escalated policy back to base; its monitor and
+    its clean audits are the ones the auditor chose (scheduled or by the staff)."""
+    provider_id = audit.provider_id
+    outcome = Outcome(statement["outcome"])
+    if outcome == Outcome.FAIL:
+        failed = {
+            "audit_id": str(audit.id),
+            "report_id": statement["report_id"],
+            "request_id": statement["request_id"],
+            "reasoning_tokens": statement["reasoning_tokens"],
+            "proof_failures": statement["evidence"]["proof_failures"],
+            "decided_at": statement["decided_at"],
+        }
+        notify(session, context, "audit.failed", str(audit.id), failed, provider_id=provider_id)
+    if audit.trigger == AuditTrigger.CUSTOMER:
+        if outcome == Outcome.FAIL:
+            apply_verdict(session, provider_id, audit.id, outcome, e_value=e_value(monitor.state.log_e),
+                          alarm_raised=False)  # fmt: skip
+        return
     before = monitor.state
     after = before.update(AuditEvidence.from_verdict(statement, planned_blocks))
     estimate = after.estimate()
@@ -125,7 +148,6 @@ def record_verdict(
     row.token_share_lower = estimate.token_share_interval[0]
     row.updated_at = now
     raised = after.alarm if before.alarm is None else None  # an alarm is raised once per period
-    provider_id = audit.provider_id
     log.info(
         "monitor.updated",
         provider_id=str(provider_id),
@@ -156,17 +178,6 @@ def record_verdict(
             {**alarm, "audit_id": str(audit.id)},
             provider_id=provider_id,
         )
-    outcome = Outcome(statement["outcome"])
-    if outcome == Outcome.FAIL:
-        failed = {
-            "audit_id": str(audit.id),
-            "report_id": statement["report_id"],
-            "request_id": statement["request_id"],
-            "reasoning_tokens": statement["reasoning_tokens"],
-            "proof_failures": statement["evidence"]["proof_failures"],
-            "decided_at": statement["decided_at"],
-        }
-        notify(session, context, "audit.failed", str(audit.id), failed, provider_id=provider_id)
     apply_verdict(
         session, provider_id, audit.id, outcome, e_value=e_value(after.log_e), alarm_raised=raised is not None
     )

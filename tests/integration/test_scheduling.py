@@ -54,6 +54,7 @@ from tests.integration.support import (
     CommittedRequest,
     MakeProvider,
     MakeRequest,
+    ProviderAccount,
     WorkerProcess,
     answer_until_verdict,
     open_audit,
@@ -349,6 +350,53 @@ def test_a_failing_provider_is_escalated_alarmed_notified_and_returns_to_base_af
             assert verify_chain(session).ok
     finally:
         worker_process.stop()  # the next test's worker starts without the webhook URL
+
+
+def _decide(
+    client: TestClient, database: Database, report_id: str, trigger: AuditTrigger, outcome: Outcome
+) -> None:
+    """A verdict written as the verifying worker writes it, for an audit opened by `trigger`."""
+    with database.unit_of_work() as session:
+        report = session.get_one(Report, uuid.UUID(report_id))
+        now = utcnow()
+        audit = Audit(report_id=report.id, provider_id=report.provider_id, status=AuditStatus.VERIFYING,
+                      trigger=trigger, created_at=now, updated_at=now)  # fmt: skip
+        session.add(audit)
+        session.flush()
+        failures = ["proof"] if outcome == Outcome.FAIL else []
+        evidence: dict[str, Any] = {"checks": [], "proof_failures": failures, "statistical_flags": []}
+        decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
+        write_verdict(
+            session, service_context(client), audit, outcome, evidence, decided_by, planned_blocks=4
+        )
+
+
+def test_a_customer_audit_escalates_when_it_fails_and_counts_neither_in_the_monitor_nor_towards_base(
+    client: TestClient, make_provider: MakeProvider, make_request: MakeRequest, database: Database
+) -> None:
+    """The provider issues every receipt token: customer audits of reports it knows to be honest, counted,
+    would dilute its monitor and bring an escalated policy back to base."""
+    escalated, clean = make_provider(), make_provider()
+    for provider in (escalated, clean):
+        _put_policy(client, provider.id, domain="math", share=0.0, min_per_day=0, clean_audits=3)
+    reports = {p.id: submit_report(client, p, make_request(5))["report_id"] for p in (escalated, clean)}
+
+    def standing(provider: ProviderAccount) -> tuple[str, int, int]:
+        policy = client.get(f"/v1/providers/{provider.id}/policy", headers=ADMIN).json()
+        monitor = client.get(f"/v1/providers/{provider.id}/standing", headers=ADMIN).json()
+        return policy["level"], policy["clean_streak"], monitor["audits"]
+
+    _decide(client, database, reports[escalated.id], AuditTrigger.SCHEDULED, Outcome.FAIL)
+    assert standing(escalated) == ("escalated", 0, 1)
+    for _ in range(3):
+        _decide(client, database, reports[escalated.id], AuditTrigger.CUSTOMER, Outcome.PASS)
+    assert standing(escalated) == ("escalated", 0, 1)
+    _decide(client, database, reports[escalated.id], AuditTrigger.SCHEDULED, Outcome.PASS)
+    assert standing(escalated) == ("escalated", 1, 2)  # the auditor's own audits still count
+
+    _decide(client, database, reports[clean.id], AuditTrigger.CUSTOMER, Outcome.FAIL)
+    assert standing(clean) == ("escalated", 0, 0)  # a proof escalates, whoever asked for the audit
+    assert "sampling_policy.escalated" in _kinds(database, clean.id)
 
 
 def test_calibrate_a_domain_and_set_a_policy_from_the_command_line(
