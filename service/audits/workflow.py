@@ -276,6 +276,14 @@ def _verify_claimed(context: ServiceContext, audit_uuid: uuid.UUID) -> None:
         audit = lock_audit(session, audit_uuid)
         if audit is None or audit.status != AuditStatus.VERIFYING:
             return
+        latest = session.scalar(select(func.max(Challenge.round)).where(Challenge.audit_id == audit_uuid))
+        if latest != round_index + 1:
+            # This worker's lease went stale and another took the audit on to a later round, whose
+            # answer this result is not about: that worker decides it.
+            log.warning(
+                "audit.verification_superseded", audit_id=audit_id, round=round_index + 1, latest=latest
+            )
+            return
         audit.heartbeat_at = None  # the lease ends with this transaction
         plan = exposure_plan(audit, session.get_one(Report, audit.report_id))
         if result.wants_more_blocks and round_index + 1 < plan.rounds:

@@ -170,11 +170,12 @@ def make_request(embedder: Any) -> MakeRequest:
 
     traces = shortest_traces()
 
-    def make(index: int = 0, request_id: str | None = None) -> CommittedRequest:
+    def make(index: int = 0, request_id: str | None = None, joined: int = 1) -> CommittedRequest:
+        """Trace `index` (its reasoning followed by that of the next `joined - 1` traces: a longer one
+        whose exposure plan has several rounds)."""
         trace = traces[index % len(traces)]
-        public, openings = commit(
-            trace["reasoning"], trace["answer"], new_secret(), block_size=16, embedder=embedder
-        )
+        reasoning = "\n\n".join(traces[(index + k) % len(traces)]["reasoning"] for k in range(joined))
+        public, openings = commit(reasoning, trace["answer"], new_secret(), block_size=16, embedder=embedder)
         size = public.commitment.size
         report = {
             "request_id": request_id or f"req-{uuid.uuid4().hex}",

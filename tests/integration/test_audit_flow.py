@@ -6,11 +6,14 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from auditor.protocol.repetition import NGRAM, checkable_positions
+from service.audits import verification
 from service.audits.verdicts import proof_failures, statistical_flags, write_verdict
+from service.audits.workflow import _verify_claimed, open_round
 from service.database import Database
 from service.events import verify_chain
 from service.models import (
@@ -299,3 +302,47 @@ def test_audits_are_listed_by_outcome(
     assert failed["verdict"]["proof_failures"] == ["proof"] and failed["verdict"]["statistical_flags"] == []
     assert len(listed(ADMIN)) == 6 and listed(ADMIN, outcome="inconclusive") == []
     assert client.get("/v1/audits", params={"outcome": "bogus"}, headers=ADMIN).status_code == 422
+
+
+def test_a_verification_overtaken_by_a_later_round_writes_nothing(
+    client: TestClient,
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
+    worker: WorkerProcess,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker whose lease went stale while it verified round 1: meanwhile another worker decided round
+    1, opened round 2 and the provider answered it. The first worker's result is about round 1 and must
+    not be written over round 2 (as a verdict, or as a second round 2)."""
+    provider = make_provider()
+    request = make_request(6, joined=3)
+    audit_id = open_audit(client, submit_report(client, provider, request)["report_id"])
+    first = wait_for_challenge(client, provider, audit_id)
+    worker.stop()  # this test's verification runs in-process, as the overtaken worker
+    body = request.openings.respond(first["indices"], first["content_indices"]).to_json()
+    assert respond(client, provider, first, body).status_code == 202
+    context, audit_uuid = service_context(client), uuid.UUID(audit_id)
+    real_verify_round = verification.verify_round
+
+    def overtaken(*args: Any, **kwargs: Any) -> Any:
+        result = real_verify_round(*args, **kwargs)
+        with database.unit_of_work() as session:  # the other worker, holding the lease now
+            audit = session.get_one(Audit, audit_uuid)
+            open_round(session, context, audit, 1)
+        second = wait_for_challenge(client, provider, audit_id)
+        answer = request.openings.respond(second["indices"], second["content_indices"]).to_json()
+        assert respond(client, provider, second, answer).status_code == 202
+        return result
+
+    monkeypatch.setattr(verification, "verify_round", overtaken)
+    _verify_claimed(context, audit_uuid)
+    with database.unit_of_work() as session:
+        audit = session.get_one(Audit, audit_uuid)
+        rounds = session.scalars(select(Challenge.round).where(Challenge.audit_id == audit_uuid)).all()
+        verdicts = session.scalar(
+            select(func.count()).select_from(Verdict).where(Verdict.audit_id == audit_uuid)
+        )
+        assert (audit.status, sorted(rounds), verdicts) == (AuditStatus.VERIFYING, [1, 2], 0)
+    worker.start()  # the queued verification of round 2 goes on with the audit
+    assert answer_until_verdict(client, provider, audit_id, request.openings)["verdict"]["outcome"] == "pass"
