@@ -1,6 +1,7 @@
 """Health, readiness, metrics, settings, and the embedded default (SQLite, tasks in-process)."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -133,7 +134,12 @@ def test_refuses_default_secrets_outside_development(monkeypatch: pytest.MonkeyP
     )
     with pytest.raises(ValidationError, match="refuses the published default secrets"):
         Settings(env="production")
-    real = {"secret_key": "s" * 32, "signing_key": "ab" * 32, "admin_token": "t" * 32, "chain_key": "c" * 32}
+    real: dict[str, Any] = {
+        "secret_key": "s" * 32,
+        "signing_key": "ab" * 32,
+        "admin_token": "t" * 32,
+        "chain_key": "c" * 32,
+    }
     for name, published in (("signing_key", "C0" * 32), ("signing_key", " ".join(["c0"] * 32)),
                             ("secret_key", DEV_SECRET_KEY + " "), ("secret_key_previous", DEV_SECRET_KEY),
                             ("chain_key_previous", DEV_CHAIN_KEY)):  # fmt: skip
