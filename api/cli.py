@@ -99,7 +99,8 @@ def beat(
     schedule_file: str = typer.Option("var/celerybeat-schedule", help="where beat keeps its last-run times"),
     loglevel: str = typer.Option("info"),
 ) -> None:
-    """Run Celery beat: the jobs that have a period (expire challenges, sweep audits, link events)."""
+    """Run Celery beat: every job declared with a period (`@job(..., every=...)`: expire challenges,
+    sweep audits, link events, draw scheduled audits, check integrity, deliver webhooks)."""
     _require_broker()
     os.makedirs(os.path.dirname(schedule_file) or ".", exist_ok=True)
     _celery(["beat", "-s", schedule_file, "-l", loglevel])

@@ -7,7 +7,6 @@ Every secret is compared in constant time; an unknown key and a wrong key look t
 """
 
 import enum
-import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+import structlog
 from anyio import to_thread
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.dependencies.models import Dependant
@@ -31,7 +31,7 @@ from service.listing import DEFAULT_PAGE, MAX_PAGE, Cursor, Filters, PageRequest
 from service.models import ApiKey, Provider
 from service.security import RECEIPT_TOKEN_PREFIX, constant_time_equal, sha256_hex, split_api_key
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 async def get_context(request: Request) -> ServiceContext:
@@ -222,7 +222,7 @@ async def key_refusal(request: Request) -> HTTPException | None:
     except SQLAlchemyError:
         # The store cannot check the key now (this runs inside an error handler, where nothing would
         # turn the failure into a 503); the body's own error still stands.
-        log.warning("provider key not checked on an invalid request: the database is unavailable")
+        log.warning("auth.provider_key_unchecked", reason="the database is unavailable; the body was invalid")
     return None
 
 

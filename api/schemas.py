@@ -3,8 +3,9 @@
 from collections.abc import Callable
 from typing import Any, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api.validation import check_storable
 from service import listing
 
 
@@ -12,6 +13,16 @@ class StrictModel(BaseModel):
     """Strict JSON types (no "5" for 5) and no unknown fields: a valid request validates to itself."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StorableBody(BaseModel):
+    """A request body that the store keeps: only text it can hold, anywhere in the body (`check_storable`:
+    one walk over the raw JSON, before any field is read)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def storable(cls, data: Any) -> Any:
+        return check_storable(data)
 
 
 Item = TypeVar("Item")

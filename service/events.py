@@ -531,7 +531,3 @@ def verify_chain(session: Session, batch: int = 1000) -> ChainCheck:
     if fault is not None:
         problems.append(ChainProblem(None, f"seal of the head: {fault['reason']}"))
     return ChainCheck(checked, tuple(problems))
-
-
-def chain_length(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(AuditEvent)) or 0)

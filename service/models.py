@@ -141,8 +141,6 @@ class Provider(Base):
     challenge_deadline_seconds: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    api_keys: Mapped[list["ApiKey"]] = relationship(back_populates="provider")
-
 
 class ApiKey(Base):
     """A provider's API key `coin_<prefix>_<secret>`: looked up by prefix, secret kept as SHA-256."""
@@ -156,7 +154,7 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    provider: Mapped[Provider] = relationship(back_populates="api_keys")
+    provider: Mapped[Provider] = relationship()
 
 
 class Report(Base):
@@ -590,8 +588,6 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    attempt_log: Mapped[list["WebhookAttempt"]] = relationship(order_by="WebhookAttempt.number")
 
 
 class WebhookAttempt(Base):

@@ -4,10 +4,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import Page
-from api.validation import check_storable
+from api.schemas import Page, StorableBody
 from auditor.protocol.challenge import Challenge as ChallengeSpec
 from service.models import AuditStatus, Challenge, ChallengeStatus
 
@@ -74,7 +73,7 @@ class ChallengePage(Page[ChallengeOut]):
     """Challenges, soonest deadline first."""
 
 
-class ResponseIn(BaseModel):
+class ResponseIn(StorableBody):
     """DESIGN §3 "Response"; each opening is checked by the protocol library (400 when malformed). A
     coin/2 report's responses carry its repetition profile (docs/protocol.md)."""
 
@@ -99,7 +98,7 @@ class ResponseIn(BaseModel):
                         },
                     ],
                     "repetition": {
-                        "profile": "<base64 of 6 bytes per committed token>",
+                        "profile": "<base64 of 4 bytes per committed token>",
                         "keys": [{"bucket": 941, "key": "5a" * 32, "proof": ["12" * 32]}],
                     },
                 }
@@ -111,11 +110,6 @@ class ResponseIn(BaseModel):
     repetition: dict[str, Any] | None = Field(
         None, description="coin/2: the repetition profile and the bucket keys the content openings need"
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def storable(cls, data: Any) -> Any:
-        return check_storable(data)
 
 
 class ResponseAccepted(BaseModel):

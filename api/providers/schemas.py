@@ -4,11 +4,11 @@ monitoring standing."""
 import uuid
 from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from api.validation import check_storable
+from api.schemas import StorableBody
 from service.models import EscalationReason, MonitorAlarm, PolicyLevel, SamplingPolicy
 from service.monitoring.service import Standing
 from service.scheduling.service import (
@@ -24,7 +24,7 @@ from service.text import display_name
 HexKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="Ed25519 public key, lowercase hex")]
 
 
-class ProviderCreate(BaseModel):
+class ProviderCreate(StorableBody):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
@@ -47,11 +47,6 @@ class ProviderCreate(BaseModel):
         strict=False,
         description="time this provider has to answer a challenge (default: COIN_CHALLENGE_DEADLINE_SECONDS)",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def storable(cls, data: Any) -> Any:
-        return check_storable(data)
 
 
 class ProviderOut(BaseModel):

@@ -4,10 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from api.schemas import Page, StrictModel
-from api.validation import MAX_JSON_INTEGER, check_storable
+from api.schemas import Page, StorableBody, StrictModel
+from api.validation import MAX_JSON_INTEGER
 from service.models import AuditStatus, AuditTrigger, Outcome, Report
 from service.text import check_identifier
 
@@ -16,9 +16,9 @@ MAX_BATCH = 1000
 MAX_TOKENS = MAX_JSON_INTEGER
 
 TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
-# The most leaves a commitment may claim: ~100 times the longest reasoning traces we know. Drawing an
-# audit's challenge walks the claimed blocks (auditor.protocol.challenge), so an unbounded claim would
-# let one report make every audit of it arbitrarily slow; at this bound a draw takes ~50 ms.
+# The most leaves a commitment may claim: two hundred times the longest reasoning trace of the corpus.
+# Drawing an audit's challenge walks the claimed blocks (auditor.protocol.challenge), so an unbounded
+# claim would let one report make every audit of it arbitrarily slow.
 MAX_COMMITTED_LEAVES = 2**24
 # Ids people read and compare: no control, bidi-override or invisible characters, and NFC. Refused rather
 # than normalised: the provider signs the report as sent (service/text.py).
@@ -79,14 +79,8 @@ class AnswerIn(StrictModel):
     text: str | None = Field(None, max_length=1_000_000)
 
 
-class ReportIn(StrictModel):
+class ReportIn(StrictModel, StorableBody):
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REPORT]})
-
-    @model_validator(mode="before")
-    @classmethod
-    def storable(cls, data: Any) -> Any:
-        """Only text the store can hold, anywhere in the report (one walk, here, for every part)."""
-        return check_storable(data)
 
     request_id: ReadableId = Field(
         min_length=1,

@@ -29,8 +29,8 @@ from typing import Any
 
 # S < t for these t: the verifier's alpha of old (a `suspect` at 0.6%) and one in twenty — the tail
 # only. The bulk does not transfer across domains: below 0.25 and 0.5 the GPT-4o medical set's honest
-# audits fall at 38% and 63%, against at most 25% and 36% on the other domains (leave-one-domain-out,
-# docs of `coin monitor-eval`), so a rung there alarms every honest provider of such a domain; in the
+# audits fall far more often than the other domains' bounds allow (leave-one-domain-out,
+# docs/eval-results/monitor/monitor.md), so a rung there alarms every honest provider of such a domain; in the
 # tail the other domains' bounds hold it. Weak attacks shift the bulk most, so this costs power. The
 # ladder was cut to the tail *after* the medical fold showed this: medical's false-alarm rate under it
 # is not a blind held-out figure (under the ladder up to 0.5 every honest medical provider alarmed).

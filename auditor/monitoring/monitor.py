@@ -27,7 +27,6 @@ from auditor.monitoring.estimate import (
     CONFIDENCE,
     MIN_INFLATION_RATIO,
     inflated_reports_lower,
-    point_estimate,
     token_share_lower,
 )
 from auditor.monitoring.evidence import AuditEvidence
@@ -82,16 +81,14 @@ class MonitorPolicy:
 
 @dataclass(frozen=True)
 class InflationEstimate:
-    """See `auditor.monitoring.estimate`: a lower confidence bound on the share of inflated reports,
-    the token-share interval that follows from it, and (when the policy has a reference) the labelled
-    point estimates."""
+    """See `auditor.monitoring.estimate`: a lower confidence bound on the share of inflated reports and
+    the token-share interval that follows from it (the labelled point estimate under an assumed attack,
+    `point_estimate`, is the research harness's: a monitor states only what its null guarantees)."""
 
     audits: int
     confidence: float
     inflated_reports_lower: float
     token_share_interval: tuple[float, float]
-    assumed_inflated_reports: float | None
-    assumed_token_share: float | None
 
 
 @dataclass(frozen=True)
@@ -162,17 +159,11 @@ class MonitorState:
                 fractions=policy.fractions,
             )
         )
-        assumed_pi = assumed_share = None
-        if policy.reference is not None and self.audits:
-            pi, share = point_estimate(self.audits, self.flags, policy.reference)
-            assumed_pi, assumed_share = float(pi), float(share)
         return InflationEstimate(
             audits=self.audits,
             confidence=policy.confidence,
             inflated_reports_lower=lower,
             token_share_interval=(float(token_share_lower(lower, policy.min_inflation_ratio)), 1.0),
-            assumed_inflated_reports=assumed_pi,
-            assumed_token_share=assumed_share,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -138,7 +138,7 @@ def _fast(obj: Any) -> bool:
                 return False
         return True
     if kind is list:
-        for item in obj:  # noqa: SIM110 (a loop is 2-3 times faster than all() over a generator)
+        for item in obj:  # noqa: SIM110 (a loop: all() over a generator adds a frame per item on this hot path)
             if type(item) not in _SCALARS and not _fast(item):
                 return False
         return True

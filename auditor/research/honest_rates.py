@@ -6,7 +6,7 @@ pairs and, above `max_embedded`, the blocks embedded for the repeated-token look
 trace and per domain, model family and length band:
 
 1. tokens outside the vocabulary (`Tokenizer.is_token`);
-2. adjacent pairs that merge when re-tokenized (`merges_when_retokenized`, what `TokenizationCheck`
+2. adjacent pairs that merge when re-tokenized (`merges_when_retokenized`, what `RetokenizationCheck`
    counts), with examples and their causes, and the fires of the stricter split rules of `proves_split`
    on honest pairs, on perturbed honest text (`stress_texts`) and on retokenize-attack pairs;
 3. blocks that are one token repeated (aligned at `block_size` and at twice it), and for blocks whose

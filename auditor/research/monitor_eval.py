@@ -57,7 +57,7 @@ OUTCOMES_FILE = "outcomes.jsonl"
 # A wider ladder than the monitor's, to show which thresholds' honest rates carry over between domains.
 DIAGNOSTIC_THRESHOLDS = (0.006, 0.05, 0.25, 0.5)
 FOLD_PREFIX = "fold-"
-# Kept small enough that one chunk's e-values (providers x horizon x streams x bets) stay ~30 MB.
+# Providers per chunk: one chunk's e-values (providers x horizon x streams x bets) are held at once.
 CHUNK = 100
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -441,7 +441,6 @@ def calibrate_bundle(
     )
     bundle.calibration = calibrate(
         [(sample.plan, evidence) for sample, evidence in honest],
-        bundle,
         honest_merge_rate=honest_merge_rate,
         alphas=config.alphas,
     )

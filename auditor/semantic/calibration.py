@@ -173,7 +173,6 @@ def verifier_finals(
 
 def calibrate(
     honest: Sequence[tuple[ExposurePlan, Evidence]],
-    heads: HeadBundle,
     *,
     honest_merge_rate: float,
     alphas: Alphas = Alphas(),

@@ -82,8 +82,8 @@ def lock_audit(session: Session, audit_id: uuid.UUID) -> Audit | None:
 
 # What one audit may reveal, whatever the count its report claims: beyond these the default policy's
 # fractions (25 % of the blocks, 2 % of the tokens) are lowered. Without a cap, the plan of a report
-# claiming 2**24 tokens took 2.6 s to draw and 5.7 MB to store, and its later rounds asked for more
-# openings than one response may hold.
+# claiming 2**24 tokens grew with the claim, in the time to draw it and the room to store it, and its
+# later rounds asked for more openings than one response may hold.
 MAX_PLAN_BLOCKS = 256
 MAX_PLAN_TOKENS = 4096
 
