@@ -36,13 +36,11 @@ def make_celery(settings: Settings) -> Celery:
     app = celery_app(settings)
     jobs = registered_jobs()
     for job in jobs.values():
+        # Late acknowledgement, re-queue on a lost worker and the time limits are the app's (`celery_app`),
+        # so every task has them.
         app.task(
             name=job.name,
             shared=False,  # a task of this app only (Celery shares tasks with every app by default)
-            acks_late=True,
-            reject_on_worker_lost=True,
-            soft_time_limit=settings.task_soft_time_limit_seconds,
-            time_limit=settings.task_time_limit_seconds,
         )(_task(job))
     app.conf.task_routes = {job.name: {"queue": job.queue.value} for job in jobs.values()}
     app.conf.beat_schedule = {
