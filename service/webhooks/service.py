@@ -87,21 +87,23 @@ def notify(
         context.dispatcher.enqueue(session, deliver_webhooks)
 
 
-def _claim(context: "ServiceContext", now: datetime) -> list[tuple[uuid.UUID, str, str, dict[str, Any], int]]:
-    """The due deliveries, each claimed for a lease (its next attempt moved past the time one send can
-    take), so that a concurrent run does not send them too."""
-    lease = now + timedelta(seconds=2 * context.settings.webhook_timeout_seconds)
+def _claim(context: "ServiceContext") -> tuple[uuid.UUID, str, str, dict[str, Any], int] | None:
+    """The next due delivery, claimed for a lease (its next attempt moved past the time one send can
+    take), so that a concurrent run does not send it too. One at a time: a lease taken for a whole batch
+    would run out while the batch's first sends wait on a slow receiver."""
+    now = utcnow()
     with context.db.unit_of_work() as session:
-        due = session.scalars(
+        delivery = session.scalars(
             select(WebhookDelivery)
             .where(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.next_attempt_at <= now)
             .order_by(WebhookDelivery.next_attempt_at)
-            .limit(BATCH)
+            .limit(1)
             .with_for_update(skip_locked=True)
-        ).all()
-        for delivery in due:
-            delivery.next_attempt_at = lease
-        return [(d.id, d.kind, d.url, d.body, d.attempts + 1) for d in due]
+        ).first()
+        if delivery is None:
+            return None
+        delivery.next_attempt_at = now + timedelta(seconds=2 * context.settings.webhook_timeout_seconds)
+        return delivery.id, delivery.kind, delivery.url, delivery.body, delivery.attempts + 1
 
 
 def _send(
@@ -149,6 +151,11 @@ def _record(
         next_attempt = utcnow() + timedelta(seconds=settings.webhook_backoff_seconds * 2 ** (number - 1))
     with context.db.unit_of_work() as session:
         delivery = session.get_one(WebhookDelivery, delivery_id, with_for_update=True)
+        if delivery.attempts >= number:
+            # A send that outlasted its lease: another run claimed the delivery again and recorded this
+            # attempt first (the receiver dedupes on X-Coin-Delivery).
+            log.warning("webhook.attempt_already_recorded", delivery_id=str(delivery_id), attempt=number)
+            return
         session.add(
             WebhookAttempt(
                 delivery_id=delivery_id,
@@ -180,14 +187,18 @@ def _record(
 
 @job("coin.webhooks.deliver", every=lambda settings: settings.sweep_interval_seconds)
 def deliver_webhooks(context: "ServiceContext") -> int:
-    """Send every webhook delivery that is due, and record each attempt; returns how many were sent."""
-    due = _claim(context, utcnow())
-    if not due:
+    """Send the webhook deliveries that are due (at most `BATCH` a run), and record each attempt; returns
+    how many were sent."""
+    claimed, sent = _claim(context), 0
+    if claimed is None:
         return 0
     with httpx.Client(timeout=context.settings.webhook_timeout_seconds, follow_redirects=False) as client:
-        for delivery_id, kind, url, body, number in due:
+        while claimed is not None:
+            delivery_id, kind, url, body, number = claimed
             started = utcnow()
             clock = time.perf_counter()
             status_code, error = _send(context, client, delivery_id, kind, url, body)
             _record(context, delivery_id, number, started, time.perf_counter() - clock, status_code, error)
-    return len(due)
+            sent += 1
+            claimed = _claim(context) if sent < BATCH else None
+    return sent

@@ -3,6 +3,7 @@ at once and twice in a row, a failing provider escalated, alarmed and notified b
 webhooks, and back at base after a clean run; the policy API and the `coin policy` and `coin calibrate`
 commands."""
 
+import dataclasses
 import hmac
 import json
 import threading
@@ -48,6 +49,7 @@ from service.monitoring.calibration import copy_rule_json, shipped_calibration
 from service.scheduling.draws import draw_for_provider, draw_scheduled_audits, utc_day
 from service.security import score_below, webhook_signature
 from service.settings import get_settings
+from service.webhooks.service import _claim, _record, deliver_webhooks, notify
 from tests.integration.support import (
     ADMIN,
     TEST_ENV,
@@ -239,6 +241,40 @@ def receiver() -> Iterator[Receiver]:
     yield Receiver(server, requests)
     server.shutdown()
     server.server_close()
+
+
+def test_a_delivery_is_leased_alone_and_each_attempt_is_recorded_once(
+    client: TestClient, clean_db: Database, worker_process: WorkerProcess, receiver: Receiver
+) -> None:
+    """A lease taken for a whole batch ran out while the batch's first sends waited on a slow receiver,
+    and a second run sent the rest again; a run whose send outlasted its lease crashed on recording an
+    attempt the other run had recorded."""
+    worker_process.stop()  # only this test sends
+    shared = service_context(client)
+    context = dataclasses.replace(
+        shared, settings=shared.settings.model_copy(update={"webhook_url": receiver.url})
+    )
+    with clean_db.unit_of_work() as session:
+        for key in ("a", "b"):
+            notify(session, context, "test.lease", key, {"key": key})
+    claimed = _claim(context)
+    assert claimed is not None
+    with clean_db.unit_of_work() as session:
+        leased = session.scalars(
+            select(WebhookDelivery.id).where(WebhookDelivery.next_attempt_at > utcnow())
+        ).all()
+    assert leased == [claimed[0]]
+
+    for _ in range(2):  # the same attempt recorded twice: once
+        _record(context, claimed[0], claimed[4], utcnow(), 0.1, 200, None)
+    with clean_db.unit_of_work() as session:
+        attempts = session.scalars(
+            select(WebhookAttempt.number).where(WebhookAttempt.delivery_id == claimed[0])
+        ).all()
+        delivery = session.get_one(WebhookDelivery, claimed[0])
+        assert (attempts, delivery.status) == ([1], DeliveryStatus.DELIVERED)
+    assert deliver_webhooks(context) == 1  # the other one (its first attempt answered 500)
+    assert [h["X-Coin-Event"] for h, _ in receiver.requests] == ["test.lease"]
 
 
 def _forge_proof(opening: dict[str, Any]) -> dict[str, Any]:
