@@ -12,8 +12,9 @@ MAX_JSON_INTEGER = 2**53 - 1
 
 def check_storable(value: Any, depth: int = 0) -> Any:
     """Reject NUL characters and lone surrogates (PostgreSQL text cannot hold them, UTF-8 cannot encode
-    them), non-finite numbers and integers beyond ±(2**53 − 1) (canonical JSON has neither) and absurd
-    nesting. Returns `value` unchanged."""
+    them), non-finite numbers and numbers beyond ±(2**53 − 1) (canonical JSON has no such integer, and a
+    float that large is a whole number that PostgreSQL's JSONB gives back as one) and absurd nesting.
+    Returns `value` unchanged."""
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
@@ -26,6 +27,8 @@ def check_storable(value: Any, depth: int = 0) -> Any:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("numbers must be finite")
+        if abs(value) > MAX_JSON_INTEGER:
+            raise ValueError(f"numbers must lie within ±{MAX_JSON_INTEGER} (2**53 - 1)")
     elif isinstance(value, int) and not isinstance(value, bool):
         if abs(value) > MAX_JSON_INTEGER:
             raise ValueError(f"integers must lie within ±{MAX_JSON_INTEGER} (2**53 - 1)")

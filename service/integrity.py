@@ -28,6 +28,7 @@ import structlog
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from auditor.protocol.errors import EncodingError
 from service.audits.verdicts import VERDICT_ROW_FIELDS
 from service.database import Database
 from service.events import (
@@ -164,8 +165,13 @@ def _check_reports(session: Session, report: IntegrityReport) -> None:
                 reason = _differs(payload, row, REPORT_ROW_FIELDS, legacy)
                 if reason:
                     report.add("reports", row.id, reason)
-            if report_digest(row.body) != row.digest:
-                report.add("reports", row.id, "the body does not match its digest (the receipt's)")
+            try:
+                body_digest = report_digest(row.body)
+            except EncodingError as exc:  # a body the store changed into one canonical JSON cannot write
+                report.add("reports", row.id, f"the body has no canonical JSON ({exc})")
+            else:
+                if body_digest != row.digest:
+                    report.add("reports", row.id, "the body does not match its digest (the receipt's)")
             usage = row.body.get("usage", {})
             columns = {
                 "request_id": (row.request_id, row.body.get("request_id")),

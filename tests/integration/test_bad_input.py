@@ -70,6 +70,10 @@ def test_hostile_bodies(
         "lone surrogate": json.dumps({**report, "request_id": "\ud800"}).encode(),
         "NaN": json.dumps({**report, "usage": {**report["usage"], "raw": {"x": float("nan")}}}).encode(),
         "Infinity": b'{"request_id": "x", "usage": {"raw": {"x": Infinity}}}',
+        # A whole number as a float: JSONB would give it back as an integer canonical JSON cannot write.
+        "1e21": json.dumps({**report, "usage": {**report["usage"], "raw": {"x": "@"}}})
+        .replace('"@"', "1e21")
+        .encode(),
         "deep nesting": b'{"usage": {"raw": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
         "invalid utf-8": b'{"request_id": "\xff\xfe"}',
     }

@@ -167,6 +167,25 @@ def test_a_report_whose_body_was_rewritten_is_reported(
     ]
 
 
+def test_a_body_canonical_json_cannot_write_is_reported_and_the_check_goes_on(
+    client: TestClient,
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
+    database: Database,
+) -> None:
+    """A number past 2**53 in a stored body (intake refuses one now; a row stored before stays, reports
+    are append-only): the check names the row and goes on to the next instead of raising."""
+    provider = make_provider()
+    report_id = submit_report(client, provider, make_request(3))["report_id"]
+    _tamper(
+        database,
+        f"""UPDATE reports SET body = jsonb_set(body, '{{usage,raw}}', '{{"x": 1e21}}') WHERE id = '{report_id}'""",
+    )
+    _settled(database)
+    [problem] = _problems(database)
+    assert problem.startswith(f"reports {report_id}: the body has no canonical JSON (canonical JSON: integer")
+
+
 def test_an_audit_moved_without_its_events_is_reported(
     client: TestClient,
     make_provider: MakeProvider,
