@@ -44,11 +44,22 @@ def _read_text(path: Path, what: str) -> str:
         raise _fail(f"{what} {path}: not readable UTF-8 text ({exc})") from None
 
 
+def _check_writable(path: Path, what: str) -> None:
+    """Refuse an output path that cannot become a file before the work whose result it would keep."""
+    if path.is_dir():
+        raise _fail(f"{what} {path}: is a folder")
+    if not path.parent.is_dir():
+        raise _fail(f"{what} {path}: folder {path.parent} does not exist")
+
+
 def _parse_indices(text: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        wanted = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise _fail(f"--indices: expected comma-separated integers, got {text!r}") from None
+    if not wanted:
+        raise _fail("--indices: give at least one index, or --challenge")
+    return wanted
 
 
 @app.command("commit")
@@ -71,6 +82,7 @@ def commit_command(
     """Commit to a hidden trace; print the public commitment, keep the openings."""
     if (text_file is None) == (tokens_json is None):
         raise _fail("give exactly one of --text-file and --tokens-json")
+    _check_writable(openings_out, "--openings-out")
     try:
         secret_bytes = from_hex(secret, field="--secret", length=SECRET_BYTES)
         trace: list[bytes] | str
@@ -103,15 +115,14 @@ def respond_command(
 ) -> None:
     """Open leaves: print the response JSON (DESIGN §3, "Response")."""
     try:
+        # what to open first: it is cheap to read, and loading the openings rebuilds the whole tree
+        drawn = None if challenge is None else Challenge.from_json(_read_json(challenge, "--challenge"))
+        wanted = _parse_indices(indices) if drawn is None else drawn.indices
         store = Openings.load(openings)
-        if challenge is not None:
-            drawn = Challenge.from_json(_read_json(challenge, "--challenge"))
-            response = store.respond(drawn.indices, drawn.content_indices)
-        else:
-            wanted = _parse_indices(indices)
-            if not wanted:
-                raise ProtocolError("--indices: give at least one index, or --challenge")
-            response = store.respond(wanted, wanted)
+        committed = store.public.commitment
+        if drawn is not None and (drawn.size, drawn.block_size) != (committed.size, committed.block_size):
+            raise ProtocolError("challenge: size or block_size differ from the commitment's")
+        response = store.respond(wanted, wanted if drawn is None else drawn.content_indices)
     except ProtocolError as exc:
         raise _fail(str(exc)) from None
     typer.echo(json.dumps(response.to_json()))

@@ -20,6 +20,8 @@ salts are derived under `coin/2/salt`, so no leaf of one version is a leaf of th
 import json
 import secrets as _secrets
 import struct
+import zipfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 
 import blake3
 import numpy as np
+from numpy.lib.npyio import NpzFile
 
 from auditor.protocol import PROTOCOL_VERSION, PROTOCOL_VERSIONS
 from auditor.protocol.encoding import field_of, from_b64, from_hex, object_of, to_b64, to_hex
@@ -408,25 +411,36 @@ class Openings:
     def save(self, path: str | Path) -> None:
         meta = {"public": self.public.to_json(), "secret": to_hex(self.secret)}
         lengths = np.array([len(t) for t in self.tokens], dtype=np.int64)
-        with Path(path).open("wb") as fh:
-            np.savez_compressed(
-                fh,
-                meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                token_bytes=np.frombuffer(b"".join(self.tokens), dtype=np.uint8),
-                token_lengths=lengths,
-                fingerprints=self.fingerprints,
-            )
+        try:
+            with Path(path).open("wb") as fh:
+                np.savez_compressed(
+                    fh,
+                    meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                    token_bytes=np.frombuffer(b"".join(self.tokens), dtype=np.uint8),
+                    token_lengths=lengths,
+                    fingerprints=self.fingerprints,
+                )
+        except OSError as exc:
+            raise ProtocolError(f"openings file {path}: cannot write ({exc.strerror or exc})") from None
 
     @classmethod
     def load(cls, path: str | Path) -> "Openings":
         try:
-            with np.load(Path(path), allow_pickle=False) as data:
+            data = np.load(Path(path), allow_pickle=False)
+            if not isinstance(data, NpzFile):  # a bare .npy array
+                raise ValueError("not an .npz archive")
+            with data:
                 meta = json.loads(data["meta"].tobytes())
                 blob = data["token_bytes"].tobytes()
                 lengths = data["token_lengths"].tolist()
                 fps = data["fingerprints"].astype(np.int8)
-        except (OSError, KeyError, ValueError) as exc:
-            raise ProtocolError(f"openings file {path}: unreadable ({exc})") from None
+        except OSError as exc:
+            raise ProtocolError(f"openings file {path}: unreadable ({exc.strerror or exc})") from None
+        # empty or truncated, not numpy's at all, or an archive without the arrays `save` writes
+        except (EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error):
+            raise ProtocolError(
+                f"openings file {path}: not an openings file (.npz written by coin commit)"
+            ) from None
         meta = object_of(meta, f"openings file {path}: meta")
         offsets = np.cumsum([0, *lengths]).tolist()
         tokens = [blob[offsets[k] : offsets[k + 1]] for k in range(len(lengths))]

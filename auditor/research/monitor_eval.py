@@ -25,10 +25,9 @@ diagnostic ladder (with reference traces of the provider's own domain the bulk t
 what honest reference traces of the domain would buy.
 """
 
-import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ from auditor.monitoring.estimate import inflated_reports_lower, point_estimate, 
 from auditor.monitoring.monitor import ALPHA
 from auditor.protocol.commitment import DEFAULT_BLOCK_SIZE
 from auditor.research.attacks import ATTACKS, CONTENT_ATTACKS
-from auditor.research.evaluation.run import HONEST, AuditOutcome
+from auditor.research.evaluation.run import HONEST, AuditOutcome, read_outcomes
 from auditor.research.evaluation.summary import wilson
 from auditor.research.traces import DEFAULT_HELD_OUT_DOMAINS
 from auditor.semantic.exposure import ExposurePolicy
@@ -78,17 +77,10 @@ class MonitorEvalConfig:
 
 def read_folds(lodo_dir: Path) -> dict[str, list[AuditOutcome]]:
     """Every `fold-<domain>/outcomes.jsonl` under `lodo_dir` (folds still being written are absent)."""
-    names = {f.name for f in fields(AuditOutcome)}
-    folds = {}
-    for path in sorted(lodo_dir.glob(f"{FOLD_PREFIX}*/{OUTCOMES_FILE}")):
-        outcomes = []
-        for line in path.read_text().splitlines():
-            row = {k: v for k, v in json.loads(line).items() if k in names}
-            row["failed_checks"] = tuple(row["failed_checks"])
-            row["flagged_checks"] = tuple(row["flagged_checks"])
-            outcomes.append(AuditOutcome(**row))
-        folds[path.parent.name.removeprefix(FOLD_PREFIX)] = outcomes
-    return folds
+    return {
+        path.parent.name.removeprefix(FOLD_PREFIX): read_outcomes(path)
+        for path in sorted(lodo_dir.glob(f"{FOLD_PREFIX}*/{OUTCOMES_FILE}"))
+    }
 
 
 def planned_blocks(outcome: AuditOutcome) -> int:

@@ -9,7 +9,7 @@ leak — and, where a question was answered by several models, also holds some m
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,26 +68,41 @@ def parse_trace(obj: object, where: str) -> Trace:
     return Trace(**values)
 
 
+def json_lines(path: Path) -> Iterator[tuple[str, object]]:
+    """Each non-blank line of a JSON-lines file as (`file:line`, its value). A line that is not UTF-8
+    or not JSON is a ProtocolError naming the file and line, as is a file that cannot be read."""
+    try:
+        fh = path.open("rb")  # bytes, decoded line by line: text mode fails mid-file, not naming the line
+    except OSError as exc:
+        raise ProtocolError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    with fh:
+        for number, raw in enumerate(fh, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(f"{where}: not UTF-8 (byte {exc.start + 1} of the line)") from None
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ProtocolError(f"{where}: not JSON ({exc.msg})") from None
+            yield where, value
+
+
 def load_traces(paths: Iterable[str | Path], *, domains: Sequence[str] | None = None) -> list[Trace]:
     """Every trace in the files (or folders) given, optionally only those of some domains."""
     traces: list[Trace] = []
     seen: set[str] = set()
     for file in trace_files(paths):
-        with file.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                where = f"{file.name}:{number}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ProtocolError(f"{where}: not JSON ({exc.msg})") from None
-                trace = parse_trace(obj, where)
-                if trace.id in seen:
-                    raise ProtocolError(f"{where}.id: duplicate id {trace.id!r}")
-                seen.add(trace.id)
-                if domains is None or trace.domain in domains:
-                    traces.append(trace)
+        for where, obj in json_lines(file):
+            trace = parse_trace(obj, where)
+            if trace.id in seen:
+                raise ProtocolError(f"{where}.id: duplicate id {trace.id!r}")
+            seen.add(trace.id)
+            if domains is None or trace.domain in domains:
+                traces.append(trace)
     return traces
 
 

@@ -186,3 +186,89 @@ def test_malformed_files_are_clear_errors(workdir: Path) -> None:
         "--secret", SECRET,
     )  # fmt: skip
     assert code == 2 and "base64" in err
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "text"])
+def test_what_is_not_an_openings_file_is_a_clear_error(workdir: Path, tmp_path: Path, kind: str) -> None:
+    real = (workdir / "o.npz").read_bytes()
+    content = {"empty": b"", "truncated": real[: len(real) // 2], "text": b"hello\n"}[kind]
+    (tmp_path / "o.npz").write_bytes(content)
+    code, _, err = _run("respond", "--openings", str(tmp_path / "o.npz"), "--indices", "1")
+    assert code == 2
+    assert (
+        err
+        == f"error: openings file {tmp_path / 'o.npz'}: not an openings file (.npz written by coin commit)\n"
+    )
+
+
+def test_an_openings_out_that_cannot_be_a_file_is_refused_before_embedding(
+    workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_commit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("embedded before checking --openings-out")
+
+    monkeypatch.setattr("auditor.cli.protocol.commit", no_commit)
+    missing = tmp_path / "nowhere"
+    for out, message in ((tmp_path, "is a folder"), (missing / "o.npz", f"folder {missing} does not exist")):
+        code, _, err = _run(
+            "commit", "--text-file", str(workdir / "trace.txt"), "--answer-file", str(workdir / "answer.txt"),
+            "--secret", SECRET, "--openings-out", str(out),
+        )  # fmt: skip
+        assert code == 2 and err == f"error: --openings-out {out}: {message}\n"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a file no write fits on")
+def test_an_openings_file_that_fails_to_write_is_a_clear_error(workdir: Path) -> None:
+    code, out, err = _run(
+        "commit", "--text-file", str(workdir / "trace.txt"), "--answer-file", str(workdir / "answer.txt"),
+        "--secret", SECRET, "--block-size", "32", "--openings-out", "/dev/full",
+    )  # fmt: skip
+    assert code == 2 and not out
+    assert err == "error: openings file /dev/full: cannot write (No space left on device)\n"
+
+
+def test_respond_refuses_a_challenge_drawn_for_another_commitment(workdir: Path) -> None:
+    size = json.loads((workdir / "public.json").read_text())["commitment"]["size"]
+    drawn = {
+        "size": size,
+        "block_size": 32,
+        "count_indices": [0, 1],
+        "block_indices": [0],
+        "block_token_indices": [0],
+    }
+    for changed, expected in (({}, 0), ({"block_size": 16}, 2), ({"size": size + 1}, 2)):
+        (workdir / "challenge.json").write_text(json.dumps({**drawn, **changed}))
+        code, out, err = _run(
+            "respond", "--openings", str(workdir / "o.npz"), "--challenge", str(workdir / "challenge.json")
+        )
+        assert code == expected, err
+        if expected:
+            assert err == "error: challenge: size or block_size differ from the commitment's\n" and not out
+        else:
+            assert [o["index"] for o in json.loads(out)["openings"]] == [0, 1]
+
+
+def test_eval_names_the_traces_line_that_is_not_utf8(
+    tmp_path: Path, short_traces: list[dict[str, Any]]
+) -> None:
+    traces = tmp_path / "traces.jsonl"
+    traces.write_bytes(json.dumps(short_traces[0]).encode() + b'\n{"id": "\xff"}\n')
+    code, _, err = _run("eval", "--traces", str(traces), "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert err == f"error: {traces}:2: not UTF-8 (byte 9 of the line)\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("{oops", "not JSON (Expecting property name"), ('{"a": 1}', "not an audit outcome (missing attack, ")],
+)
+def test_monitor_eval_names_the_outcomes_line_that_is_not_one(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    for domain in ("a", "b"):
+        (tmp_path / f"fold-{domain}").mkdir()
+        (tmp_path / f"fold-{domain}" / "outcomes.jsonl").write_text(line + "\n")
+    code, _, err = _run("monitor-eval", "--lodo-dir", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert err.startswith(f"error: {tmp_path / 'fold-a' / 'outcomes.jsonl'}:1: {message}")
+    assert err.count("\n") == 1  # one line, no traceback

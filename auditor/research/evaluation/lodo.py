@@ -9,14 +9,14 @@ same training on every domain (`coin train-heads`).
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from auditor.protocol.fingerprint import EmbeddingModel
 from auditor.protocol.tokenize import Tokenizer
 from auditor.research.attacks import CONTENT_ATTACKS
-from auditor.research.evaluation.run import HONEST, AuditOutcome, EvalConfig, run_evaluation
+from auditor.research.evaluation.run import HONEST, AuditOutcome, EvalConfig, read_outcomes, run_evaluation
 from auditor.research.evaluation.summary import (
     HEADLINE_IR,
     LENGTH_BANDS,
@@ -31,17 +31,6 @@ from auditor.semantic.checks import SemanticSuite
 from auditor.semantic.heads import CHECKPOINT_NAME, load_heads
 
 OUTCOMES_FILE = "outcomes.jsonl"
-
-
-def _read_outcomes(path: Path) -> list[AuditOutcome]:
-    names = {f.name for f in fields(AuditOutcome)}
-    outcomes = []
-    for line in path.read_text().splitlines():
-        row = {k: v for k, v in json.loads(line).items() if k in names}
-        row["failed_checks"] = tuple(row["failed_checks"])
-        row["flagged_checks"] = tuple(row["flagged_checks"])
-        outcomes.append(AuditOutcome(**row))
-    return outcomes
 
 
 def _write_outcomes(path: Path, outcomes: Sequence[AuditOutcome]) -> None:
@@ -62,7 +51,7 @@ def run_fold(
     folder = out / f"fold-{domain}"
     if (folder / OUTCOMES_FILE).is_file():
         log(f"fold {domain}: outcomes found in {folder}, not recomputed")
-        return _read_outcomes(folder / OUTCOMES_FILE)
+        return read_outcomes(folder / OUTCOMES_FILE)
     if (folder / CHECKPOINT_NAME).is_file():
         log(f"fold {domain}: checkpoint found in {folder}, not retrained")
         bundle = load_heads(folder / CHECKPOINT_NAME, embd_id=embedder.embd_id)

@@ -27,7 +27,8 @@ before).
 import dataclasses
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -41,12 +42,13 @@ from auditor.protocol.commitment import (
     commit,
     salt_for,
 )
+from auditor.protocol.errors import ProtocolError
 from auditor.protocol.fingerprint import EmbeddingModel
 from auditor.protocol.merkle import BLAKE3, MerkleTree
 from auditor.protocol.verify import Verification, verify_response
 from auditor.research.attacks import ATTACKS, AttackContext, InflatedTrace, inflate
 from auditor.research.embedding_cache import CachedEmbedder, PlannedEmbedder
-from auditor.research.traces import Trace, model_family, stable_fraction
+from auditor.research.traces import Trace, json_lines, model_family, stable_fraction
 from auditor.semantic.checks import SemanticSuite
 from auditor.semantic.exposure import ExposurePlan, ExposurePolicy, min_run_for, plan_exposure
 
@@ -94,6 +96,24 @@ class AuditOutcome:
     def detected(self) -> bool:
         """The audit said `fail` (proof) or `suspect` (statistical evidence)."""
         return self.verdict in ("fail", "suspect")
+
+
+def read_outcomes(path: Path) -> list[AuditOutcome]:
+    """The audits of one `outcomes.jsonl`; a line that is not one is a ProtocolError naming the file
+    and line."""
+    known = {f.name for f in fields(AuditOutcome)}
+    required = {f.name for f in fields(AuditOutcome) if f.default is MISSING}
+    outcomes = []
+    for where, obj in json_lines(path):
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"{where}: expected a JSON object (an audit outcome)")
+        if missing := required - obj.keys():
+            raise ProtocolError(f"{where}: not an audit outcome (missing {', '.join(sorted(missing))})")
+        row = {k: v for k, v in obj.items() if k in known}
+        row["failed_checks"] = tuple(row["failed_checks"])
+        row["flagged_checks"] = tuple(row["flagged_checks"])
+        outcomes.append(AuditOutcome(**row))
+    return outcomes
 
 
 def _verifier_figure(verification: Verification) -> float | None:
