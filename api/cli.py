@@ -11,15 +11,18 @@ import dataclasses
 import enum
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from api.demo import DEMO_TRACE_FILES
 from service.settings import Settings, SettingsError, get_settings
 
 if TYPE_CHECKING:
+    from service.database import Database
     from service.models import SamplingPolicy
     from service.monitoring.service import Standing
 
@@ -33,6 +36,30 @@ def settings() -> Settings:
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _migrated(database: "Database") -> "Database":
+    """`database` if its schema is this version's latest, or one line on stderr and exit status 2: on
+    an older or empty schema a command fails half-way on a missing table (`calibrate` after its whole
+    audit)."""
+    from sqlalchemy.exc import OperationalError
+
+    from service.database import display_url
+    from service.migrate import is_migrated
+
+    where = display_url(database.engine.url)
+    try:
+        ready = is_migrated(database.engine)
+    except OperationalError as exc:
+        database.dispose()
+        reason = str(exc.orig).strip().partition("\n")[0]  # the driver's reason, without SQLAlchemy's notes
+        typer.echo(f"error: cannot open the database at {where}: {reason}", err=True)
+        raise typer.Exit(2) from None
+    if not ready:
+        database.dispose()
+        typer.echo(f"error: the database at {where} is not migrated: run coin migrate", err=True)
+        raise typer.Exit(2)
+    return database
 
 
 @app.command("migrate")
@@ -113,7 +140,7 @@ def verify_chain() -> None:
     from service.context import database_of
     from service.integrity import check_integrity
 
-    database = database_of(settings())
+    database = _migrated(database_of(settings()))
     try:
         result = check_integrity(database)
     finally:
@@ -150,7 +177,10 @@ def _celery(args: list[str]) -> None:
 @app.command("demo")
 def demo(
     traces_dir: Annotated[
-        Path | None, typer.Option(help="folder of traces *.jsonl (default: ../shared/data/traces)")
+        Path | None,
+        typer.Option(
+            help=f"folder holding the traces {' and '.join(DEMO_TRACE_FILES)} (default: ../shared/data/traces)"
+        ),
     ] = None,
     per_behaviour: int = typer.Option(2, help="traces per simulated provider behaviour"),
     serve: bool = typer.Option(False, "--serve", help="keep the API up after the demo"),
@@ -162,6 +192,11 @@ def demo(
     found = traces_dir or find_traces_dir()
     if found is None or not found.is_dir():
         typer.echo("error: no traces folder; pass --traces-dir (the demo reads *.jsonl traces)", err=True)
+        raise typer.Exit(2)
+    # Checked before the demo migrates, starts the API and loads the model, which take a while.
+    missing = [name for name in DEMO_TRACE_FILES if not (found / name).is_file()]
+    if missing:
+        typer.echo(f"error: --traces-dir {found} lacks the demo's traces {', '.join(missing)}", err=True)
         raise typer.Exit(2)
     run_demo(found, per_behaviour, serve, DEMO_DATABASE.resolve())  # prints as it goes
 
@@ -184,12 +219,9 @@ def staff(
     from service.errors import ServiceError
     from service.staff.service import create_staff
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    database = Database(settings().database_url)
+    database = _migrated(Database(settings().database_url))  # before the password is typed for nothing
     try:
+        password = _password(password_stdin)
         with database.unit_of_work() as session:
             account = create_staff(session, email, password)
     except ServiceError as exc:
@@ -198,6 +230,22 @@ def staff(
     finally:
         database.dispose()
     typer.echo(f"staff account {account.email} created; sign in at /dashboard")
+
+
+def _password(from_stdin: bool) -> str:
+    """The new account's password, from one line of stdin or a prompt; exit status 2 if it is not text."""
+    try:
+        if from_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        # Bytes that are not UTF-8 arrive as a decoding error, or (with the surrogateescape error handler
+        # of a C or UTF-8 locale) as lone surrogates, which cannot be hashed.
+        password.encode("utf-8")
+    except UnicodeError:
+        typer.echo("error: the password is not UTF-8 text", err=True)
+        raise typer.Exit(2) from None
+    return password
 
 
 class PolicyAction(enum.StrEnum):
@@ -280,7 +328,7 @@ def policy(
     from service.scheduling.service import PolicyTerms, get_policy, set_policy
 
     configured = settings()
-    database = database_of(configured)
+    database = _migrated(database_of(configured))
     try:
         with database.unit_of_work() as session:
             found = find_provider(session, provider)
@@ -333,6 +381,7 @@ def schedule_key(
         typer.echo(f"error: --day: a date, YYYY-MM-DD (not {day!r})", err=True)
         raise typer.Exit(2) from None
     context = ServiceContext.from_settings(settings())
+    _migrated(context.db)
     try:
         with context.db.unit_of_work() as session:
             key = disclosable_day_key(session, context, chosen, utcnow())
@@ -382,21 +431,23 @@ def calibrate(
     except (OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(
-        f"copy rule of {domain}: fail above copied {copy_rule.copied:.0%} or repeated {copy_rule.repeated:.0%} "
-        f"(shipped: {COPY_RULE.copied:.0%}, {COPY_RULE.repeated:.0%})"
-    )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    heads, embd_id = checkpoint_in_use(configured)
-    typer.echo(f"auditing {len(references)} reference traces of {domain} with {heads}")
-    audits = audit_references(
-        configured,
-        references,
-        copy_rule,
-        lambda audit: typer.echo(f"  {audit.trace_id}: {audit.outcome}, score {audit.evidence.score():.3g}"),
-    )
-    database = database_of(configured)
+    database = _migrated(database_of(configured))  # before the audit, which takes minutes
     try:
+        typer.echo(
+            f"copy rule of {domain}: fail above copied {copy_rule.copied:.0%} or repeated "
+            f"{copy_rule.repeated:.0%} (shipped: {COPY_RULE.copied:.0%}, {COPY_RULE.repeated:.0%})"
+        )
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        heads, embd_id = checkpoint_in_use(configured)
+        typer.echo(f"auditing {len(references)} reference traces of {domain} with {heads}")
+        audits = audit_references(
+            configured,
+            references,
+            copy_rule,
+            lambda audit: typer.echo(
+                f"  {audit.trace_id}: {audit.outcome}, score {audit.evidence.score():.3g}"
+            ),
+        )
         with database.unit_of_work() as session:
             calibration = register_calibration(
                 session,
@@ -442,17 +493,33 @@ def verify_verdict(
     """Check a signed verdict offline: Ed25519 over the RFC 8785 canonical JSON of its statement.
     Exit 0 if valid, 1 if the signature or the key does not hold, 2 if the file is not a verdict."""
 
+    from auditor.protocol.encoding import canonical_json
+    from auditor.protocol.errors import EncodingError
     from service.security import verify_signature
 
     try:
-        document = json.loads(sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8"))
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        typer.echo(f"error: {path}: cannot read ({reason})", err=True)
+        raise typer.Exit(2) from None
+    try:
+        document = json.loads(text)
         verdict = document.get("verdict", document) if isinstance(document, dict) else {}
         statement, signature, signing_key = (verdict[k] for k in ("statement", "signature", "signing_key"))
         if not (isinstance(statement, dict) and isinstance(signature, str) and isinstance(signing_key, str)):
             raise TypeError
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        expected = "expected statement, signature, signing_key"
-        typer.echo(f"error: not a verdict ({type(exc).__name__}): {expected}", err=True)
+        if not (
+            re.fullmatch(r"[0-9a-fA-F]{64}", signing_key) and re.fullmatch(r"[0-9a-fA-F]{128}", signature)
+        ):
+            raise ValueError
+        canonical_json(statement)  # what the signature covers; a NaN or a huge integer has none
+    except EncodingError as exc:
+        typer.echo(f"error: not a verdict: its statement {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (ValueError, TypeError, KeyError):
+        expected = "statement (an object), signature (128 hex digits), signing_key (64 hex digits)"
+        typer.echo(f"error: not a verdict: expected {expected}", err=True)
         raise typer.Exit(2) from None
     if key is not None and key.lower() != signing_key.lower():
         typer.echo(f"INVALID: signed by {signing_key}, not by the expected auditor key {key}", err=True)

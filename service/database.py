@@ -13,10 +13,11 @@ from typing import Any, cast
 import psycopg
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from service.jsonio import dumps_text
+from service.settings import SERVICE_FOLDER
 
 _BEFORE_COMMIT = "coin_before_commit"
 _AFTER_COMMIT = "coin_after_commit"
@@ -143,11 +144,16 @@ class PoolLimits:
     timeout_seconds: float = 5.0
 
 
+def display_url(url: URL) -> str:
+    """`url` to show: its password masked and its query, which may carry one too, left out."""
+    return url.set(query={}).render_as_string(hide_password=True)
+
+
 def make_engine(database_url: str, pool: PoolLimits = PoolLimits()) -> Engine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        if url.database and Path(url.database).parent == SERVICE_FOLDER:
+            SERVICE_FOLDER.mkdir(exist_ok=True)  # the service's own folder; any other must exist
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN until the first write; take over so that a

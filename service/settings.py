@@ -7,9 +7,12 @@ the service refuses to start while any secret still has its published default va
 
 import enum
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 # Published defaults: good for a local demo, never for anything else (see `refuse_default_secrets`).
 DEV_SECRET_KEY = "coin-dev-secret-key-do-not-use-in-production"
@@ -19,6 +22,13 @@ DEV_CHAIN_KEY = "coin-dev-chain-key-do-not-use-in-production"
 # A challenge shorter than this cannot be answered by a provider that polls for challenges every few
 # seconds and has to fetch openings from its own store: it would only fail honest providers.
 MIN_CHALLENGE_DEADLINE_SECONDS = 60.0
+# The back ends the store runs on, as SQLAlchemy names them: `service.database` talks to psycopg 3
+# directly on PostgreSQL (streamed inserts), so no other driver works there.
+SUPPORTED_DATABASES = {"sqlite": "pysqlite", "postgresql": "psycopg"}
+# The service's own folder of runtime files, relative to the working directory (the default SQLite
+# store, the demo's): created when missing. Any other folder of a SQLite file must exist, so that a
+# typo in COIN_DATABASE_URL is refused rather than creating a tree of folders.
+SERVICE_FOLDER = Path("var")
 
 
 class Environment(enum.StrEnum):
@@ -38,7 +48,8 @@ class Settings(BaseSettings):
 
     env: Environment = Field(default=Environment.DEVELOPMENT, description="development | test | production")
     database_url: str = Field(
-        default="sqlite:///var/coin.sqlite3", description="SQLAlchemy URL of the audit store"
+        default=f"sqlite:///{SERVICE_FOLDER / 'coin.sqlite3'}",
+        description="SQLAlchemy URL of the audit store: sqlite:///PATH or postgresql+psycopg://...",
     )
     broker_url: str | None = Field(
         default=None, description="Celery broker (redis://...); unset runs tasks in-process after each commit"
@@ -209,6 +220,28 @@ class Settings(BaseSettings):
     @classmethod
     def env_is_known(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def database_is_supported(cls, value: str) -> str:
+        # The messages never quote the URL: it may hold a password.
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/NAME"
+            ) from None
+        backend = url.get_backend_name()
+        # The driver is read only for a known back end: for another, SQLAlchemy would try to load it.
+        if backend not in SUPPORTED_DATABASES or url.get_driver_name() != SUPPORTED_DATABASES[backend]:
+            raise ValueError(
+                f"the store runs on sqlite:/// or postgresql+psycopg://, not {url.drivername}://"
+            )
+        if backend == "sqlite" and url.database and url.database != ":memory:":
+            folder = Path(url.database).parent
+            if folder != SERVICE_FOLDER and not folder.is_dir():
+                raise ValueError(f"the folder of the SQLite file does not exist: {folder}")
+        return value
 
     @field_validator("signing_key")
     @classmethod

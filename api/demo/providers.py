@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from api.demo import DEMO_TRACE_FILES
 from auditor.protocol.challenge import Challenge
 from auditor.protocol.commitment import (
     DEFAULT_BLOCK_SIZE,
@@ -35,11 +36,10 @@ class SimulatedReport:
 def demo_traces(traces_dir: Path, limit: int) -> list[dict[str, Any]]:
     """Short real traces from several sources, deterministic."""
     picked: list[dict[str, Any]] = []
-    files = ["thinkingllms_math_r1distill_qwq.jsonl", "thinkingllms_general_r1distill.jsonl"]
-    for name in files:
+    for name in DEMO_TRACE_FILES:
         with (traces_dir / name).open(encoding="utf-8") as fh:
             rows = [json.loads(line) for _, line in zip(range(limit), fh, strict=False)]
-        picked += rows[: -(-limit // len(files))]
+        picked += rows[: -(-limit // len(DEMO_TRACE_FILES))]
     return picked[:limit]
 
 

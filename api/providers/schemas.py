@@ -16,6 +16,9 @@ from service.scheduling.service import (
     DEFAULT_WARNING_E_VALUE,
     DOMAIN_PATTERN,
     ESCALATION_FACTOR,
+    MAX_CLEAN_AUDITS,
+    MAX_PER_DAY,
+    MAX_WARNING_E_VALUE,
     PolicyTerms,
 )
 from service.settings import MIN_CHALLENGE_DEADLINE_SECONDS
@@ -133,7 +136,7 @@ class PolicyIn(BaseModel):
 
     domain: DomainName
     share: float = Field(ge=0, le=1, description="the share of the provider's reports drawn for audit")
-    min_per_day: int = Field(ge=0, le=1_000_000, description="audits drawn per UTC day at least")
+    min_per_day: int = Field(ge=0, le=MAX_PER_DAY, description="audits drawn per UTC day at least")
     escalated_share: float | None = Field(
         None,
         ge=0,
@@ -143,19 +146,19 @@ class PolicyIn(BaseModel):
     escalated_min_per_day: int | None = Field(
         None,
         ge=0,
-        le=1_000_000,
+        le=MAX_PER_DAY,
         description=f"the minimum per day while escalated (default: {ESCALATION_FACTOR} × min_per_day)",
     )
     clean_audits: int = Field(
         DEFAULT_CLEAN_AUDITS,
         ge=1,
-        le=10_000,
+        le=MAX_CLEAN_AUDITS,
         description="consecutive passing audits that return an escalated provider to base",
     )
     warning_e_value: float = Field(
         DEFAULT_WARNING_E_VALUE,
         gt=1,
-        le=1e12,
+        le=MAX_WARNING_E_VALUE,
         description="the monitor's e-value at or above which the policy escalates (the alarm is at 1/alpha)",
     )
 

@@ -237,9 +237,12 @@ def disclosable_day_key(session: Session, context: "ServiceContext", day: date, 
     while it still decides a draw. A day's key scores the share draws of the reports received that day
     and the minimum draws made that day: both are over once the day has ended and every policy's share
     draws have passed its end (`drawn_through`), so a disclosed key predicts no draw to come."""
+    # Compared as days: the end of the last day of the calendar (date.max) is no datetime.
+    if day >= now.astimezone(UTC).date():
+        raise ServiceError(
+            f"{day.isoformat()} has not ended: a day's key is disclosed once its draws are over"
+        )
     end = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
-    if end > now:
-        raise ServiceError(f"{day.isoformat()} has not ended: its key still decides today's draws")
     behind = session.scalar(select(func.min(SamplingPolicy.drawn_through)))
     if behind is not None and behind < end:
         raise ServiceError(

@@ -38,6 +38,11 @@ DEFAULT_CLEAN_AUDITS = 5
 # of the way to the alarm at 1/alpha = 100.
 DEFAULT_WARNING_E_VALUE = 10.0
 DOMAIN_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+# Upper bounds of the terms (the API's schema states them too): far above any real policy, and inside
+# what the store's integer columns and the trail's canonical JSON (finite numbers only) can hold.
+MAX_PER_DAY = 1_000_000
+MAX_CLEAN_AUDITS = 10_000
+MAX_WARNING_E_VALUE = 1e12
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,17 @@ class PolicyTerms:
     warning_e_value: float = DEFAULT_WARNING_E_VALUE
 
     def resolved(self) -> "PolicyTerms":
-        """The terms with their defaults filled in; ServiceError naming the first term out of range."""
+        """The terms with their defaults filled in; ServiceError naming the first term out of range (a
+        NaN is in no range)."""
+        if not DOMAIN_PATTERN.match(self.domain):
+            raise ServiceError("domain: lower-case letters, digits, '_', '.' and '-', at most 64")
+        if not 0 <= self.share <= 1:
+            raise ServiceError("share: between 0 and 1")
+        # The given minimums are bounded before the default multiplies one.
+        if not 0 <= self.min_per_day <= MAX_PER_DAY:
+            raise ServiceError(f"min_per_day: between 0 and {MAX_PER_DAY}")
+        if self.escalated_min_per_day is not None and self.escalated_min_per_day > MAX_PER_DAY:
+            raise ServiceError(f"escalated_min_per_day: at most {MAX_PER_DAY}")
         escalated_share = (
             min(1.0, ESCALATION_FACTOR * self.share) if self.escalated_share is None else self.escalated_share
         )
@@ -62,20 +77,16 @@ class PolicyTerms:
             if self.escalated_min_per_day is None
             else self.escalated_min_per_day
         )
-        if not DOMAIN_PATTERN.match(self.domain):
-            raise ServiceError("domain: lower-case letters, digits, '_', '.' and '-', at most 64")
-        if not 0 <= self.share <= 1:
-            raise ServiceError("share: between 0 and 1")
         if not self.share <= escalated_share <= 1:
             raise ServiceError("escalated_share: between share and 1")
-        if self.min_per_day < 0:
-            raise ServiceError("min_per_day: at least 0")
         if escalated_min < self.min_per_day:
             raise ServiceError("escalated_min_per_day: at least min_per_day")
-        if self.clean_audits < 1:
-            raise ServiceError("clean_audits: at least 1")
-        if not self.warning_e_value > 1:
-            raise ServiceError("warning_e_value: above 1 (an e-value of 1 is no evidence)")
+        if not 1 <= self.clean_audits <= MAX_CLEAN_AUDITS:
+            raise ServiceError(f"clean_audits: between 1 and {MAX_CLEAN_AUDITS}")
+        if not 1 < self.warning_e_value <= MAX_WARNING_E_VALUE:
+            raise ServiceError(
+                f"warning_e_value: above 1 (an e-value of 1 is no evidence) and at most {MAX_WARNING_E_VALUE:g}"
+            )
         return PolicyTerms(
             self.domain,
             self.share,

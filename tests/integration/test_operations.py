@@ -4,15 +4,19 @@ audit without ever verifying a live one twice."""
 
 import uuid
 
+import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select
+from typer.testing import CliRunner, Result
 
 from api.app import create_app
+from auditor.cli import build_app
 from service.database import Database
+from service.migrate import upgrade_database
 from service.models import AuditEvent
 from service.reports.service import accepted_embd_id
-from service.settings import Settings
+from service.settings import Settings, get_settings
 from tests.integration.support import (
     ADMIN,
     BROKER_KEY_PREFIX,
@@ -227,3 +231,34 @@ def test_the_lease_of_a_verification(
         assert _claim(context, audit_id)  # the re-enqueued task may take it
     finally:
         context.close()
+
+
+def test_a_command_names_a_database_not_migrated_or_not_there_without_its_password(
+    scratch_postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`coin` refuses a PostgreSQL database it cannot use before touching it, and the URL it names in
+    the error masks the password (the scratch database is not migrated)."""
+    with_password = scratch_postgres.replace("postgres@", "postgres:hunter2-secret@", 1)
+    shown = scratch_postgres.replace("postgres@", "postgres:***@", 1)
+    absent = f"{with_password}_absent"
+
+    def show(url: str) -> Result:
+        monkeypatch.setenv("COIN_DATABASE_URL", url)
+        get_settings.cache_clear()
+        try:
+            return CliRunner().invoke(build_app(), ["policy", "show", "--provider", "acme"])
+        finally:
+            get_settings.cache_clear()
+
+    empty = show(with_password)
+    assert (empty.exit_code, empty.stderr) == (
+        2,
+        f"error: the database at {shown} is not migrated: run coin migrate\n",
+    )
+    unreachable = show(absent)
+    assert unreachable.exit_code == 2 and unreachable.stderr.count("\n") == 1
+    assert unreachable.stderr.startswith(f"error: cannot open the database at {shown}_absent: ")
+    assert "does not exist" in unreachable.stderr and "hunter2" not in unreachable.stderr
+    upgrade_database(scratch_postgres)
+    migrated = show(with_password)
+    assert (migrated.exit_code, migrated.stderr) == (1, "error: no provider has the id or name 'acme'\n")

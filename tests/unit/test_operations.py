@@ -10,19 +10,27 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from typer.testing import CliRunner, Result
 
+from api.demo import DEMO_TRACE_FILES
 from api.limits import Bucket, LocalLimiter, RequestLimits
 from api.middleware import BodySizeLimit
+from auditor.cli import build_app
 from service.audits.workflow import MAX_PLAN_BLOCKS, MAX_PLAN_TOKENS, exposure_policy
+from service.context import database_of
+from service.migrate import upgrade_database
+from service.models import AuditEvent, SamplingPolicy, StaffAccount
+from service.providers.service import register_provider
 from service.reports.service import normalised_report
 from service.security import Signer
-from service.settings import Settings, SettingsError, load_settings
+from service.settings import Settings, SettingsError, get_settings, load_settings
 from service.text import check_identifier, display_name, name_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -266,3 +274,127 @@ def test_metrics_are_summed_across_processes(tmp_path: Path) -> None:
         [sys.executable, "-c", scrape], env=env, check=True, capture_output=True, text=True
     ).stdout
     assert 'coin_reports_total{outcome="stored"} 5.0' in text
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The SQLite file that `coin` uses in this test (not created, not migrated)."""
+    path = tmp_path / "coin.sqlite3"
+    monkeypatch.setenv("COIN_DATABASE_URL", f"sqlite:///{path}")
+    get_settings.cache_clear()
+    yield path
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def migrated_store(store: Path) -> Path:
+    upgrade_database(f"sqlite:///{store}")
+    return store
+
+
+def _coin(*args: str | Path, input: bytes | str | None = None) -> Result:
+    return CliRunner().invoke(build_app(), [str(arg) for arg in args], input=input)
+
+
+def _count(model: type[Any]) -> int:
+    database = database_of(get_settings())
+    try:
+        with database.unit_of_work() as session:
+            return int(session.scalar(select(func.count()).select_from(model)) or 0)
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["policy", "show", "--provider", "acme"],
+        ["verify-chain"],
+        ["schedule-key", "--day", "2020-01-01"],
+        ["staff", "add", "--email", "d@b.example", "--password-stdin"],
+    ],
+)
+def test_a_command_on_a_database_never_migrated_says_so(store: Path, command: list[str]) -> None:
+    result = _coin(*command, input="longenoughpassword\n")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: the database at sqlite:///{store} is not migrated: run coin migrate\n"
+    assert not store.exists()  # not even an empty file left behind
+
+
+def test_calibrate_checks_the_schema_before_its_audit(
+    store: Path, tmp_path: Path, short_traces: list[dict[str, Any]]
+) -> None:
+    references = tmp_path / "math.jsonl"
+    references.write_text("".join(json.dumps(trace) + "\n" for trace in short_traces[:3]))
+    result = _coin("calibrate", "--domain", "math", "--traces", references)
+    assert result.exit_code == 2, result.output
+    assert "auditing" not in result.stdout  # the audit (minutes with the model) never started
+    assert "is not migrated: run coin migrate" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--min-per-day", "99999999999999999999999", "min_per_day: between 0 and 1000000"),
+        ("--escalated-min-per-day", "99999999999999999999999", "escalated_min_per_day: at most 1000000"),
+        ("--clean-audits", "99999999999999999999999", "clean_audits: between 1 and 10000"),
+        ("--warning-e-value", "inf", "warning_e_value: above 1 (an e-value of 1 is no evidence) and at most"),
+        ("--warning-e-value", "nan", "warning_e_value: above 1"),
+        ("--share", "nan", "share: between 0 and 1"),
+    ],
+)
+def test_policy_terms_out_of_range_are_refused_and_change_nothing(
+    migrated_store: Path, option: str, value: str, message: str
+) -> None:
+    database = database_of(get_settings())
+    with database.unit_of_work() as session:
+        register_provider(session, "acme", None, None, actor="admin")
+    database.dispose()
+    events = _count(AuditEvent)
+    options = {"--domain": "math", "--share": "0.02", "--min-per-day": "1", option: value}
+    result = _coin(
+        "policy", "set", "--provider", "acme", *(part for pair in options.items() for part in pair)
+    )
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1
+    assert _count(SamplingPolicy) == 0
+    assert _count(AuditEvent) == events
+
+
+def test_a_password_that_is_not_utf8_is_refused(migrated_store: Path) -> None:
+    add = ["staff", "add", "--email", "d@b.example", "--password-stdin"]
+    undecodable = b"\xff\xfe\xfdlongenoughpassword\n"
+    result = _coin(*add, input=undecodable)
+    assert (result.exit_code, result.stderr) == (2, "error: the password is not UTF-8 text\n")
+    # The real command in a UTF-8 locale: stdin turns the bytes into lone surrogates.
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:surrogateescape", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-c", "from auditor.cli import main; main()", *add]
+    run = subprocess.run(command, input=undecodable, env=env, capture_output=True, timeout=120)
+    assert (run.returncode, run.stderr) == (2, b"error: the password is not UTF-8 text\n")
+    assert _count(StaffAccount) == 0
+
+
+def test_the_key_of_the_last_day_of_the_calendar_is_not_disclosed(migrated_store: Path) -> None:
+    result = _coin("schedule-key", "--day", "9999-12-31")
+    assert (result.exit_code, result.stderr) == (
+        1,
+        "error: 9999-12-31 has not ended: a day's key is disclosed once its draws are over\n",
+    )
+
+
+def test_the_demo_names_the_traces_it_lacks_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    (traces / "other.jsonl").write_text("{}\n")
+    (traces / DEMO_TRACE_FILES[0]).write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    result = _coin("demo", "--traces-dir", traces)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"error: --traces-dir {traces} lacks the demo's traces {DEMO_TRACE_FILES[1]}\n",
+    )
+    assert not (tmp_path / "var").exists()  # no store made, nothing migrated
+    monkeypatch.setenv("COLUMNS", "200")
+    assert all(name in _coin("demo", "--help").stdout for name in DEMO_TRACE_FILES)

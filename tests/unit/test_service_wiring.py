@@ -1,6 +1,8 @@
 """How the service is put together: one job registry for the dispatcher, Celery and beat; settings that
 refuse a bad configuration in one line without echoing a secret."""
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -87,3 +89,48 @@ def test_an_unknown_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("COIN_ENV", "staging")
     with pytest.raises(SettingsError, match="COIN_ENV"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("notaurl", "not a database URL"),
+        ("foo://bar", "the store runs on sqlite:/// or postgresql+psycopg://, not foo://"),
+        ("postgresql+psycopg2://coin:hunter2-secret@db/coin", "not postgresql+psycopg2://"),
+    ],
+)
+def test_a_database_url_the_store_cannot_use_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    monkeypatch.setenv("COIN_DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(build_app(), ["migrate"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: COIN_DATABASE_URL: ") and result.stderr.count("\n") == 1
+    assert message in result.stderr and "hunter2" not in result.stderr
+
+
+def test_only_the_services_own_folder_is_created_for_a_sqlite_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no" / "such"
+    monkeypatch.setenv("COIN_DATABASE_URL", f"sqlite:///{missing / 'coin.sqlite3'}")
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        refused = CliRunner().invoke(build_app(), ["migrate"])
+        monkeypatch.delenv("COIN_DATABASE_URL")  # the default, var/coin.sqlite3
+        get_settings.cache_clear()
+        default = CliRunner().invoke(build_app(), ["migrate"])
+    finally:
+        get_settings.cache_clear()
+    assert (refused.exit_code, refused.stderr) == (
+        2,
+        f"error: COIN_DATABASE_URL: the folder of the SQLite file does not exist: {missing}\n",
+    )
+    assert not (tmp_path / "no").exists()
+    assert default.exit_code == 0, default.output
+    assert (tmp_path / "var" / "coin.sqlite3").is_file()

@@ -63,3 +63,17 @@ def test_a_changed_statement_or_another_key_is_refused(tmp_path: Path, signer: S
 def test_what_is_not_a_verdict_is_exit_2(tmp_path: Path, document: object) -> None:
     result = runner.invoke(build_app(), ["verify-verdict", _verdict_file(tmp_path, document)])
     assert result.exit_code == 2 and "not a verdict" in result.stderr
+
+
+def test_a_malformed_key_or_statement_is_exit_2_and_a_missing_file_is_named(
+    tmp_path: Path, signer: Signer
+) -> None:
+    verdict = _verdict(signer, STATEMENT)
+    for malformed, message in (({**verdict, "signing_key": "zz"}, "signing_key (64 hex digits)"),
+                               ({**verdict, "signature": "00"}, "signature (128 hex digits)"),
+                               ({**verdict, "statement": {**STATEMENT, "x": float("nan")}}, "NaN")):  # fmt: skip
+        result = runner.invoke(build_app(), ["verify-verdict", _verdict_file(tmp_path, malformed)])
+        assert result.exit_code == 2 and "not a verdict" in result.stderr and message in result.stderr
+    missing = tmp_path / "nope.json"
+    result = runner.invoke(build_app(), ["verify-verdict", str(missing)])
+    assert result.exit_code == 2 and f"{missing}: cannot read (No such file or directory)" in result.stderr
