@@ -48,7 +48,8 @@ def request_audit(
     *,
     full_exposure: bool = False,
 ) -> tuple[Audit, bool]:
-    """Open an audit of `report`, or return the one still running; True when a new one was opened.
+    """Open an audit of `report`, or return the one still running (for a scheduled draw: the scheduled
+    one still running); True when a new one was opened.
     `full_exposure`: the audit reveals its whole exposure plan in the first round (an escalated
     provider's scheduled audit)."""
     lock_chain(session)  # before the report's row: the order of `service.events.lock_chain`
@@ -56,9 +57,13 @@ def request_audit(
     # a worker's transaction that inserts a row referencing the report holds its FOR KEY SHARE lock
     # while it waits for the chain, which FOR UPDATE would wait for (a deadlock), and this does not.
     session.scalars(select(Report.id).where(Report.id == report.id).with_for_update(key_share=True)).one()
-    running = session.scalars(
-        select(Audit).where(Audit.report_id == report.id, Audit.status != AuditStatus.DONE)
-    ).first()
+    running_query = select(Audit).where(Audit.report_id == report.id, Audit.status != AuditStatus.DONE)
+    if trigger == AuditTrigger.SCHEDULED:
+        # A draw opens its own audit: the provider holds every receipt token, and a customer's audit
+        # it opened (and answers late) on each report it fears will be drawn would otherwise take the
+        # draw's place, outside the monitor's sample and without an escalated policy's full exposure.
+        running_query = running_query.where(Audit.trigger == AuditTrigger.SCHEDULED)
+    running = session.scalars(running_query).first()
     if running is not None:
         return running, False
     if trigger == AuditTrigger.CUSTOMER:

@@ -1,5 +1,5 @@
-"""A provider's monitor (`auditor.monitoring`), kept per provider and period and updated with every verdict
-of an audit the auditor chose (scheduled or by the staff; a customer's audit only acts when it fails).
+"""A provider's monitor (`auditor.monitoring`), kept per provider and period and updated with the verdict of
+every scheduled audit, and of any other audit that fails (`record_verdict` says why).
 
 `write_verdict` opens the provider's monitor for the current period (`open_monitor`: the row locked,
 created from `service.monitoring.calibration.policy_for` when the period starts), names its calibration
@@ -115,10 +115,12 @@ def record_verdict(
     """Count a verdict in the provider's monitor, and act on it: the alarm (event, webhook), the failed
     audit's webhook, the sampling policy's escalation.
 
-    A customer's audit is not counted, only acted on when it fails: the provider issues every receipt
-    token, so it can open customer audits of reports it knows to be honest as often as it likes. Counted,
-    those would dilute its monitor's evidence and walk an escalated policy back to base; its monitor and
-    its clean audits are the ones the auditor chose (scheduled or by the staff)."""
+    The monitor's statistics hold for the auditor's random draw, so only a scheduled audit counts
+    whatever its outcome. Any other audit counts only when it fails — a proof needs no sample — and
+    is otherwise left out: the provider issues every receipt token, so customer audits of reports it
+    knows to be honest would dilute its evidence and walk an escalated policy back to base, and the
+    staff's audits of reports they chose (the same odd trace, again and again) would pile flags on an
+    honest provider."""
     provider_id = audit.provider_id
     outcome = Outcome(statement["outcome"])
     if outcome == Outcome.FAIL:
@@ -131,10 +133,7 @@ def record_verdict(
             "decided_at": statement["decided_at"],
         }
         notify(session, context, "audit.failed", str(audit.id), failed, provider_id=provider_id)
-    if audit.trigger == AuditTrigger.CUSTOMER:
-        if outcome == Outcome.FAIL:
-            apply_verdict(session, provider_id, audit.id, outcome, e_value=e_value(monitor.state.log_e),
-                          alarm_raised=False)  # fmt: skip
+    if audit.trigger != AuditTrigger.SCHEDULED and outcome != Outcome.FAIL:
         return
     before = monitor.state
     after = before.update(AuditEvidence.from_verdict(statement, planned_blocks))

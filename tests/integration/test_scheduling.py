@@ -37,10 +37,14 @@ from service.models import (
     AuditTrigger,
     Challenge,
     DeliveryStatus,
+    EscalationReason,
     MonitorCalibration,
     Outcome,
+    PolicyLevel,
     Report,
+    SamplingPolicy,
     ScheduledDraw,
+    Verdict,
     WebhookAttempt,
     WebhookDelivery,
     utcnow,
@@ -59,6 +63,7 @@ from tests.integration.support import (
     ProviderAccount,
     WorkerProcess,
     answer_until_verdict,
+    bearer,
     open_audit,
     respond,
     service_context,
@@ -390,7 +395,7 @@ def test_a_failing_provider_is_escalated_alarmed_notified_and_returns_to_base_af
 
 def _decide(
     client: TestClient, database: Database, report_id: str, trigger: AuditTrigger, outcome: Outcome
-) -> None:
+) -> Verdict:
     """A verdict written as the verifying worker writes it, for an audit opened by `trigger`."""
     with database.unit_of_work() as session:
         report = session.get_one(Report, uuid.UUID(report_id))
@@ -402,37 +407,75 @@ def _decide(
         failures = ["proof"] if outcome == Outcome.FAIL else []
         evidence: dict[str, Any] = {"checks": [], "proof_failures": failures, "statistical_flags": []}
         decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
-        write_verdict(
+        return write_verdict(
             session, service_context(client), audit, outcome, evidence, decided_by, planned_blocks=4
         )
 
 
-def test_a_customer_audit_escalates_when_it_fails_and_counts_neither_in_the_monitor_nor_towards_base(
+def test_only_the_draw_counts_in_the_monitor_and_towards_base_unless_an_audit_fails(
     client: TestClient, make_provider: MakeProvider, make_request: MakeRequest, database: Database
 ) -> None:
     """The provider issues every receipt token: customer audits of reports it knows to be honest, counted,
-    would dilute its monitor and bring an escalated policy back to base."""
+    would dilute its monitor and bring an escalated policy back to base; the staff's audits of a report
+    they chose, counted, would pile its flags on an honest provider. A proof counts whoever asked."""
     escalated, clean = make_provider(), make_provider()
     for provider in (escalated, clean):
         _put_policy(client, provider.id, domain="math", share=0.0, min_per_day=0, clean_audits=3)
     reports = {p.id: submit_report(client, p, make_request(5))["report_id"] for p in (escalated, clean)}
 
-    def standing(provider: ProviderAccount) -> tuple[str, int, int]:
+    def standing(provider: ProviderAccount) -> tuple[str, int, int, str | None]:
         policy = client.get(f"/v1/providers/{provider.id}/policy", headers=ADMIN).json()
         monitor = client.get(f"/v1/providers/{provider.id}/standing", headers=ADMIN).json()
-        return policy["level"], policy["clean_streak"], monitor["audits"]
+        return policy["level"], policy["clean_streak"], monitor["audits"], monitor["alarm"]
 
     _decide(client, database, reports[escalated.id], AuditTrigger.SCHEDULED, Outcome.FAIL)
-    assert standing(escalated) == ("escalated", 0, 1)
-    for _ in range(3):
-        _decide(client, database, reports[escalated.id], AuditTrigger.CUSTOMER, Outcome.PASS)
-    assert standing(escalated) == ("escalated", 0, 1)
+    assert standing(escalated) == ("escalated", 0, 1, "proof")
+    for trigger, outcome in ((AuditTrigger.CUSTOMER, Outcome.PASS),) * 3 + (
+        (AuditTrigger.ADMIN, Outcome.SUSPECT),
+    ):
+        _decide(client, database, reports[escalated.id], trigger, outcome)
+    assert standing(escalated) == ("escalated", 0, 1, "proof")
     _decide(client, database, reports[escalated.id], AuditTrigger.SCHEDULED, Outcome.PASS)
-    assert standing(escalated) == ("escalated", 1, 2)  # the auditor's own audits still count
+    assert standing(escalated) == ("escalated", 1, 2, "proof")  # the draw's audits count
 
     _decide(client, database, reports[clean.id], AuditTrigger.CUSTOMER, Outcome.FAIL)
-    assert standing(clean) == ("escalated", 0, 0)  # a proof escalates, whoever asked for the audit
+    assert standing(clean) == ("escalated", 0, 1, "proof")
     assert "sampling_policy.escalated" in _kinds(database, clean.id)
+
+
+def test_a_draw_opens_its_own_audit_beside_a_customers_running_one(
+    client: TestClient,
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
+    database: Database,
+    worker_process: WorkerProcess,
+) -> None:
+    """A provider that opens a customer audit of each report it fears will be drawn (and answers late)
+    must not have the draw fold into that audit, outside the monitor and without full exposure."""
+    worker_process.stop()  # its beat would draw too: here the draw is this test's own
+    context = service_context(client)
+    provider = make_provider()
+    _put_policy(client, provider.id, domain="math", share=1.0, min_per_day=0, escalated_share=1.0)
+    with database.unit_of_work() as session:  # escalated: a draw's audit reveals its whole plan
+        session.execute(sa.update(SamplingPolicy).where(SamplingPolicy.provider_id == uuid.UUID(provider.id))
+                        .values(level=PolicyLevel.ESCALATED, escalation_reason=EscalationReason.FAIL))  # fmt: skip
+    receipt = submit_report(client, provider, make_request(6))
+    open_audit(client, receipt["report_id"], bearer(receipt["receipt_token"]))  # a receipt holder's audit
+    time.sleep(SETTLE + 0.2)
+    assert draw_for_provider(context, uuid.UUID(provider.id), utcnow()) == 1
+    with database.unit_of_work() as session:
+        audits = session.scalars(
+            select(Audit).where(Audit.report_id == uuid.UUID(receipt["report_id"]))
+        ).all()
+        draw = session.scalars(
+            select(ScheduledDraw).where(ScheduledDraw.report_id == uuid.UUID(receipt["report_id"]))
+        ).one()
+    by_trigger = {a.trigger: a for a in audits}
+    assert set(by_trigger) == {AuditTrigger.CUSTOMER, AuditTrigger.SCHEDULED}
+    assert (
+        draw.audit_id == by_trigger[AuditTrigger.SCHEDULED].id
+        and by_trigger[AuditTrigger.SCHEDULED].full_exposure
+    )
 
 
 def test_calibrate_a_domain_and_set_a_policy_from_the_command_line(
@@ -499,22 +542,12 @@ def test_calibrate_a_domain_and_set_a_policy_from_the_command_line(
         assert calibration.copy_rule == copy_rule_json(COPY_RULE)
     assert _kinds(database, provider.id).count("sampling_policy.set") == 1
 
-    # The provider's next verdict (its monitor's first this period) is counted under its domain's
-    # calibration, and its signed statement names it.
-    report_id = uuid.UUID(submit_report(client, provider, make_request(4))["report_id"])
-    with database.unit_of_work() as session:
-        report = session.get_one(Report, report_id)
-        now = utcnow()
-        audit = Audit(report_id=report.id, provider_id=report.provider_id, status=AuditStatus.VERIFYING,
-                      trigger=AuditTrigger.ADMIN, created_at=now, updated_at=now)  # fmt: skip
-        session.add(audit)
-        session.flush()
-        decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
-        evidence: dict[str, Any] = {"checks": [], "proof_failures": [], "statistical_flags": []}
-        verdict = write_verdict(session, service_context(client), audit, Outcome.PASS, evidence, decided_by,
-                                planned_blocks=4)  # fmt: skip
-        assert verdict.statement["decided_by"]["calibration"] == "math@1"
-        assert verdict.statement["version"] == "coin-verdict/3"
+    # The provider's next scheduled verdict (its monitor's first this period) is counted under its
+    # domain's calibration, and its signed statement names it.
+    report_id = submit_report(client, provider, make_request(4))["report_id"]
+    verdict = _decide(client, database, report_id, AuditTrigger.SCHEDULED, Outcome.PASS)
+    assert verdict.statement["decided_by"]["calibration"] == "math@1"
+    assert verdict.statement["version"] == "coin-verdict/3"
     standing = client.get(f"/v1/providers/{provider.id}/standing", headers=ADMIN).json()
     assert (standing["calibration"], standing["audits"]) == ("math@1", 1)
 
