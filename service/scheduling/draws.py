@@ -37,6 +37,7 @@ import structlog
 from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session
 
+from auditor.semantic.exposure import ExposurePolicy
 from service.audits.service import request_audit
 from service.database import Database
 from service.errors import ServiceError
@@ -100,6 +101,14 @@ def single_instance(db: Database) -> Iterator[bool]:
 def _undrawn(provider_id: uuid.UUID) -> ColumnElement[bool]:
     drawn = select(ScheduledDraw.report_id).where(ScheduledDraw.provider_id == provider_id)
     return Report.id.not_in(drawn)
+
+
+def earliest_drawable(now: datetime, retention_days: float, deadline_seconds: float) -> datetime:
+    """The oldest report a draw at `now` may pick: one whose audit, every round of it answered at its
+    deadline (each round's challenge gets a fresh one), is over before the receipt lets the provider
+    delete its openings (`retention_days` after the report was received)."""
+    audit_seconds = ExposurePolicy().rounds * deadline_seconds
+    return now - timedelta(days=retention_days) + timedelta(seconds=audit_seconds)
 
 
 def _candidates(
@@ -167,7 +176,7 @@ def draw_for_provider(context: "ServiceContext", provider_id: uuid.UUID, now: da
             return 0
         provider = session.get_one(Provider, provider_id)
         deadline = provider.challenge_deadline_seconds or settings.challenge_deadline_seconds
-        window_start = now - timedelta(days=settings.retention_days) + timedelta(seconds=deadline)
+        window_start = earliest_drawable(now, settings.retention_days, deadline)
         settled = now - timedelta(seconds=settings.schedule_settle_seconds)
         scanned = _in_force(policy)
         # Scored before the chain's lock is taken: every report since the last draw is scored.

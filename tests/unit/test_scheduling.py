@@ -8,7 +8,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from api.reports.schemas import ReceiptOut
 from auditor.cli import build_app
 from auditor.monitoring import THRESHOLDS, AuditEvidence, MonitorState
 from auditor.monitoring.bounds import wilson_upper
+from auditor.semantic.exposure import ExposurePolicy
 from auditor.semantic.heads import CHECKPOINT_NAME, WEIGHTS_DIR, checkpoint_id_of
 from service.context import ServiceContext
 from service.errors import ServiceError
@@ -26,6 +27,7 @@ from service.migrate import upgrade_database
 from service.models import (
     Audit,
     AuditEvent,
+    AuditTrigger,
     EscalationReason,
     MonitorAlarm,
     Outcome,
@@ -37,7 +39,7 @@ from service.monitoring.calibration import SHIPPED, reference_policy, shipped_ca
 from service.monitoring.references import read_reference_traces
 from service.monitoring.service import open_monitor, record_verdict, standing
 from service.providers.service import register_provider
-from service.scheduling.draws import disclosable_day_key
+from service.scheduling.draws import disclosable_day_key, earliest_drawable
 from service.scheduling.service import PolicyTerms, apply_verdict, get_policy, set_policy
 from service.security import ScheduleKey, score_below, webhook_signature
 from service.settings import Settings, get_settings
@@ -81,6 +83,15 @@ def test_policy_terms_default_their_escalation_and_refuse_what_is_out_of_range()
     ):
         with pytest.raises(ServiceError, match=named):
             bad.resolved()
+
+
+def test_a_drawn_reports_audit_ends_within_the_retention_its_receipt_states() -> None:
+    """Each round's challenge gets a fresh deadline: a report drawn at the window's edge, every round
+    answered at its deadline, is still within the days its openings must be kept."""
+    now, deadline = datetime(2026, 12, 14, 12, tzinfo=UTC), 3600.0
+    earliest = earliest_drawable(now, 30, deadline)
+    rounds = ExposurePolicy().rounds
+    assert rounds > 1 and now + timedelta(seconds=rounds * deadline) == earliest + timedelta(days=30)
 
 
 def test_a_webhook_signature_covers_the_timestamp_and_the_body() -> None:
@@ -227,7 +238,9 @@ def test_the_monitor_counts_each_verdict_and_alarms_at_the_first_proof_failure(
     embedded: ServiceContext,
 ) -> None:
     provider_id = _provider(embedded)  # no policy: the shipped calibration, nothing to escalate
-    audit = Audit(id=uuid.uuid4(), provider_id=provider_id)  # record_verdict reads its ids only
+    audit = Audit(
+        id=uuid.uuid4(), provider_id=provider_id, trigger=AuditTrigger.SCHEDULED
+    )  # ids and trigger read
     for outcome, p_value in (("pass", 0.5), ("pass", 0.9), ("fail", None)):
         with embedded.db.unit_of_work() as session:
             monitor = open_monitor(session, provider_id, utcnow())
