@@ -169,6 +169,11 @@ class ScheduleKey:
         """The report's score under the day's key, hex (64 digits): a uniform draw in [0, 2^256)."""
         return hmac.digest(self.day_key(day), str(report_id).encode("ascii"), "sha256").hex()
 
+    def pool_start(self, day: str) -> uuid.UUID:
+        """Where the day's minimum draws start reading report ids (in id order, wrapping round): a
+        point no provider can predict, in ids it does not choose."""
+        return uuid.UUID(bytes=hmac.digest(self.day_key(day), b"minimum-pool", "sha256")[:16])
+
 
 def score_below(score: str, share: float) -> bool:
     """Whether a score (hex) read as a fraction of 2^256 is below `share`."""

@@ -5,8 +5,11 @@ Every `schedule_interval_seconds`, for each provider with a sampling policy (`se
 - share draws: each report received since the last draw is drawn when its score under the key of its
   receipt's UTC day is below the share in force (the base share, or the escalated one);
 - minimum draws: while fewer audits were drawn today than the minimum per day in force, the reports not
-  drawn yet with the lowest scores under today's key (among the most recent `MINIMUM_POOL`, so that a
-  high-volume provider's whole window is not scored every day).
+  drawn yet with the lowest scores under today's key, among a pool of `MINIMUM_POOL` of them (so that a
+  high-volume provider's whole window is not scored every day): those whose ids follow the day's keyed
+  starting point in id order, wrapping round. Ids are the auditor's random UUIDs, so neither the time
+  of a report nor its content steers it into the pool (a pool of the most recent reports let a provider
+  fill it with honest reports sent just before the draw).
 
 A score is HMAC-SHA256 under a key the provider never sees (`service.security.ScheduleKey`), so which
 reports will be drawn is unpredictable until the challenge arrives. Each draw keeps what justifies it —
@@ -59,7 +62,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# The minimum draws choose among this many of the provider's most recent undrawn reports.
+# The minimum draws choose among this many of the provider's undrawn reports (`_minimum_pool`).
 MINIMUM_POOL = 10_000
 # Arbitrary constant naming "the scheduled draw" among PostgreSQL advisory locks ("CoInDraw").
 _DRAW_LOCK_KEY = 0x436F496E44726177
@@ -145,11 +148,8 @@ def _candidates(
     if needed > 0:
         day = utc_day(now)
         taken = {c.report_id for c in chosen}
-        eligible = session.scalars(
-            select(Report.id)
-            .where(*of_provider, Report.received_at >= window_start)
-            .order_by(Report.received_at.desc())
-            .limit(MINIMUM_POOL)
+        eligible = _minimum_pool(
+            session, [*of_provider, Report.received_at >= window_start], key.pool_start(day)
         )
         ranked = sorted(
             (key.score(day, report_id), report_id) for report_id in eligible if report_id not in taken
@@ -159,6 +159,22 @@ def _candidates(
             for rank, (score, report_id) in enumerate(ranked[:needed], start=1)
         ]
     return chosen
+
+
+def _minimum_pool(session: Session, eligible: list[ColumnElement[bool]], start: uuid.UUID) -> list[uuid.UUID]:
+    """The first `MINIMUM_POOL` eligible reports in id order from `start`, wrapping round."""
+    after = list(
+        session.scalars(
+            select(Report.id).where(*eligible, Report.id >= start).order_by(Report.id).limit(MINIMUM_POOL)
+        )
+    )
+    before = session.scalars(
+        select(Report.id)
+        .where(*eligible, Report.id < start)
+        .order_by(Report.id)
+        .limit(MINIMUM_POOL - len(after))
+    )
+    return after + list(before)
 
 
 def _in_force(policy: SamplingPolicy) -> tuple[datetime, float, int, bool]:

@@ -50,7 +50,8 @@ from service.models import (
     utcnow,
 )
 from service.monitoring.calibration import copy_rule_json, shipped_calibration
-from service.scheduling.draws import draw_for_provider, draw_scheduled_audits, utc_day
+from service.scheduling import draws
+from service.scheduling.draws import MINIMUM_POOL, draw_for_provider, draw_scheduled_audits, utc_day
 from service.security import score_below, webhook_signature
 from service.settings import get_settings
 from service.webhooks.service import _claim, _record, deliver_webhooks, notify
@@ -119,10 +120,16 @@ def test_the_policy_api_is_the_admins_and_checks_its_terms(
 
 
 def _expected_draws(
-    context: ServiceContext, database: Database, provider_id: str, share: float, minimum: int
+    context: ServiceContext,
+    database: Database,
+    provider_id: str,
+    share: float,
+    minimum: int,
+    pool: int = MINIMUM_POOL,
 ) -> set[uuid.UUID]:
     """The reports the draw's rule picks, recomputed from the key: share draws under each report's day
-    key, then the lowest scores of the day up to the minimum."""
+    key, then the lowest scores of the day up to the minimum, among the first `pool` reports in id order
+    from the day's starting point."""
     key = context.schedule_key
     with database.unit_of_work() as session:
         reports = session.execute(
@@ -130,8 +137,38 @@ def _expected_draws(
         ).all()
     drawn = {rid for rid, at in reports if score_below(key.score(utc_day(at), rid), share)}
     today = utc_day(utcnow())
-    rest = sorted((key.score(today, rid), rid) for rid, _ in reports if rid not in drawn)
+    start, ids = key.pool_start(today), sorted(rid for rid, _ in reports)
+    pooled = ([rid for rid in ids if rid >= start] + [rid for rid in ids if rid < start])[:pool]
+    rest = sorted((key.score(today, rid), rid) for rid in pooled if rid not in drawn)
     return drawn | {rid for _, rid in rest[: max(0, minimum - len(drawn))]}
+
+
+def test_the_minimum_draws_pool_starts_at_the_days_keyed_point_not_at_the_latest_reports(
+    client: TestClient,
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
+    database: Database,
+    worker_process: WorkerProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pool of the most recent reports let a provider fill it with honest ones sent just before the
+    draw; the pool is now the ids that follow the day's keyed point, whenever the reports came."""
+    worker_process.stop()  # its beat would draw too: here the draws are this test's own
+    monkeypatch.setattr(draws, "MINIMUM_POOL", 3)
+    context = service_context(client)
+    provider = make_provider()
+    _put_policy(client, provider.id, domain="math", share=0.0, min_per_day=2)
+    for i in range(8):
+        submit_report(client, provider, make_request(i))
+    time.sleep(SETTLE + 0.2)
+    assert draw_for_provider(context, uuid.UUID(provider.id), utcnow()) == 2
+    with database.unit_of_work() as session:
+        drawn = set(
+            session.scalars(
+                select(ScheduledDraw.report_id).where(ScheduledDraw.provider_id == uuid.UUID(provider.id))
+            )
+        )
+    assert drawn == _expected_draws(context, database, provider.id, 0.0, 2, pool=3)
 
 
 def test_a_draw_run_twice_at_once_or_in_a_row_opens_one_audit_per_drawn_report(
