@@ -118,6 +118,13 @@ class DashboardRoute(APIRoute):
         return handle
 
 
+def _storable_text(text: str) -> str:
+    """`text`, unless the store could not compare it (PostgreSQL text holds no NUL)."""
+    if "\x00" in text:
+        raise ValueError("a NUL character")
+    return text
+
+
 def _to_sign_in(request: Request, next_path: str) -> Response:
     if request.headers.get("HX-Request"):  # htmx follows this header with a full page load
         return Response(status_code=204, headers={"HX-Redirect": sign_in_url(next_path)})
@@ -216,8 +223,8 @@ class FilterForm:
     def filters(self) -> Filters:
         return Filters(
             provider_id=self.parse(self.provider, uuid.UUID, "provider"),
-            model=self.model.strip() or None,
-            request_id=self.request_id.strip() or None,
+            model=self.parse(self.model, _storable_text, "model"),
+            request_id=self.parse(self.request_id, _storable_text, "request id"),
             since=self._day(self.date_from, "from", 0),
             until=self._day(self.date_to, "to", 1),  # "to" is a whole day, included
         )

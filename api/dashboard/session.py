@@ -14,7 +14,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, Request, Response
 
@@ -25,6 +25,8 @@ from service.staff.service import resume_session
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+# Sent by the page parts that refresh themselves (hx-headers in their templates).
+POLL_HEADER = "X-Coin-Poll"
 LOGIN_PATH = "/dashboard/login"
 
 
@@ -104,7 +106,14 @@ class Staff:
         return self.caller.staff_id
 
 
-def _requested_path(request: Request) -> str:
+def _back_to(request: Request) -> str:
+    """The page to come back to after signing in: the one asked for, or for an htmx request (a page's
+    fragment) the page it was made from; the overview for anything but a GET."""
+    if request.method != "GET":
+        return "/dashboard"
+    if request.headers.get("HX-Request"):
+        page = urlsplit(request.headers.get("HX-Current-URL", ""))
+        return local_path(page.path + (f"?{page.query}" if page.query else ""))
     query = request.url.query
     return request.url.path + (f"?{query}" if query else "")
 
@@ -112,9 +121,11 @@ def _requested_path(request: Request) -> str:
 def signed_in(request: Request, context: ContextDep, session: SessionDep) -> Staff:
     settings = context.settings
     token = request.cookies.get(session_cookie(settings))
-    row = resume_session(session, settings, token) if token else None
+    # A tab left open polls every few seconds: that is not someone at the screen (the idle limit).
+    active = POLL_HEADER not in request.headers
+    row = resume_session(session, settings, token, active=active) if token else None
     if token is None or row is None:
-        raise SignInRequired(_requested_path(request) if request.method == "GET" else "/dashboard")
+        raise SignInRequired(_back_to(request))
     # The same check as the REST endpoints reserved to the auditor (`AdminDep`).
     caller = ensure_admin(Caller(Role.ADMIN, staff_id=row.staff_id))
     return Staff(caller, row.staff.email, row.csrf_token, token)

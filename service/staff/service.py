@@ -165,9 +165,11 @@ def sign_in(session: Session, settings: Settings, email: str, password: str, add
     return SignIn(SignInOutcome.SIGNED_IN, token=token)
 
 
-def resume_session(session: Session, settings: Settings, token: str) -> StaffSession | None:
+def resume_session(
+    session: Session, settings: Settings, token: str, *, active: bool = True
+) -> StaffSession | None:
     """The live session of a cookie's token (with its staff account), or None; an expired or idle
-    session is deleted."""
+    session is deleted. Only an `active` request (not a page polling on its own) keeps it from idling."""
     row = session.scalars(
         select(StaffSession)
         .options(joinedload(StaffSession.staff))
@@ -179,7 +181,7 @@ def resume_session(session: Session, settings: Settings, token: str) -> StaffSes
     if now >= row.expires_at or now - row.last_seen_at >= timedelta(seconds=settings.staff_idle_seconds):
         session.delete(row)
         return None
-    if now - row.last_seen_at >= _TOUCH_EVERY:
+    if active and now - row.last_seen_at >= _TOUCH_EVERY:
         row.last_seen_at = now
     return row
 

@@ -33,6 +33,7 @@ from service.models import (
     Outcome,
     Report,
     StaffSession,
+    Verdict,
     utcnow,
 )
 from service.settings import Settings, get_settings
@@ -107,9 +108,51 @@ def test_only_a_staff_session_opens_the_dashboard(
 def test_list_filters_at_the_ends_of_the_calendar(browser: TestClient, staff: str) -> None:
     assert _sign_in(browser, staff, PASSWORD).status_code == 303
     assert browser.get("/dashboard/reports?to=9999-12-31").status_code == 200  # no day after it: no bound
+    for nul in (
+        "/dashboard/reports?model=%00",
+        "/dashboard/audits?request_id=a%00b",
+    ):  # PostgreSQL text has no NUL
+        refused = browser.get(nul)
+        assert refused.status_code == 200 and "is not valid" in refused.text, nul
     beyond = Cursor(datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=23))), uuid.uuid4()).encode()
     page = browser.get(f"/dashboard/audits?cursor={beyond}")  # its instant in UTC is in the year 10000
     assert page.status_code == 200 and "is not valid" in page.text
+
+
+def test_an_audit_decided_under_coin_verdict_1_still_shows(
+    browser: TestClient,
+    staff: str,
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
+    client: TestClient,
+) -> None:
+    """Its checks carry no kind and no threshold, and its `fail` may rest on a statistical check."""
+    provider = make_provider()
+    report_id = browser.post("/v1/reports", json=make_request(0).report, headers=provider.headers).json()[
+        "report_id"
+    ]
+    signer = service_context(client).signer
+    check = {"name": "verifier", "outcome": "fail", "figure": 1e-4, "detail": "p = 1.00e-04"}
+    statement = {
+        "version": "coin-verdict/1",
+        "outcome": "fail",
+        "evidence": {"checks": [check], "count_openings": 94},
+    }
+    with service_context(client).db.unit_of_work() as session:
+        report = session.get_one(Report, uuid.UUID(report_id))
+        now = utcnow()
+        audit = Audit(report_id=report.id, provider_id=report.provider_id, status=AuditStatus.DONE,
+                      trigger=AuditTrigger.ADMIN, created_at=now, updated_at=now)  # fmt: skip
+        session.add(audit)
+        session.flush()
+        session.add(Verdict(audit_id=audit.id, outcome=Outcome.FAIL, statement=statement,
+                            signature=signer.sign(statement), signing_key=signer.public_key_hex))  # fmt: skip
+        audit_id = audit.id
+    assert _sign_in(browser, staff, PASSWORD).status_code == 303
+    page = browser.get(f"/dashboard/audits/{audit_id}")
+    assert page.status_code == 200, page.text
+    assert "not necessarily proof" in page.text and "Failed proof check" not in page.text
+    assert 'data-check="verifier"' in page.text and "0.0001" in page.text
 
 
 def test_sign_in_is_rate_limited_in_the_store(
@@ -218,8 +261,10 @@ def test_sessions_end_on_logout_and_on_expiry(
     token = _token(browser.get("/dashboard").text)
     out = browser.post("/dashboard/logout", data={"csrf_token": token}, follow_redirects=False)
     assert out.status_code == 303 and out.headers["location"] == "/dashboard/login"
-    browser.cookies.set(SESSION_COOKIE, cookie, domain="testserver")  # a copy kept by an attacker
-    assert browser.get("/dashboard", follow_redirects=False).status_code == 303
+    replayed = browser.get(
+        "/dashboard", headers={"Cookie": f"{SESSION_COOKIE}={cookie}"}, follow_redirects=False
+    )
+    assert replayed.status_code == 303  # a copy of the cookie kept by an attacker
     with clean_db.unit_of_work() as session:
         assert session.scalar(select(func.count()).select_from(StaffSession)) == 0
 
@@ -234,6 +279,39 @@ def test_sessions_end_on_logout_and_on_expiry(
         assert browser.get("/dashboard", follow_redirects=False).status_code == 303, expired
         with clean_db.unit_of_work() as session:
             assert session.scalar(select(func.count()).select_from(StaffSession)) == 0  # deleted when seen
+
+
+def test_a_page_polling_on_its_own_does_not_keep_the_session_from_idling(
+    browser: TestClient, staff: str, clean_db: Database, settings: Settings
+) -> None:
+    assert _sign_in(browser, staff, PASSWORD).status_code == 303
+    idle_for = timedelta(seconds=settings.staff_idle_seconds - 30)
+
+    def last_seen() -> datetime:
+        with clean_db.unit_of_work() as session:
+            return session.scalars(select(StaffSession.last_seen_at)).one()
+
+    with clean_db.unit_of_work() as session:
+        session.execute(update(StaffSession).values(last_seen_at=utcnow() - idle_for))
+    before = last_seen()
+    poll = {"HX-Request": "true", "X-Coin-Poll": "1", "HX-Current-URL": "https://testserver/dashboard?x=1"}
+    assert browser.get("/dashboard/partials/open-challenges", headers=poll).status_code == 200
+    assert last_seen() == before  # the tab polled; nobody was there
+    assert browser.get("/dashboard").status_code == 200
+    assert last_seen() > before
+
+    # Once idle, the poll sends the browser to sign in, and back to the page it polled from.
+    with clean_db.unit_of_work() as session:
+        session.execute(
+            update(StaffSession).values(
+                last_seen_at=utcnow() - timedelta(seconds=settings.staff_idle_seconds)
+            )
+        )
+    expired = browser.get("/dashboard/partials/open-challenges", headers=poll, follow_redirects=False)
+    assert (expired.status_code, expired.headers["HX-Redirect"]) == (
+        204,
+        "/dashboard/login?next=/dashboard%3Fx%3D1",
+    )
 
 
 def test_coin_staff_add(clean_db: Database, monkeypatch: pytest.MonkeyPatch, browser: TestClient) -> None:
