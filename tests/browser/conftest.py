@@ -15,7 +15,6 @@ kept under var/screenshots/. With CI set, a missing Chromium or Playwright fails
 import copy
 import dataclasses
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +32,9 @@ from api.demo.run import answer_until_verdict, free_port, report_body, start_ser
 from auditor.protocol.challenge import Challenge
 from auditor.protocol.commitment import Response
 from auditor.protocol.fingerprint import Embedder
-from service.audits.verdicts import proof_failures, statistical_flags, write_verdict
 from service.database import Database
 from service.migrate import upgrade_database
-from service.models import Audit, AuditStatus, AuditTrigger, Outcome, Report, utcnow
+from service.models import AuditTrigger, Outcome
 from service.settings import Settings
 from service.staff.service import create_staff
 from tests.conftest import TRACES_DIR
@@ -49,6 +47,7 @@ from tests.integration.support import (
     REPO_ROOT,
     TEST_DATABASE,
     TEST_ENV,
+    decide,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -149,18 +148,7 @@ def _suspect_verdict(settings: Settings, report_id: str) -> str:
     flagged = {"name": "verifier", "kind": "statistical", "outcome": "suspect", "figure": 2.1e-4,
                "threshold": 1e-3, "detail": "p = 2.10e-04 (most unusual block 3, Bonferroni over 4 blocks)"}  # fmt: skip
     try:
-        with context.db.unit_of_work() as session:
-            report = session.get_one(Report, uuid.UUID(report_id))
-            now = utcnow()
-            audit = Audit(report_id=report.id, provider_id=report.provider_id, status=AuditStatus.VERIFYING,
-                          trigger=AuditTrigger.ADMIN, created_at=now, updated_at=now)  # fmt: skip
-            session.add(audit)
-            session.flush()
-            evidence = {"checks": [flagged], "proof_failures": proof_failures([flagged]),
-                        "statistical_flags": statistical_flags([flagged])}  # fmt: skip
-            decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
-            write_verdict(session, context, audit, Outcome.SUSPECT, evidence, decided_by, planned_blocks=4)
-            return str(audit.id)
+        return str(decide(context, report_id, AuditTrigger.ADMIN, Outcome.SUSPECT, [flagged]).audit_id)
     finally:
         context.close()
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,11 +18,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from auditor.protocol.commitment import Openings
+from service.audits.verdicts import proof_failures, statistical_flags, write_verdict
 from service.context import ServiceContext
 from service.database import Database
-from service.models import Base
+from service.models import Audit, AuditStatus, AuditTrigger, Base, Outcome, Report, Verdict, utcnow
 
 T = TypeVar("T")
 
@@ -294,3 +296,35 @@ def service_context(client: TestClient) -> ServiceContext:
     assert isinstance(app, FastAPI)
     context: ServiceContext = app.state.context
     return context
+
+
+def new_audit(
+    session: Session, report_id: str, trigger: AuditTrigger, status: AuditStatus = AuditStatus.VERIFYING
+) -> Audit:
+    """An audit of the report opened by `trigger`, already at `status`: for a test that writes its
+    verdict itself rather than running the protocol."""
+    report = session.get_one(Report, uuid.UUID(report_id))
+    now = utcnow()
+    audit = Audit(report_id=report.id, provider_id=report.provider_id, status=status, trigger=trigger,
+                  created_at=now, updated_at=now)  # fmt: skip
+    session.add(audit)
+    session.flush()
+    return audit
+
+
+def decide(
+    context: ServiceContext,
+    report_id: str,
+    trigger: AuditTrigger,
+    outcome: Outcome,
+    checks: Sequence[dict[str, Any]] = (),
+) -> Verdict:
+    """A verdict written as the verifying worker writes it (`write_verdict`), on a new audit of the
+    report; `checks` as `CheckResult.to_json()` gives them."""
+    with context.db.unit_of_work() as session:
+        audit = new_audit(session, report_id, trigger)
+        report = session.get_one(Report, audit.report_id)
+        evidence = {"checks": list(checks), "proof_failures": proof_failures(list(checks)),
+                    "statistical_flags": statistical_flags(list(checks))}  # fmt: skip
+        decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
+        return write_verdict(session, context, audit, outcome, evidence, decided_by, planned_blocks=4)

@@ -12,7 +12,6 @@ from sqlalchemy import func, select, update
 
 from auditor.protocol.repetition import NGRAM, checkable_positions
 from service.audits import verification
-from service.audits.verdicts import proof_failures, statistical_flags, write_verdict
 from service.audits.workflow import _verify_claimed, open_round
 from service.database import Database
 from service.events import verify_chain
@@ -23,7 +22,6 @@ from service.models import (
     AuditTrigger,
     Challenge,
     Outcome,
-    Report,
     Verdict,
     utcnow,
 )
@@ -34,6 +32,7 @@ from tests.integration.support import (
     MakeRequest,
     WorkerProcess,
     answer_until_verdict,
+    decide,
     get_audit,
     open_audit,
     respond,
@@ -268,21 +267,8 @@ def test_audits_are_listed_by_outcome(
     for owner in (provider, other):
         for outcome, checks in ((Outcome.PASS, []), (Outcome.SUSPECT, [flagged]), (Outcome.FAIL, [broken])):
             report_id = submit_report(client, owner, make_request(len(audit_ids)))["report_id"]
-            with database.unit_of_work() as session:
-                report = session.get_one(Report, uuid.UUID(report_id))
-                now = utcnow()
-                audit = Audit(report_id=report.id, provider_id=report.provider_id, status=AuditStatus.VERIFYING,
-                              trigger=AuditTrigger.ADMIN, created_at=now, updated_at=now)  # fmt: skip
-                session.add(audit)
-                session.flush()
-                evidence = {
-                    "checks": checks,
-                    "proof_failures": proof_failures(checks),
-                    "statistical_flags": statistical_flags(checks),
-                }
-                decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
-                write_verdict(session, context, audit, outcome, evidence, decided_by, planned_blocks=4)
-                audit_ids[owner.id, outcome.value] = str(audit.id)
+            verdict = decide(context, report_id, AuditTrigger.ADMIN, outcome, checks)
+            audit_ids[owner.id, outcome.value] = str(verdict.audit_id)
 
     def listed(headers: dict[str, str], **params: str) -> list[dict[str, Any]]:
         response = client.get("/v1/audits", params=params, headers=headers)

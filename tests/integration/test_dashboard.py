@@ -20,18 +20,15 @@ from typer.testing import CliRunner
 
 import service.staff.service
 from auditor.cli import build_app
-from service.audits.verdicts import write_verdict
 from service.database import Database, make_engine
 from service.listing import Cursor
 from service.migrate import alembic_config, upgrade_database
 from service.models import (
-    Audit,
     AuditEvent,
     AuditStatus,
     AuditTrigger,
     LoginFailure,
     Outcome,
-    Report,
     StaffSession,
     Verdict,
     utcnow,
@@ -44,6 +41,8 @@ from tests.integration.support import (
     MakeProvider,
     MakeRequest,
     bearer,
+    decide,
+    new_audit,
     service_context,
 )
 
@@ -139,12 +138,7 @@ def test_an_audit_decided_under_coin_verdict_1_still_shows(
         "evidence": {"checks": [check], "count_openings": 94},
     }
     with service_context(client).db.unit_of_work() as session:
-        report = session.get_one(Report, uuid.UUID(report_id))
-        now = utcnow()
-        audit = Audit(report_id=report.id, provider_id=report.provider_id, status=AuditStatus.DONE,
-                      trigger=AuditTrigger.ADMIN, created_at=now, updated_at=now)  # fmt: skip
-        session.add(audit)
-        session.flush()
+        audit = new_audit(session, report_id, AuditTrigger.ADMIN, AuditStatus.DONE)
         session.add(Verdict(audit_id=audit.id, outcome=Outcome.FAIL, statement=statement,
                             signature=signer.sign(statement), signing_key=signer.public_key_hex))  # fmt: skip
         audit_id = audit.id
@@ -373,21 +367,7 @@ def test_a_provider_page_shows_its_sampling_policy_and_monitor_and_the_overview_
         report_id = browser.post("/v1/reports", json=make_request(0).report, headers=owner.headers).json()["report_id"]  # fmt: skip
         broken = [{"name": "proof", "kind": "proof", "outcome": "fail", "figure": 1.0, "threshold": None,
                    "detail": "1 of 90 paths fail"}] if outcome == Outcome.FAIL else []  # fmt: skip
-        context = service_context(client)
-        with context.db.unit_of_work() as session:
-            report = session.get_one(Report, uuid.UUID(report_id))
-            now = utcnow()
-            audit = Audit(report_id=report.id, provider_id=report.provider_id, status=AuditStatus.VERIFYING,
-                          trigger=AuditTrigger.ADMIN, created_at=now, updated_at=now)  # fmt: skip
-            session.add(audit)
-            session.flush()
-            evidence = {
-                "checks": broken,
-                "proof_failures": [c["name"] for c in broken],
-                "statistical_flags": [],
-            }
-            decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
-            write_verdict(session, context, audit, outcome, evidence, decided_by, planned_blocks=4)
+        decide(service_context(client), report_id, AuditTrigger.ADMIN, outcome, broken)
     assert _sign_in(browser, staff, PASSWORD).status_code == 303
     page = browser.get(f"/dashboard/providers/{failing.id}").text
     assert "escalated</strong> since" in page and "after a failed audit" in page

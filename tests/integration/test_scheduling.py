@@ -24,7 +24,6 @@ from typer.testing import CliRunner
 
 from auditor.cli import build_app
 from auditor.protocol.copies import COPY_RULE
-from service.audits.verdicts import write_verdict
 from service.audits.workflow import exposure_plan
 from service.context import ServiceContext
 from service.database import Database, make_engine
@@ -33,7 +32,6 @@ from service.migrate import alembic_config, upgrade_database
 from service.models import (
     Audit,
     AuditEvent,
-    AuditStatus,
     AuditTrigger,
     Challenge,
     DeliveryStatus,
@@ -65,6 +63,7 @@ from tests.integration.support import (
     WorkerProcess,
     answer_until_verdict,
     bearer,
+    decide,
     open_audit,
     respond,
     service_context,
@@ -430,23 +429,15 @@ def test_a_failing_provider_is_escalated_alarmed_notified_and_returns_to_base_af
         worker_process.stop()  # the next test's worker starts without the webhook URL
 
 
-def _decide(
-    client: TestClient, database: Database, report_id: str, trigger: AuditTrigger, outcome: Outcome
-) -> Verdict:
-    """A verdict written as the verifying worker writes it, for an audit opened by `trigger`."""
-    with database.unit_of_work() as session:
-        report = session.get_one(Report, uuid.UUID(report_id))
-        now = utcnow()
-        audit = Audit(report_id=report.id, provider_id=report.provider_id, status=AuditStatus.VERIFYING,
-                      trigger=trigger, created_at=now, updated_at=now)  # fmt: skip
-        session.add(audit)
-        session.flush()
-        failures = ["proof"] if outcome == Outcome.FAIL else []
-        evidence: dict[str, Any] = {"checks": [], "proof_failures": failures, "statistical_flags": []}
-        decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
-        return write_verdict(
-            session, service_context(client), audit, outcome, evidence, decided_by, planned_blocks=4
-        )
+PROOF_FAILURE = {"name": "proof", "kind": "proof", "outcome": "fail", "figure": 1.0, "threshold": None,
+                 "detail": "1 of 90 paths fail"}  # fmt: skip
+
+
+def _decide(client: TestClient, report_id: str, trigger: AuditTrigger, outcome: Outcome) -> Verdict:
+    """A verdict of an audit opened by `trigger`: a failing one fails the proof check."""
+    return decide(
+        service_context(client), report_id, trigger, outcome, [PROOF_FAILURE] * (outcome == Outcome.FAIL)
+    )
 
 
 def test_only_the_draw_counts_in_the_monitor_and_towards_base_unless_an_audit_fails(
@@ -465,17 +456,17 @@ def test_only_the_draw_counts_in_the_monitor_and_towards_base_unless_an_audit_fa
         monitor = client.get(f"/v1/providers/{provider.id}/standing", headers=ADMIN).json()
         return policy["level"], policy["clean_streak"], monitor["audits"], monitor["alarm"]
 
-    _decide(client, database, reports[escalated.id], AuditTrigger.SCHEDULED, Outcome.FAIL)
+    _decide(client, reports[escalated.id], AuditTrigger.SCHEDULED, Outcome.FAIL)
     assert standing(escalated) == ("escalated", 0, 1, "proof")
     for trigger, outcome in ((AuditTrigger.CUSTOMER, Outcome.PASS),) * 3 + (
         (AuditTrigger.ADMIN, Outcome.SUSPECT),
     ):
-        _decide(client, database, reports[escalated.id], trigger, outcome)
+        _decide(client, reports[escalated.id], trigger, outcome)
     assert standing(escalated) == ("escalated", 0, 1, "proof")
-    _decide(client, database, reports[escalated.id], AuditTrigger.SCHEDULED, Outcome.PASS)
+    _decide(client, reports[escalated.id], AuditTrigger.SCHEDULED, Outcome.PASS)
     assert standing(escalated) == ("escalated", 1, 2, "proof")  # the draw's audits count
 
-    _decide(client, database, reports[clean.id], AuditTrigger.CUSTOMER, Outcome.FAIL)
+    _decide(client, reports[clean.id], AuditTrigger.CUSTOMER, Outcome.FAIL)
     assert standing(clean) == ("escalated", 0, 1, "proof")
     assert "sampling_policy.escalated" in _kinds(database, clean.id)
 
@@ -582,7 +573,7 @@ def test_calibrate_a_domain_and_set_a_policy_from_the_command_line(
     # The provider's next scheduled verdict (its monitor's first this period) is counted under its
     # domain's calibration, and its signed statement names it.
     report_id = submit_report(client, provider, make_request(4))["report_id"]
-    verdict = _decide(client, database, report_id, AuditTrigger.SCHEDULED, Outcome.PASS)
+    verdict = _decide(client, report_id, AuditTrigger.SCHEDULED, Outcome.PASS)
     assert verdict.statement["decided_by"]["calibration"] == "math@1"
     assert verdict.statement["version"] == "coin-verdict/3"
     standing = client.get(f"/v1/providers/{provider.id}/standing", headers=ADMIN).json()
