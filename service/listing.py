@@ -62,7 +62,8 @@ def as_utc(value: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class Filters:
-    """What every list filters on; None is "any". `since` is inclusive, `until` exclusive."""
+    """What every list filters on; None is "any". `since` is inclusive, `until` exclusive, both instants in
+    UTC (the boundary reads them with `as_utc`, where a bad one is the caller's error)."""
 
     provider_id: uuid.UUID | None = None
     model: str | None = None
@@ -81,9 +82,9 @@ class Filters:
         if self.request_id is not None:
             conditions.append(Report.request_id == self.request_id)
         if self.since is not None:
-            conditions.append(timestamp >= as_utc(self.since))
+            conditions.append(timestamp >= self.since)
         if self.until is not None:
-            conditions.append(timestamp < as_utc(self.until))
+            conditions.append(timestamp < self.until)
         return conditions
 
 

@@ -4,7 +4,7 @@ refuse a bad configuration in one line without echoing a secret."""
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from auditor.cli import build_app
 from service.jobs import Queue, registered_jobs
@@ -63,6 +63,15 @@ def test_the_celery_app_and_beat_come_from_the_registry() -> None:
     }
 
 
+def _migrate_under_the_environment() -> Result:
+    """`coin migrate` with the settings read afresh from the environment as the test set it."""
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(build_app(), ["migrate"])
+    finally:
+        get_settings.cache_clear()
+
+
 def test_a_bad_configuration_is_one_line_that_never_echoes_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     typo = "0123456789abcdef" * 3 + "0123456789abcde"  # 63 hex characters: one short
     monkeypatch.setenv("COIN_ENV", "production")
@@ -74,11 +83,7 @@ def test_a_bad_configuration_is_one_line_that_never_echoes_a_secret(monkeypatch:
     assert typo[:8] not in message and "\n" not in message
 
     monkeypatch.setenv("COIN_SIGNING_KEY", "ab" * 32)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(build_app(), ["migrate"])
-    finally:
-        get_settings.cache_clear()
+    result = _migrate_under_the_environment()
     assert result.exit_code == 2
     [line] = result.output.strip().splitlines()
     assert line.startswith("error: ") and "refuses the published default secrets" in line
@@ -103,11 +108,7 @@ def test_a_database_url_the_store_cannot_use_is_one_line(
     monkeypatch: pytest.MonkeyPatch, url: str, message: str
 ) -> None:
     monkeypatch.setenv("COIN_DATABASE_URL", url)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(build_app(), ["migrate"])
-    finally:
-        get_settings.cache_clear()
+    result = _migrate_under_the_environment()
     assert result.exit_code == 2
     assert result.stderr.startswith("error: COIN_DATABASE_URL: ") and result.stderr.count("\n") == 1
     assert message in result.stderr and "hunter2" not in result.stderr
