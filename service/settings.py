@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from auditor.semantic.exposure import ExposurePolicy
+
 # Published defaults: good for a local demo, never for anything else (see `refuse_default_secrets`).
 DEV_SECRET_KEY = "coin-dev-secret-key-do-not-use-in-production"
 DEV_SIGNING_KEY = "c0" * 32
@@ -24,6 +26,8 @@ DEV_CHAIN_KEY = "coin-dev-chain-key-do-not-use-in-production"
 MIN_CHALLENGE_DEADLINE_SECONDS = 60.0
 # The back ends the store runs on, as SQLAlchemy names them: `service.database` talks to psycopg 3
 # directly on PostgreSQL (streamed inserts), so no other driver works there.
+# Rounds of an audit at most; each round's challenge gets a fresh deadline.
+AUDIT_ROUNDS = ExposurePolicy().rounds
 SUPPORTED_DATABASES = {"sqlite": "pysqlite", "postgresql": "psycopg"}
 # The service's own folder of runtime files, relative to the working directory (the default SQLite
 # store, the demo's): created when missing. Any other folder of a SQLite file must exist, so that a
@@ -263,6 +267,25 @@ class Settings(BaseSettings):
             raise ValueError(
                 "COIN_STALE_AFTER_SECONDS must be at least twice COIN_HEARTBEAT_INTERVAL_SECONDS, or a "
                 "verification still running would be started again"
+            )
+        return self
+
+    @property
+    def longest_challenge_deadline_seconds(self) -> float:
+        """The longest challenge deadline under which a report can still be drawn: the first draw that
+        sees a report runs up to `schedule_settle_seconds` + `schedule_interval_seconds` after its
+        receipt, and every round of its audit (a fresh deadline each) must end before the receipt lets the
+        provider delete its openings (`service.scheduling.draws.earliest_drawable`)."""
+        drawable = self.retention_days * 86400 - self.schedule_settle_seconds - self.schedule_interval_seconds
+        return drawable / AUDIT_ROUNDS
+
+    @model_validator(mode="after")
+    def audits_fit_the_retention_window(self) -> "Settings":
+        if self.challenge_deadline_seconds > self.longest_challenge_deadline_seconds:
+            raise ValueError(
+                f"COIN_CHALLENGE_DEADLINE_SECONDS: at most {self.longest_challenge_deadline_seconds:.0f} with "
+                f"COIN_RETENTION_DAYS={self.retention_days}: the {AUDIT_ROUNDS} rounds of a scheduled audit "
+                "must end before a provider may delete the report's openings, or no report is ever drawn"
             )
         return self
 

@@ -38,10 +38,17 @@ router = APIRouter(prefix="/v1/providers", tags=["providers"], responses=COMMON_
     response_model=ProviderCreated,
     responses=problem_responses(401, 403, 409),
 )
-def create_provider(payload: ProviderCreate, session: SessionDep, caller: AdminDep) -> ProviderCreated:
+def create_provider(
+    payload: ProviderCreate, session: SessionDep, context: ContextDep, caller: AdminDep
+) -> ProviderCreated:
     """Register a provider and issue its first API key (returned once, never stored in clear)."""
     provider, key = register_provider(
-        session, payload.name, payload.public_key, payload.challenge_deadline_seconds, actor=caller.actor
+        session,
+        payload.name,
+        payload.public_key,
+        payload.challenge_deadline_seconds,
+        longest_deadline_seconds=context.settings.longest_challenge_deadline_seconds,
+        actor=caller.actor,
     )
     return ProviderCreated.model_validate(
         {**ProviderOut.model_validate(provider).model_dump(), "api_key": key.key}

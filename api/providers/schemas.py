@@ -21,7 +21,7 @@ from service.scheduling.service import (
     MAX_WARNING_E_VALUE,
     PolicyTerms,
 )
-from service.settings import MIN_CHALLENGE_DEADLINE_SECONDS
+from service.settings import AUDIT_ROUNDS, MIN_CHALLENGE_DEADLINE_SECONDS
 from service.text import display_name
 
 HexKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="Ed25519 public key, lowercase hex")]
@@ -48,7 +48,9 @@ class ProviderCreate(StorableBody):
         ge=MIN_CHALLENGE_DEADLINE_SECONDS,
         le=30 * 86400,
         strict=False,
-        description="time this provider has to answer a challenge (default: COIN_CHALLENGE_DEADLINE_SECONDS)",
+        description="time this provider has to answer a challenge (default: COIN_CHALLENGE_DEADLINE_SECONDS); "
+        "every round of an audit must end inside the retention window, so at most "
+        f"(COIN_RETENTION_DAYS days - COIN_SCHEDULE_SETTLE_SECONDS - COIN_SCHEDULE_INTERVAL_SECONDS) / {AUDIT_ROUNDS}",
     )
 
 

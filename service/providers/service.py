@@ -26,9 +26,13 @@ def register_provider(
     public_key: str | None,
     challenge_deadline_seconds: float | None,
     *,
+    longest_deadline_seconds: float,
     actor: str,
 ) -> tuple[Provider, NewApiKey]:
     """Register a provider and issue its first API key (the key is returned once, stored as a hash).
+
+    A challenge deadline beyond `longest_deadline_seconds` (`Settings.longest_challenge_deadline_seconds`)
+    is refused: the provider's reports could never be drawn.
 
     The name is stored in NFC; a name that matches another ignoring case and Unicode compatibility forms
     is a conflict (service/text.py): two providers must not look alike."""
@@ -38,6 +42,11 @@ def register_provider(
         raise ServiceError(f"name: {exc}") from None
     if challenge_deadline_seconds is not None and challenge_deadline_seconds < MIN_CHALLENGE_DEADLINE_SECONDS:
         raise ServiceError(f"challenge_deadline_seconds: at least {MIN_CHALLENGE_DEADLINE_SECONDS:.0f}")
+    if challenge_deadline_seconds is not None and challenge_deadline_seconds > longest_deadline_seconds:
+        raise ServiceError(
+            f"challenge_deadline_seconds: at most {longest_deadline_seconds:.0f}: every round of a scheduled "
+            "audit must end before the provider may delete the report's openings (COIN_RETENTION_DAYS)"
+        )
     compared = name_key(name)
     existing = session.scalars(select(Provider.name).where(Provider.name_key == compared)).first()
     if existing is not None:

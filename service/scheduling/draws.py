@@ -40,7 +40,6 @@ import structlog
 from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session
 
-from auditor.semantic.exposure import ExposurePolicy
 from service.audits.service import request_audit
 from service.database import Database
 from service.errors import ServiceError
@@ -56,6 +55,7 @@ from service.models import (
     utcnow,
 )
 from service.security import score_below
+from service.settings import AUDIT_ROUNDS
 
 if TYPE_CHECKING:
     from service.context import ServiceContext
@@ -110,7 +110,7 @@ def earliest_drawable(now: datetime, retention_days: float, deadline_seconds: fl
     """The oldest report a draw at `now` may pick: one whose audit, every round of it answered at its
     deadline (each round's challenge gets a fresh one), is over before the receipt lets the provider
     delete its openings (`retention_days` after the report was received)."""
-    audit_seconds = ExposurePolicy().rounds * deadline_seconds
+    audit_seconds = AUDIT_ROUNDS * deadline_seconds
     return now - timedelta(days=retention_days) + timedelta(seconds=audit_seconds)
 
 
@@ -192,6 +192,15 @@ def draw_for_provider(context: "ServiceContext", provider_id: uuid.UUID, now: da
             return 0
         provider = session.get_one(Provider, provider_id)
         deadline = provider.challenge_deadline_seconds or settings.challenge_deadline_seconds
+        if deadline > settings.longest_challenge_deadline_seconds:
+            # Registered before COIN_RETENTION_DAYS was shortened: its reports leave the window before
+            # the first draw sees them, so staff must hear of it.
+            log.warning(
+                "schedule.deadline_beyond_retention",
+                provider_id=str(provider_id),
+                deadline_seconds=deadline,
+                longest_seconds=settings.longest_challenge_deadline_seconds,
+            )
         window_start = earliest_drawable(now, settings.retention_days, deadline)
         settled = now - timedelta(seconds=settings.schedule_settle_seconds)
         scanned = _in_force(policy)

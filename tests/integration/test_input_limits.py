@@ -16,7 +16,7 @@ from api.app import create_app
 from api.deps import SessionDep
 from service.audits.workflow import MAX_PLAN_BLOCKS, MAX_PLAN_TOKENS
 from service.database import Database
-from service.models import Audit, AuditTrigger, Challenge, Report, utcnow
+from service.models import Audit, AuditTrigger, Challenge, Provider, Report, utcnow
 from service.settings import Settings
 from tests.integration.support import (
     ADMIN,
@@ -129,6 +129,25 @@ def test_challenge_deadlines_have_a_floor(client: TestClient) -> None:
         assert response.status_code == 422, (deadline, response.text)
     ok = client.post(
         "/v1/providers", json={"name": "patient", "challenge_deadline_seconds": 60}, headers=ADMIN
+    )
+    assert ok.status_code == 201, ok.text
+
+
+def test_a_challenge_deadline_that_outlasts_the_retention_window_is_refused(
+    client: TestClient, database: Database, settings: Settings
+) -> None:
+    longest = settings.longest_challenge_deadline_seconds
+    with database.unit_of_work() as session:
+        before = session.scalar(select(func.count()).select_from(Provider))
+    response = client.post(
+        "/v1/providers", json={"name": "forever", "challenge_deadline_seconds": longest + 1}, headers=ADMIN
+    )
+    assert response.status_code == 400, response.text
+    assert "challenge_deadline_seconds: at most" in response.json()["detail"]
+    with database.unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(Provider)) == before
+    ok = client.post(
+        "/v1/providers", json={"name": "forever", "challenge_deadline_seconds": longest}, headers=ADMIN
     )
     assert ok.status_code == 201, ok.text
 

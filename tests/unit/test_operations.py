@@ -346,9 +346,17 @@ def test_calibrate_checks_the_schema_before_its_audit(
 def test_policy_terms_out_of_range_are_refused_and_change_nothing(
     migrated_store: Path, option: str, value: str, message: str
 ) -> None:
-    database = database_of(get_settings())
+    settings = get_settings()
+    database = database_of(settings)
     with database.unit_of_work() as session:
-        register_provider(session, "acme", None, None, actor="admin")
+        register_provider(
+            session,
+            "acme",
+            None,
+            None,
+            longest_deadline_seconds=settings.longest_challenge_deadline_seconds,
+            actor="admin",
+        )
     database.dispose()
     events = _count(AuditEvent)
     options = {"--domain": "math", "--share": "0.02", "--min-per-day": "1", option: value}

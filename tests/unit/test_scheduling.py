@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from api.reports.schemas import ReceiptOut
@@ -39,7 +40,7 @@ from service.monitoring.calibration import SHIPPED, reference_policy, shipped_ca
 from service.monitoring.references import read_reference_traces
 from service.monitoring.service import open_monitor, record_verdict, standing
 from service.providers.service import register_provider
-from service.scheduling.draws import disclosable_day_key, earliest_drawable
+from service.scheduling.draws import disclosable_day_key, draw_for_provider, earliest_drawable
 from service.scheduling.service import PolicyTerms, apply_verdict, get_policy, set_policy
 from service.security import ScheduleKey, score_below, webhook_signature
 from service.settings import Settings, get_settings
@@ -92,6 +93,47 @@ def test_a_drawn_reports_audit_ends_within_the_retention_its_receipt_states() ->
     earliest = earliest_drawable(now, 30, deadline)
     rounds = ExposurePolicy().rounds
     assert rounds > 1 and now + timedelta(seconds=rounds * deadline) == earliest + timedelta(days=30)
+
+
+def test_a_challenge_deadline_under_which_no_report_could_be_drawn_is_refused(tmp_path: Path) -> None:
+    """The longest deadline is the one under which a report seen by its first draw (the settle time and
+    one draw interval after its receipt) is exactly at the drawable window's edge; a longer one is
+    refused in the settings and at registration, and a provider registered under a longer retention is
+    reported at every draw."""
+    settings = Settings(retention_days=1, schedule_settle_seconds=60, schedule_interval_seconds=300)
+    longest = settings.longest_challenge_deadline_seconds
+    received = datetime(2026, 12, 14, 12, tzinfo=UTC)
+    first_draw = received + timedelta(seconds=60 + 300)
+    assert earliest_drawable(first_draw, 1, longest) == received
+    assert earliest_drawable(first_draw, 1, longest + 1) > received
+    with pytest.raises(ValueError, match="COIN_CHALLENGE_DEADLINE_SECONDS: at most 28680"):
+        Settings(retention_days=1, challenge_deadline_seconds=longest + 1)
+    assert (
+        Settings(retention_days=1, challenge_deadline_seconds=longest).challenge_deadline_seconds == longest
+    )
+
+    url = f"sqlite:///{tmp_path / 'coin.sqlite3'}"
+    upgrade_database(url)
+    context = ServiceContext.from_settings(Settings(database_url=url, retention_days=1))
+    try:
+        with context.db.unit_of_work() as session:
+            with pytest.raises(ServiceError, match="challenge_deadline_seconds: at most 28680"):
+                register_provider(
+                    session, "slow", None, longest + 1, longest_deadline_seconds=longest, actor="admin"
+                )
+            assert session.scalars(select(Provider)).all() == []
+            # Registered while the retention was longer:
+            provider, _ = register_provider(
+                session, "slow", None, 2 * longest, longest_deadline_seconds=3 * longest, actor="admin"
+            )
+            set_policy(session, provider, PolicyTerms(domain="math", share=1.0, min_per_day=1), actor="admin")
+            provider_id = provider.id
+        with capture_logs() as logs:
+            draw_for_provider(context, provider_id, utcnow())
+        [warning] = [entry for entry in logs if entry["event"] == "schedule.deadline_beyond_retention"]
+        assert warning["log_level"] == "warning" and warning["deadline_seconds"] == 2 * longest
+    finally:
+        context.close()
 
 
 def test_a_webhook_signature_covers_the_timestamp_and_the_body() -> None:
@@ -177,7 +219,14 @@ def embedded(tmp_path: Path) -> Iterator[ServiceContext]:
 
 def _provider(context: ServiceContext, **terms: object) -> uuid.UUID:
     with context.db.unit_of_work() as session:
-        provider, _ = register_provider(session, f"p-{uuid.uuid4().hex[:6]}", None, None, actor="admin")
+        provider, _ = register_provider(
+            session,
+            f"p-{uuid.uuid4().hex[:6]}",
+            None,
+            None,
+            longest_deadline_seconds=context.settings.longest_challenge_deadline_seconds,
+            actor="admin",
+        )
         if terms:
             set_policy(session, provider, PolicyTerms(**terms), actor="admin")  # type: ignore[arg-type]
         return provider.id
