@@ -218,6 +218,9 @@ class Audit(Base):
     # A server default, not a Python one: an insert that names no such column (written for an older
     # schema, as the migration tests' rows are) gets false.
     full_exposure: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # Verifications of this audit that raised (`service.audits.workflow`); a server default for the same
+    # reason as `full_exposure`'s.
+    verification_errors: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     report: Mapped[Report] = relationship(back_populates="audits")
     challenges: Mapped[list["Challenge"]] = relationship(back_populates="audit", order_by="Challenge.round")

@@ -67,6 +67,9 @@ log = structlog.get_logger(__name__)
 
 # How many rows one run of a periodic job handles; the next run takes the rest.
 PERIODIC_BATCH = 500
+# Verifications of one audit that may raise before it is closed as `inconclusive`: more than one, so
+# that a passing fault (a device out of memory, a time limit on a loaded worker) costs no verdict.
+MAX_VERIFICATION_ERRORS = 3
 
 
 def public_commitment_of(report: Report) -> PublicCommitment:
@@ -269,20 +272,16 @@ def _verify_claimed(context: ServiceContext, audit_uuid: uuid.UUID) -> None:
     started = time.perf_counter()
     if context.settings.verify_delay_seconds:
         time.sleep(context.settings.verify_delay_seconds)
-    result = verify_round(context.settings, public, spec, response_body, copy_rule=copy_rule)
+    try:
+        result = verify_round(context.settings, public, spec, response_body, copy_rule=copy_rule)
+    except Exception as error:
+        _record_verification_error(context, audit_uuid, round_index, spec, error)
+        raise
     VERIFICATION_SECONDS.observe(time.perf_counter() - started)
 
     with context.db.unit_of_work() as session:
-        audit = lock_audit(session, audit_uuid)
-        if audit is None or audit.status != AuditStatus.VERIFYING:
-            return
-        latest = session.scalar(select(func.max(Challenge.round)).where(Challenge.audit_id == audit_uuid))
-        if latest != round_index + 1:
-            # This worker's lease went stale and another took the audit on to a later round, whose
-            # answer this result is not about: that worker decides it.
-            log.warning(
-                "audit.verification_superseded", audit_id=audit_id, round=round_index + 1, latest=latest
-            )
+        audit = _still_verifying(session, audit_uuid, round_index)
+        if audit is None:
             return
         audit.heartbeat_at = None  # the lease ends with this transaction
         plan = exposure_plan(audit, session.get_one(Report, audit.report_id))
@@ -308,6 +307,69 @@ def _verify_claimed(context: ServiceContext, audit_uuid: uuid.UUID) -> None:
         flagged_checks=result.evidence["statistical_flags"],
         rounds=round_index + 1,
     )
+
+
+def _still_verifying(session: Session, audit_uuid: uuid.UUID, round_index: int) -> Audit | None:
+    """The audit, locked, if it still waits for the verification of round `round_index`."""
+    audit = lock_audit(session, audit_uuid)
+    if audit is None or audit.status != AuditStatus.VERIFYING:
+        return None
+    latest = session.scalar(select(func.max(Challenge.round)).where(Challenge.audit_id == audit_uuid))
+    if latest != round_index + 1:
+        # This worker's lease went stale and another took the audit on to a later round, whose answer
+        # this worker's result is not about: that worker decides it.
+        log.warning(
+            "audit.verification_superseded", audit_id=str(audit_uuid), round=round_index + 1, latest=latest
+        )
+        return None
+    return audit
+
+
+def _record_verification_error(
+    context: ServiceContext, audit_uuid: uuid.UUID, round_index: int, spec: ChallengeSpec, error: Exception
+) -> None:
+    """Count a verification that raised on its audit and release the lease, so that the sweeper tries
+    again; at `MAX_VERIFICATION_ERRORS` the audit is closed as `inconclusive`, which accuses nobody.
+
+    A worker that dies counts nothing (it never gets here), so only a job that keeps failing is closed —
+    a defect of the auditor's, or a response that crashes the verifier, which staff then see named in
+    the verdict's evidence instead of an audit re-queued for ever."""
+    # The trail and the verdict, which the provider reads, name the error's type only: its message may
+    # quote the response or the auditor's internals. The log keeps the traceback.
+    kind = type(error).__name__
+    log.exception("audit.verification_error", audit_id=str(audit_uuid), round=round_index + 1, error=kind)
+    with context.db.unit_of_work() as session:
+        audit = _still_verifying(session, audit_uuid, round_index)
+        if audit is None:
+            return
+        audit.verification_errors += 1
+        audit.heartbeat_at = None
+        audit.updated_at = utcnow()
+        append_audit_event(
+            session,
+            audit,
+            "audit.verification_failed",
+            {"round": round_index + 1, "error": kind, "verification_errors": audit.verification_errors},
+        )
+        if audit.verification_errors < MAX_VERIFICATION_ERRORS:
+            return
+        check = CheckResult(
+            "protocol",
+            "inconclusive",
+            None,
+            f"the auditor's verification raised {kind} on {audit.verification_errors} attempts: not verified",
+        )
+        report = session.get_one(Report, audit.report_id)
+        write_verdict(
+            session,
+            context,
+            audit,
+            Outcome.INCONCLUSIVE,
+            evidence_of(spec, [check.to_json()]),
+            {"embd_id": report.body["commitment"]["embd_id"], "heads": None},
+            planned_blocks=len(exposure_plan(audit, report).blocks),
+        )
+    log.warning("audit.verdict", audit_id=str(audit_uuid), outcome=Outcome.INCONCLUSIVE.value, error=kind)
 
 
 @job("coin.challenges.expire", every=lambda settings: settings.expire_interval_seconds)

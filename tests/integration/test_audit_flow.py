@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 
 from auditor.protocol.repetition import NGRAM, checkable_positions
 from service.audits import verification
-from service.audits.workflow import _verify_claimed, open_round
+from service.audits.workflow import MAX_VERIFICATION_ERRORS, _verify_claimed, open_round, verify_audit
 from service.database import Database
 from service.events import verify_chain
 from service.models import (
@@ -332,3 +332,51 @@ def test_a_verification_overtaken_by_a_later_round_writes_nothing(
         assert (audit.status, sorted(rounds), verdicts) == (AuditStatus.VERIFYING, [1, 2], 0)
     worker.start()  # the queued verification of round 2 goes on with the audit
     assert answer_until_verdict(client, provider, audit_id, request.openings)["verdict"]["outcome"] == "pass"
+
+
+def test_a_verification_that_keeps_raising_ends_inconclusive_after_its_last_try(
+    client: TestClient,
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
+    worker: WorkerProcess,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A verification that raises releases its lease and is counted; the sweeper tries again, and at the
+    last allowed error the audit is closed `inconclusive` (it accuses nobody) rather than re-queued for
+    ever. The verdict and the trail name the error's type, never its message."""
+    provider = make_provider()
+    request = make_request(6, joined=3)
+    audit_id = open_audit(client, submit_report(client, provider, request)["report_id"])
+    challenge = wait_for_challenge(client, provider, audit_id)
+    worker.stop()  # the verifications run in-process, where the fault is injected
+    body = request.openings.respond(challenge["indices"], challenge["content_indices"]).to_json()
+    assert respond(client, provider, challenge, body).status_code == 202
+    context, audit_uuid = service_context(client), uuid.UUID(audit_id)
+
+    def crashes(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret-ish detail of the response")
+
+    monkeypatch.setattr(verification, "verify_round", crashes)
+    for attempt in range(1, MAX_VERIFICATION_ERRORS + 1):
+        with pytest.raises(RuntimeError):
+            verify_audit(context, audit_id)  # claims the lease: the previous error released it
+        with database.unit_of_work() as session:
+            audit = session.get_one(Audit, audit_uuid)
+            assert audit.verification_errors == attempt and audit.heartbeat_at is None
+            decided = attempt == MAX_VERIFICATION_ERRORS
+            assert audit.status == (AuditStatus.DONE if decided else AuditStatus.VERIFYING)
+    verdict = get_audit(client, audit_id)["verdict"]
+    assert verdict["outcome"] == "inconclusive"
+    [check] = verdict["statement"]["evidence"]["checks"]
+    assert check["name"] == "protocol" and "RuntimeError" in check["detail"]
+    assert "secret-ish" not in str(verdict)
+    with database.unit_of_work() as session:
+        failures = session.scalars(
+            select(AuditEvent.payload).where(
+                AuditEvent.audit_id == audit_uuid, AuditEvent.kind == "audit.verification_failed"
+            )
+        ).all()
+    assert [f["verification_errors"] for f in failures] == [1, 2, 3]
+    assert all(f["error"] == "RuntimeError" for f in failures)
+    worker.start()
