@@ -57,6 +57,10 @@ SECRET_BYTES = 32
 SALT_BYTES = 16
 DIGEST_BYTES = 32
 MAX_TRACE_TOKENS = 1 << 24  # far above any real trace; bounds what a report may claim
+# A revealed token is one token of a BPE vocabulary (twice the longest Qwen2 token: test_commitment checks
+# that every one fits). Its bytes are not in the leaf, so without a bound one content opening could make
+# the verifier decode, tokenize and embed megabytes.
+MAX_TOKEN_BYTES = 256
 
 
 def digest(data: bytes) -> bytes:
@@ -301,7 +305,7 @@ class Opening:
                 fingerprint=from_b64(
                     data["fingerprint"], field=f"{where}.fingerprint", length=FINGERPRINT_BYTES
                 ),
-                token=from_b64(data.get("token"), field=f"{where}.token"),
+                token=from_b64(data.get("token"), field=f"{where}.token", max_length=MAX_TOKEN_BYTES),
             )
         return cls(
             index=index,

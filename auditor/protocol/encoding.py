@@ -63,12 +63,15 @@ def to_b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def from_b64(value: object, *, field: str, length: int | None = None) -> bytes:
+def from_b64(value: object, *, field: str, length: int | None = None, max_length: int | None = None) -> bytes:
     """Decode standard base64 (with padding, no whitespace) in its one spelling of the bytes: unused bits
     of the last character must be zero ("QR==" is refused for "QQ=="), so that equal bytes are equal
-    strings in every signed or hashed document; `length` is the required byte count."""
+    strings in every signed or hashed document; `length` is the required byte count, `max_length` the
+    largest one (checked on the string first, so that an oversized value is not decoded)."""
     if not isinstance(value, str):
         raise EncodingError(f"{field}: expected a base64 string, got {type(value).__name__}")
+    if max_length is not None and len(value) > 4 * -(-max_length // 3):
+        raise EncodingError(f"{field}: longer than {max_length} bytes")
     try:
         data = base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
@@ -77,6 +80,8 @@ def from_b64(value: object, *, field: str, length: int | None = None) -> bytes:
         raise EncodingError(f"{field}: not canonical base64 (unused bits of the last character set)")
     if length is not None and len(data) != length:
         raise EncodingError(f"{field}: expected {length} bytes, got {len(data)}")
+    if max_length is not None and len(data) > max_length:
+        raise EncodingError(f"{field}: longer than {max_length} bytes")
     return data
 
 

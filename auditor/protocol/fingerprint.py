@@ -12,6 +12,7 @@
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -25,6 +26,9 @@ from auditor.protocol.errors import ModelError, ProtocolError
 
 EMBED_DIM = 384
 FINGERPRINT_BYTES = 2 * EMBED_DIM
+# Token embeddings one process keeps: more than the Qwen2 vocabulary has tokens (test_commitment checks),
+# so that honest traffic is never evicted, while tokens a provider makes up cannot grow it for ever.
+TOKEN_CACHE_ENTRIES = 1 << 18
 EMBD_NAME = "all-MiniLM-L6-v2"
 
 FloatArray = npt.NDArray[np.float32]
@@ -129,9 +133,12 @@ class EmbeddingModel(Protocol):
 
 
 class Embedder:
-    """Embd on one device, with a process-wide cache of token embeddings keyed by token bytes."""
+    """Embd on one device, with a process-wide cache of token embeddings keyed by token bytes, which keeps
+    the `cache_entries` most recently used: the tokens an auditor embeds are the providers' to choose."""
 
-    def __init__(self, device: str | None = None, batch_size: int = 128) -> None:
+    def __init__(
+        self, device: str | None = None, batch_size: int = 128, cache_entries: int = TOKEN_CACHE_ENTRIES
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
@@ -143,7 +150,8 @@ class Embedder:
         self.batch_size = batch_size
         self.embd_id = embd_id_of(path / "model.safetensors")
         self._model = SentenceTransformer(str(path), device=self.device)
-        self._token_cache: dict[bytes, FloatArray] = {}
+        self._token_cache: OrderedDict[bytes, FloatArray] = OrderedDict()
+        self._cache_entries = cache_entries
         self._lock = threading.Lock()
 
     def embed_texts(self, texts: Sequence[str]) -> FloatArray:
@@ -164,18 +172,24 @@ class Embedder:
         return result
 
     def embed_tokens(self, tokens: Sequence[bytes]) -> FloatArray:
-        """t_i = Embd(token decoded alone) for each token, computed once per distinct token."""
+        """t_i = Embd(token decoded alone) for each token, computed once per distinct token while it
+        stays in the cache."""
+        if not tokens:
+            return np.zeros((0, EMBED_DIM), dtype=np.float32)
+        distinct = list(dict.fromkeys(tokens))
         with self._lock:
-            missing = list(dict.fromkeys(t for t in tokens if t not in self._token_cache))
+            found = {t: self._token_cache[t] for t in distinct if t in self._token_cache}
+        missing = [t for t in distinct if t not in found]
         if missing:
-            vectors = self.embed_texts([decode_token(t) for t in missing])
-            with self._lock:
-                self._token_cache.update(zip(missing, vectors, strict=True))
+            found.update(zip(missing, self.embed_texts([decode_token(t) for t in missing]), strict=True))
         with self._lock:
             cache = self._token_cache
-            if not tokens:
-                return np.zeros((0, EMBED_DIM), dtype=np.float32)
-            return np.stack([cache[t] for t in tokens])
+            for token in distinct:
+                cache[token] = found[token]
+                cache.move_to_end(token)
+            while len(cache) > self._cache_entries:
+                cache.popitem(last=False)
+        return np.stack([found[t] for t in tokens])
 
     def embed_blocks(self, tokens: Sequence[bytes], block_size: int) -> FloatArray:
         return self.embed_texts(block_texts(tokens, block_size))

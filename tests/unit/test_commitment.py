@@ -1,5 +1,6 @@
 """The provider SDK end to end on real traces, and the attacks the leaf layout exists to stop."""
 
+import base64
 import dataclasses
 import json
 import random
@@ -11,6 +12,7 @@ import pytest
 
 from auditor.protocol.challenge import Challenge, draw_challenge
 from auditor.protocol.commitment import (
+    MAX_TOKEN_BYTES,
     AnswerCommitment,
     Commitment,
     Opening,
@@ -24,7 +26,7 @@ from auditor.protocol.commitment import (
     salt_for,
 )
 from auditor.protocol.errors import ChallengeError, EncodingError, ProtocolError
-from auditor.protocol.fingerprint import Embedder, quantize
+from auditor.protocol.fingerprint import TOKEN_CACHE_ENTRIES, Embedder, quantize
 from auditor.protocol.merkle import MerkleTree, verify_inclusion
 from auditor.protocol.tokenize import get_tokenizer
 from auditor.protocol.verify import verify_response
@@ -255,6 +257,8 @@ def test_bad_commitment_json_is_a_typed_error(
         ({"proof": "deadbeef"}, ProtocolError),
         ({"token": 12}, EncodingError),
         ({"token": "QR=="}, EncodingError),  # b"A", spelled with a stray bit ("QQ==" is its spelling)
+        ({"token": base64.b64encode(b"x" * (MAX_TOKEN_BYTES + 1)).decode()}, EncodingError),
+        ({"token": "A" * 7_000_000}, EncodingError),  # refused on its length, not decoded
     ],
 )
 def test_bad_opening_json_is_a_typed_error(
@@ -293,3 +297,26 @@ def test_partial_utf8_tokens_commit_and_verify(embedder: Embedder) -> None:
         public, challenge, openings.respond(challenge.indices, challenge.content_indices), embedder=embedder
     )
     assert result.passed, result.to_json()
+
+
+def test_a_revealed_token_is_bounded_above_every_token_of_the_vocabulary(committed: Committed) -> None:
+    _, _, openings = committed
+    encoding = get_tokenizer("qwen2").encoding  # type: ignore[attr-defined]
+    ranks = encoding._mergeable_ranks
+    assert max(len(token) for token in ranks) <= MAX_TOKEN_BYTES
+    assert len(ranks) < TOKEN_CACHE_ENTRIES  # honest traffic of this tokenizer is never evicted
+    longest = b"y" * MAX_TOKEN_BYTES
+    body = {**openings.open(3, content=True).to_json(), "token": base64.b64encode(longest).decode()}
+    assert Opening.from_json(body).token == longest
+
+
+def test_the_token_cache_keeps_the_most_recently_used(embedder: Embedder) -> None:
+    small = Embedder(device="cpu", cache_entries=2)
+    first = small.embed_tokens([b" alpha", b" beta"])
+    assert small.cached_tokens == 2
+    again = small.embed_tokens([b" alpha", b" gamma", b" alpha"])  # beta is evicted, alpha stays
+    assert small.cached_tokens == 2
+    np.testing.assert_array_equal(again[0], first[0])
+    np.testing.assert_array_equal(again[2], first[0])
+    np.testing.assert_allclose(small.embed_tokens([b" beta"])[0], first[1], atol=1e-6)
+    np.testing.assert_allclose(embedder.embed_tokens([b" gamma"])[0], again[1], atol=1e-6)
