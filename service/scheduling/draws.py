@@ -101,6 +101,11 @@ def single_instance(db: Database) -> Iterator[bool]:
                 connection.commit()
 
 
+class DrawFailed(Exception):
+    """Some providers' draws raised (each logged as `schedule.draw_failed`); the job fails, so that its
+    failure is counted, after the other providers' draws were made."""
+
+
 def _undrawn(provider_id: uuid.UUID) -> ColumnElement[bool]:
     drawn = select(ScheduledDraw.report_id).where(ScheduledDraw.provider_id == provider_id)
     return Report.id.not_in(drawn)
@@ -299,4 +304,15 @@ def draw_scheduled_audits(context: "ServiceContext") -> int:
             providers = session.scalars(
                 select(SamplingPolicy.provider_id).order_by(SamplingPolicy.provider_id)
             ).all()
-        return sum(draw_for_provider(context, provider_id, now) for provider_id in providers)
+        drawn, failed = 0, 0
+        for provider_id in providers:
+            try:
+                drawn += draw_for_provider(context, provider_id, now)
+            except Exception:
+                # Its transaction rolled back and the next run tries it again; the other providers'
+                # draws must not wait for whatever broke this one.
+                log.exception("schedule.draw_failed", provider_id=str(provider_id))
+                failed += 1
+    if failed:
+        raise DrawFailed(f"the draws of {failed} of {len(providers)} providers failed; the others were made")
+    return drawn

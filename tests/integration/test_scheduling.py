@@ -170,6 +170,47 @@ def test_the_minimum_draws_pool_starts_at_the_days_keyed_point_not_at_the_latest
     assert drawn == _expected_draws(context, database, provider.id, 0.0, 2, pool=3)
 
 
+def test_one_providers_failing_draw_does_not_stop_the_others(
+    client: TestClient,
+    make_provider: MakeProvider,
+    make_request: MakeRequest,
+    database: Database,
+    worker_process: WorkerProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker_process.stop()  # its beat would draw too: here the draws are this test's own
+    context = service_context(client)
+    providers = sorted((make_provider() for _ in range(2)), key=lambda p: uuid.UUID(p.id))
+    for index, provider in enumerate(providers):
+        _put_policy(client, provider.id, domain="math", share=1.0, min_per_day=0)
+        submit_report(client, provider, make_request(index))
+    time.sleep(SETTLE + 0.2)
+    broken = uuid.UUID(providers[0].id)  # drawn first
+    real_candidates = draws._candidates
+
+    def fails_for_one(session: Any, context: Any, policy: Any, *args: Any) -> Any:
+        if policy.provider_id == broken:
+            raise RuntimeError("this provider's draw breaks")
+        return real_candidates(session, context, policy, *args)
+
+    monkeypatch.setattr(draws, "_candidates", fails_for_one)
+    with pytest.raises(draws.DrawFailed, match="1 of 2 providers"):
+        draw_scheduled_audits(context)
+
+    def drawn_of(provider: ProviderAccount) -> int:
+        with database.unit_of_work() as session:
+            return len(
+                session.scalars(
+                    select(ScheduledDraw).where(ScheduledDraw.provider_id == uuid.UUID(provider.id))
+                ).all()
+            )
+
+    assert [drawn_of(p) for p in providers] == [0, 1]
+    monkeypatch.setattr(draws, "_candidates", real_candidates)
+    assert draw_scheduled_audits(context) == 1  # the next run draws it
+    assert [drawn_of(p) for p in providers] == [1, 1]
+
+
 def test_a_draw_run_twice_at_once_or_in_a_row_opens_one_audit_per_drawn_report(
     client: TestClient,
     make_provider: MakeProvider,
