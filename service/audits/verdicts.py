@@ -7,8 +7,8 @@ and the calibration of the provider's monitor (3 added the calibration). The sig
 RFC 8785 canonical JSON of the statement.
 
 The verdict's transaction also updates the provider's monitor (`service.monitoring.service`): the
-monitor counts every verdict exactly once, and the calibration the statement names is the one the
-monitor counted it under.
+monitor counts every scheduled audit's verdict and any audit's `fail`, each exactly once, and the
+calibration the statement names is the one in force, which counted it if it counts.
 """
 
 import uuid

@@ -4,6 +4,7 @@ Kept apart from the state machine because it loads Embd and the heads (torch): a
 takes requests and hands jobs to the workers never imports it.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -16,6 +17,7 @@ from auditor.protocol.fingerprint import get_embedder
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID
 from auditor.protocol.verify import CheckResult, verify_response
 from auditor.semantic.checks import SemanticSuite
+from auditor.semantic.exposure import ExposurePolicy
 from auditor.semantic.heads import load_heads
 from service.audits.verdicts import DecidedBy, evidence_of
 from service.models import Outcome
@@ -60,12 +62,15 @@ def verify_round(
     response_body: dict[str, Any],
     *,
     copy_rule: CopyRule,
+    policy: ExposurePolicy,
 ) -> RoundResult:
-    """One round's checks; `copy_rule` is the provider's (`service.monitoring.calibration.copy_rule_for`)."""
+    """One round's checks; `copy_rule` is the provider's (`service.monitoring.calibration.copy_rule_for`),
+    `policy` the one the audit's plan was drawn under (`service.audits.workflow.exposure_policy`): the
+    verifier decides on the blocks that plan reveals, and passes a clean sample once they are spent."""
     embd_id = public.commitment.embd_id
     try:
         embedder = get_embedder(settings.embed_device)
-        suite = semantic_suite(embd_id, public.commitment.tokenizer_id)
+        suite = dataclasses.replace(semantic_suite(embd_id, public.commitment.tokenizer_id), policy=policy)
         semantic_checks = suite.checks()
         verification = verify_response(
             public,

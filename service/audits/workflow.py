@@ -273,7 +273,10 @@ def _verify_claimed(context: ServiceContext, audit_uuid: uuid.UUID) -> None:
     if context.settings.verify_delay_seconds:
         time.sleep(context.settings.verify_delay_seconds)
     try:
-        result = verify_round(context.settings, public, spec, response_body, copy_rule=copy_rule)
+        policy = exposure_policy(public.commitment.size, public.commitment.block_size)
+        result = verify_round(
+            context.settings, public, spec, response_body, copy_rule=copy_rule, policy=policy
+        )
     except Exception as error:
         _record_verification_error(context, audit_uuid, round_index, spec, error)
         raise

@@ -24,7 +24,7 @@ from auditor.protocol.copies import CopyRule, copy_figures_of, rule_for_referenc
 from auditor.protocol.fingerprint import get_embedder
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID
 from service.audits.verification import semantic_suite, verify_round
-from service.audits.workflow import plan_for
+from service.audits.workflow import exposure_policy, plan_for
 from service.settings import Settings
 
 
@@ -85,10 +85,11 @@ def audit_reference(settings: Settings, trace: ReferenceTrace, copy_rule: CopyRu
         trace.reasoning, trace.answer, new_secret(), embedder=get_embedder(settings.embed_device)
     )
     plan = plan_for(public.commitment, secrets.token_hex(32))
+    policy = exposure_policy(public.commitment.size, public.commitment.block_size)
     for round_index in range(plan.rounds):
         challenge = plan.challenge(round_index)
         response = openings.respond(challenge.indices, challenge.content_indices).to_json()
-        result = verify_round(settings, public, challenge, response, copy_rule=copy_rule)
+        result = verify_round(settings, public, challenge, response, copy_rule=copy_rule, policy=policy)
         if not result.wants_more_blocks:
             break
     statement = {"outcome": result.outcome.value, "evidence": result.evidence}

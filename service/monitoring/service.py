@@ -3,13 +3,14 @@ every scheduled audit, and of any other audit that fails (`record_verdict` says 
 
 `write_verdict` opens the provider's monitor for the current period (`open_monitor`: the row locked,
 created from `service.monitoring.calibration.policy_for` when the period starts), names its calibration
-in the signed statement, and `record_verdict` counts the verdict in the same transaction — so each
-verdict is counted exactly once, under the calibration it names. The evidence of an audit is its
+in the signed statement, and `record_verdict` counts the verdict in the same transaction — so a counted
+verdict is counted exactly once, under the calibration it names (an uncounted one names the calibration
+in force). The evidence of an audit is its
 verdict and the number of blocks its exposure plan allows (`AuditEvidence.from_verdict`).
 
 When the monitor alarms (a proof failure, or the e-process reaching 1/alpha) the trail records
 `monitor.alarm`, the staff get a webhook and the sampling policy escalates; a failed audit sends its own
-webhook, and every verdict moves the policy's escalation (`service.scheduling.service.apply_verdict`).
+webhook, and every counted verdict moves the policy's escalation (`service.scheduling.service.apply_verdict`).
 
 A period is a UTC calendar month: the monitor's guarantee (an honest provider alarms with probability
 at most alpha) holds per provider and period.

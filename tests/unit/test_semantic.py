@@ -14,8 +14,9 @@ import pytest
 
 from auditor.protocol.challenge import Challenge
 from auditor.protocol.commitment import commit
+from auditor.protocol.copies import COPY_RULE
 from auditor.protocol.errors import ChallengeError, ModelError, ProtocolError
-from auditor.protocol.fingerprint import EMBED_DIM, FloatArray
+from auditor.protocol.fingerprint import EMBED_DIM, Embedder, FloatArray
 from auditor.protocol.tokenize import Tokenizer, get_tokenizer
 from auditor.protocol.verify import CheckResult, OpenedTrace, SemanticCheck, verify_response
 from auditor.research.attacks import AttackContext
@@ -37,6 +38,10 @@ from auditor.semantic.checks import (
 from auditor.semantic.exposure import ExposurePolicy, plan_exposure
 from auditor.semantic.heads import HeadBundle, load_heads
 from auditor.semantic.tokenization import merges_when_retokenized, proves_split
+from service.audits.verification import verify_round
+from service.audits.workflow import MAX_PLAN_BLOCKS, exposure_policy, plan_for
+from service.settings import Settings
+from tests.conftest import read_traces
 
 TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces"
 B = 16
@@ -481,3 +486,25 @@ def test_real_honest_traces_pass_and_inflated_ones_fail(
     overclaimed = inflate(picked[0], "overclaim", 1.0, random.Random(3), ctx)
     outcome = auditor.audit(picked[0], overclaimed.tokens, overclaimed, random.Random(3), genuine)
     assert outcome.verdict == "fail" and outcome.failed_checks == ("proof",)
+
+
+def test_the_services_verifier_decides_on_the_capped_plan_of_a_long_trace(embedder: Embedder) -> None:
+    """Beyond MAX_PLAN_BLOCKS the service's plan reveals fewer than 25 % of the blocks; the verifier must
+    plan with it, or a clean sample of a long honest trace never spends its budget and ends inconclusive
+    (it planned 1,000+ blocks of which 256 were ever revealed)."""
+    reasoning, size = "", 0
+    for record in read_traces("pm_llm_benchmark_process_mining_part1.jsonl", 50):
+        reasoning += record["reasoning"] + "\n\n"
+        size = len(get_tokenizer("qwen2").tokenize(reasoning))
+        if size > 4 * MAX_PLAN_BLOCKS * B:
+            break
+    public, openings = commit(reasoning, "done", b"\x07" * 32, embedder=embedder)
+    plan = plan_for(public.commitment, "00" * 32, full_exposure=True)
+    assert len(plan.blocks) == MAX_PLAN_BLOCKS
+    challenge = plan.challenge(0)
+    response = openings.respond(challenge.indices, challenge.content_indices).to_json()
+    policy = exposure_policy(public.commitment.size, public.commitment.block_size)
+    result = verify_round(Settings(), public, challenge, response, copy_rule=COPY_RULE, policy=policy)
+    [verifier] = [c for c in result.evidence["checks"] if c["name"] == "verifier"]
+    assert f"{MAX_PLAN_BLOCKS} of {MAX_PLAN_BLOCKS} planned blocks revealed" in verifier["detail"]
+    assert verifier["outcome"] != "inconclusive" and not result.wants_more_blocks
