@@ -95,6 +95,13 @@ class AuditStatus(enum.StrEnum):
     DONE = "done"  # verdict written
 
 
+class PlanGenerator(enum.StrEnum):
+    """What an audit's exposure plan is drawn with from its seed (`service.audits.workflow.plan_for`)."""
+
+    MT19937 = "mt19937"  # audits started before revision 0009: Python's Mersenne Twister, no CSPRNG
+    BLAKE3 = "blake3"  # BLAKE3's output keyed with the seed (`auditor.protocol.challenge.KeyedRandom`)
+
+
 class AuditTrigger(enum.StrEnum):
     ADMIN = "admin"
     CUSTOMER = "customer"
@@ -193,6 +200,7 @@ class Audit(Base):
     __table_args__ = (
         _one_of("status", AuditStatus),
         _one_of("trigger", AuditTrigger),
+        _one_of("plan_generator", PlanGenerator),
         Index("ix_audits_status_updated_at", "status", "updated_at"),
         Index("ix_audits_created_at_id", "created_at", "id"),  # the staff's list, paged by (created_at, id)
     )
@@ -212,6 +220,11 @@ class Audit(Base):
     # The secret seed (hex) the exposure plan is derived from (`service.audits.workflow.exposure_plan`):
     # drawn when the audit starts, never shown to the provider; the plan itself is re-derived, not stored.
     exposure_seed: Mapped[str | None] = mapped_column(String(64))
+    # Every audit that starts now draws with BLAKE3; the server default marks the audits that started
+    # before it did, so that their later rounds still follow the plan their first round began.
+    plan_generator: Mapped[PlanGenerator] = mapped_column(
+        _enum(PlanGenerator), server_default=text(f"'{PlanGenerator.MT19937.value}'")
+    )
     # The whole exposure plan in the first round, rather than a few blocks a round: the scheduled audits
     # of an escalated provider (`service.scheduling`). The budget is the same; a clean first round no
     # longer ends the audit early.

@@ -10,7 +10,8 @@ forged fraction >= epsilon with probability >= 1 - delta we need k >= ln(delta) 
 `block_token_indices` opened with their fingerprints and tokens. They are capped by the exposure budget
 (`max_token_fraction` of the trace's tokens), since every content opening reveals a token.
 
-Draws use a CSPRNG (`secrets.SystemRandom`) and happen after the commitment is stored.
+Draws use a CSPRNG and happen after the commitment is stored: `secrets.SystemRandom`, or `KeyedRandom`
+where a plan must be drawn again from a stored secret seed (the service's exposure plans).
 """
 
 import math
@@ -20,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import blake3
+
 from auditor.protocol.errors import ChallengeError, ProtocolError
 
 DEFAULT_EPSILON = 0.05
@@ -28,6 +31,40 @@ DEFAULT_MAX_COUNT_OPENINGS = 256
 DEFAULT_BLOCK_COUNT = 2
 DEFAULT_TOKENS_PER_BLOCK = 4
 DEFAULT_MAX_TOKEN_FRACTION = 0.02
+
+
+class KeyedRandom(random.Random):
+    """`random.Random`'s draws (`sample`, `randint`, `shuffle`) from BLAKE3's extendable output keyed with
+    a secret 32-byte seed: the same draws from the same seed, and none predictable without it. Python's
+    own seeded generator (Mersenne Twister) is not a CSPRNG: its outputs reveal its state, so a provider
+    shown the first rounds of a plan could work out the rest."""
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise ChallengeError("a KeyedRandom seed is 32 bytes")
+        self._stream = blake3.blake3(b"coin/plan", key=seed)
+        self._offset = 0
+        super().__init__()
+
+    def seed(self, *args: Any, **kwargs: Any) -> None:
+        """Ignored (`random.Random.__init__` calls it): the key is the seed."""
+
+    def getrandbits(self, k: int) -> int:
+        if k < 0:
+            raise ValueError("number of bits must be non-negative")
+        length = (k + 7) // 8
+        data = self._stream.digest(length=length, seek=self._offset)
+        self._offset += length
+        return int.from_bytes(data, "big") >> (8 * length - k)
+
+    def random(self) -> float:
+        return self.getrandbits(53) * 2.0**-53
+
+    def getstate(self) -> Any:
+        raise NotImplementedError("a KeyedRandom is drawn again from its seed, not from a saved state")
+
+    def setstate(self, state: Any) -> None:
+        raise NotImplementedError("a KeyedRandom is drawn again from its seed, not from a saved state")
 
 
 def required_sample_size(epsilon: float = DEFAULT_EPSILON, delta: float = DEFAULT_DELTA) -> int:

@@ -43,6 +43,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from auditor.protocol.challenge import Challenge as ChallengeSpec
+from auditor.protocol.challenge import KeyedRandom
 from auditor.protocol.commitment import Commitment, PublicCommitment
 from auditor.protocol.verify import CheckResult
 from auditor.semantic.exposure import ExposurePlan, ExposurePolicy, min_run_for, plan_exposure
@@ -58,6 +59,7 @@ from service.models import (
     ChallengeResponse,
     ChallengeStatus,
     Outcome,
+    PlanGenerator,
     Report,
     utcnow,
 )
@@ -111,14 +113,22 @@ def new_exposure_seed(context: ServiceContext, audit_id: uuid.UUID) -> str:
     return secrets.token_hex(32)
 
 
-def plan_for(commitment: Commitment, seed: str, *, full_exposure: bool = False) -> ExposurePlan:
-    """The exposure plan the service draws for `commitment` from `seed`; with `full_exposure`, the whole
-    plan in its first round (the same blocks and tokens: only the rounds change)."""
+def plan_for(
+    commitment: Commitment,
+    seed: str,
+    *,
+    full_exposure: bool = False,
+    generator: PlanGenerator = PlanGenerator.BLAKE3,
+) -> ExposurePlan:
+    """The exposure plan the service draws for `commitment` from `seed` (64 hex) with `generator`; with
+    `full_exposure`, the whole plan in its first round (the same blocks and tokens: only the rounds
+    change)."""
+    rng = KeyedRandom(bytes.fromhex(seed)) if generator == PlanGenerator.BLAKE3 else random.Random(seed)
     plan = plan_exposure(
         commitment.size,
         commitment.block_size,
         exposure_policy(commitment.size, commitment.block_size),
-        random.Random(seed),
+        rng,
         min_run_for(commitment.version),
     )
     return dataclasses.replace(plan, round_ends=(len(plan.blocks),)) if full_exposure else plan
@@ -130,7 +140,10 @@ def exposure_plan(audit: Audit, report: Report) -> ExposurePlan:
     if audit.exposure_seed is None:
         raise RuntimeError(f"audit {audit.id} has no exposure seed: it has not started")
     return plan_for(
-        public_commitment_of(report).commitment, audit.exposure_seed, full_exposure=audit.full_exposure
+        public_commitment_of(report).commitment,
+        audit.exposure_seed,
+        full_exposure=audit.full_exposure,
+        generator=audit.plan_generator,
     )
 
 
@@ -181,6 +194,7 @@ def start_audit(context: ServiceContext, audit_id: str) -> None:
         if audit is None or audit.status != AuditStatus.PENDING:
             return
         audit.exposure_seed = new_exposure_seed(context, audit.id)
+        audit.plan_generator = PlanGenerator.BLAKE3
         open_round(session, context, audit, 0)
 
 

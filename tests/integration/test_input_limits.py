@@ -14,9 +14,9 @@ from sqlalchemy import func, select, text, update
 
 from api.app import create_app
 from api.deps import SessionDep
-from service.audits.workflow import MAX_PLAN_BLOCKS, MAX_PLAN_TOKENS
+from service.audits.workflow import MAX_PLAN_BLOCKS, MAX_PLAN_TOKENS, plan_for, public_commitment_of
 from service.database import Database
-from service.models import Audit, AuditTrigger, Challenge, Provider, Report, utcnow
+from service.models import Audit, AuditTrigger, Challenge, PlanGenerator, Provider, Report, utcnow
 from service.settings import Settings
 from tests.integration.support import (
     ADMIN,
@@ -207,10 +207,18 @@ def test_the_cost_of_a_plan_does_not_grow_with_the_claimed_count(
     assert len(challenge["challenge"]["block_indices"]) <= MAX_PLAN_BLOCKS
     assert len(challenge["content_indices"]) <= MAX_PLAN_TOKENS
     with database.unit_of_work() as session:
-        seed = session.scalar(select(Audit.exposure_seed).where(Audit.id == uuid.UUID(audit_id)))
+        audit = session.get_one(Audit, uuid.UUID(audit_id))
+        seed, generator = audit.exposure_seed, audit.plan_generator
+        commitment = public_commitment_of(audit.report).commitment
         columns = session.execute(text("SELECT * FROM audits LIMIT 0")).keys()
     assert seed is not None
     assert len(seed) == 64 and "exposure_plan" not in columns  # the seed is stored, not the expansion
+    # drawn with BLAKE3 keyed with the seed, not Mersenne Twister:
+    assert generator == PlanGenerator.BLAKE3
+    drawn = plan_for(commitment, seed, generator=PlanGenerator.BLAKE3).challenge(0)
+    assert challenge["challenge"]["block_indices"] == list(drawn.block_indices)
+    legacy = plan_for(commitment, seed, generator=PlanGenerator.MT19937).challenge(0)
+    assert list(legacy.block_indices) != list(drawn.block_indices)
     assert seed not in client.get(f"/v1/audits/{audit_id}", headers=ADMIN).text
     assert seed not in client.get("/v1/challenges", headers=provider.headers).text
 

@@ -37,13 +37,16 @@ _VERDICTS = sa.table(
 )
 
 
-def _insert_verdict(engine: sa.Engine, outcome: str) -> None:
-    """A provider, a report, a done audit and its verdict saying `outcome`, in one transaction."""
+def _insert_verdict(engine: sa.Engine, outcome: str, **provider_columns: str) -> None:
+    """A provider (with `provider_columns` beyond the first schema's), a report, a done audit and its
+    verdict saying `outcome`, in one transaction."""
     now = utcnow()
     provider_id, report_id, audit_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     with engine.begin() as connection:
         connection.execute(
-            sa.insert(Provider).values(id=provider_id, name=f"p-{provider_id}", created_at=now)
+            sa.insert(Provider).values(
+                id=provider_id, name=f"p-{provider_id}", created_at=now, **provider_columns
+            )
         )
         connection.execute(
             sa.insert(Report).values(
@@ -201,3 +204,27 @@ def test_the_worker_links_events_a_crashed_api_left_pending(
     )
     with clean_db.unit_of_work() as session:
         assert verify_chain(session).ok
+
+
+def test_migration_0009_keeps_earlier_audits_on_the_generator_they_began_with(migration_url: str) -> None:
+    """Audits started before 0009 drew their plans with Mersenne Twister: they keep it, so that their
+    later rounds follow the plan their first began; every other value of the column is refused."""
+    url = migration_url
+    upgrade_database(url, "0008")
+    engine = make_engine(url)
+    try:
+        _insert_verdict(engine, "pass", name_key="p")
+        upgrade_database(url)
+        with engine.connect() as connection:
+            row = connection.execute(sa.text("SELECT plan_generator, verification_errors FROM audits")).one()
+        assert tuple(row) == ("mt19937", 0)
+        with (
+            pytest.raises(IntegrityError, match="ck_audits_plan_generator_valid"),
+            engine.begin() as connection,
+        ):
+            connection.execute(sa.text("UPDATE audits SET plan_generator = 'bogus'"))
+        command.downgrade(alembic_config(url), "0008")
+        columns = {c["name"] for c in sa.inspect(engine).get_columns("audits")}
+        assert not {"plan_generator", "verification_errors"} & columns and "exposure_seed" in columns
+    finally:
+        engine.dispose()

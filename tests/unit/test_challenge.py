@@ -2,11 +2,19 @@
 
 import math
 import random
+from collections import Counter
 from typing import Any
 
+import blake3
 import pytest
 
-from auditor.protocol.challenge import Challenge, detection_probability, draw_challenge, required_sample_size
+from auditor.protocol.challenge import (
+    Challenge,
+    KeyedRandom,
+    detection_probability,
+    draw_challenge,
+    required_sample_size,
+)
 from auditor.protocol.errors import ChallengeError, ProofError, ProtocolError
 from auditor.protocol.merkle import BLAKE3, MerkleTree, verify_inclusion
 
@@ -91,3 +99,22 @@ def test_over_claims_caught_at_the_predicted_rate(built: int, claimed: int) -> N
     # with the endpoints always drawn, an over-claim is always caught: index claimed - 1 is unopenable
     assert claimed - 1 in unopenable
     assert all(claimed - 1 in draw_challenge(claimed, 64, rng=rng).count_indices for _ in range(50))
+
+
+def test_a_keyed_random_draws_blake3s_output_under_its_seed() -> None:
+    """The service's plans are drawn again from a stored seed every round: the same draws from the same
+    seed, read from BLAKE3's keyed output (a CSPRNG), big-endian, the top bits first."""
+    seed = bytes(range(32))
+    stream = blake3.blake3(b"coin/plan", key=seed).digest(length=10)
+    rng = KeyedRandom(seed)
+    assert rng.getrandbits(64) == int.from_bytes(stream[:8], "big")
+    assert rng.getrandbits(12) == int.from_bytes(stream[8:10], "big") >> 4
+    assert KeyedRandom(seed).sample(range(10**6), 20) == KeyedRandom(seed).sample(range(10**6), 20)
+    assert KeyedRandom(seed).sample(range(10**6), 20) != KeyedRandom(bytes(32)).sample(range(10**6), 20)
+    draws = KeyedRandom(seed)
+    counts = Counter(draws.randrange(10) for _ in range(20_000))
+    assert set(counts) == set(range(10)) and all(1_800 < n < 2_200 for n in counts.values())
+    with pytest.raises(ChallengeError, match="32 bytes"):
+        KeyedRandom(b"short")
+    with pytest.raises(NotImplementedError):
+        rng.getstate()
