@@ -43,13 +43,14 @@ chromium:
 	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 	@/usr/bin/chromium --version 2>/dev/null
 
-# Then the resilience suite's short form (3 trials of each fault, 20 s of load; ~6 min): its last line
-# is its figures.
+# Then the resilience suite's short form (3 trials of each fault, 20 s of load): its last line is its
+# figures.
 test: lint typecheck compose-config chromium
 	$(BIN)/python -m pytest -q
 	$(BIN)/python bench/resilience.py --short
 
-# The full resilience suite: 20 trials of each fault, 10 min at 200 reports/s, schemathesis (~35 min).
+# The full resilience suite: 20 trials of each fault, 10 min at 200 reports/s, schemathesis (about
+# 25 min: 22 and 27 min in the runs docs/benchmarks.md records).
 resilience: $(STAMP)
 	$(BIN)/python bench/resilience.py
 

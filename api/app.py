@@ -88,10 +88,9 @@ def create_app(settings: Settings | None = None, context: ServiceContext | None 
             await asyncio.to_thread(preload_models, settings)
         await warm_up(context, limiter, PoolLimits().size)
         app.state.warm = True
-        # Everything loaded so far (torch and the models: docs/benchmarks.md counts the objects) lives as
-        # long as the process.
-        # Frozen, the collector stops traversing it: a full collection would otherwise pause every
-        # request in flight for ~150 ms, which is the whole latency tail under load.
+        # Everything loaded so far (torch and the models) lives as long as the process. Frozen, the
+        # collector stops traversing it: a full collection would otherwise pause every request in flight
+        # while it walks them, which is the latency tail under load (docs/benchmarks.md, measured once).
         gc.collect()
         gc.freeze()
         scheduler = asyncio.create_task(_embedded_scheduler(context)) if settings.embedded else None

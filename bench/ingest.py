@@ -174,8 +174,8 @@ class KeepAliveClient:
     """Just enough HTTP/1.1 to POST JSON over keep-alive connections, for the open-loop load.
 
     The load generator shares the 2 cores with the server it measures: httpx's AsyncClient spends
-    ~2.7 ms of CPU per request here, which at 200/s is a quarter of the machine taken from the server.
-    This one writes pre-encoded requests and reads the status line, headers and body: ~0.2 ms."""
+    milliseconds of CPU per request, which at 200/s takes a good share of the machine from the server.
+    This one writes pre-encoded requests and reads the status line, headers and body."""
 
     def __init__(self, host: str, port: int, key: str) -> None:
         self.host, self.port = host, port
@@ -220,8 +220,8 @@ async def bench_single(base: str, key: str, rate: float, seconds: float) -> tupl
     client = KeepAliveClient(url.host, url.port or 80, key)
     latencies: list[float] = []
     failures: Counter[str] = Counter()
-    # The load generator must not pause on its own: a full collection over this process's ~140 k objects
-    # takes ~50 ms, which would show up as server latency. Freeze what exists (the bodies included).
+    # The load generator must not pause on its own: a full collection over this process's objects would
+    # show up as server latency. Freeze what exists (the bodies included).
     gc.collect()
     gc.freeze()
     # Warm-up (connections, caches, the server's thread pool): not measured.

@@ -11,8 +11,8 @@ end, or a chain re-hashed after an alteration leave a head that no longer matche
 records `chain.seal_mismatch` in the trail before linking anything (the break is never sealed over),
 and `verify_chain` reports it. Pending events carry the same key's MAC over their content; one without
 is recorded as `chain.unvouched_pending`, with its content, rather than linked as what it claims to be.
-(What the seal cannot stop is a rollback of the chain and its seal together to an older state: anchoring
-the head outside the database, in the transparency log, is what will.)
+(What the seal cannot stop is a rollback of the chain and its seal together to an older state: only a
+head anchored outside the database would, and there is no transparency log — docs/protocol.md.)
 
 Appending is serialised: on PostgreSQL by a transaction-scoped advisory lock, on SQLite by the
 `BEGIN IMMEDIATE` every transaction starts with; the unique `prev_hash` would reject a fork anyway.

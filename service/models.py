@@ -354,8 +354,8 @@ class ChainSeal(Base):
 
     One row, rewritten by every append under the chain lock. An event inserted, removed or re-hashed by
     someone without the key leaves a head that no longer matches its seal: the next append records that
-    in the trail (`chain.seal_mismatch`) and `coin verify-chain` reports it. Anchoring the head outside
-    the database (the transparency log) is what will also stop a rollback to an older head and seal."""
+    in the trail (`chain.seal_mismatch`) and `coin verify-chain` reports it. A rollback to an older head
+    and seal goes unnoticed: only a head anchored outside the database would show it."""
 
     __tablename__ = "chain_seal"
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)

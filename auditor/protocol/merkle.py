@@ -69,7 +69,7 @@ class Hasher:
     """A hash function with its digest size, and the RFC 9162 §2.1.1 leaf/node hashing built on it.
 
     ``new(data)`` returns a hashlib-style state; ``reusable`` says the state has ``reset()``, so that hot
-    loops can reuse one state per call instead of allocating one per hash (twice as fast for BLAKE3).
+    loops can reuse one state per call instead of allocating one per hash (faster for BLAKE3).
     """
 
     name: str

@@ -12,8 +12,9 @@ Under `coin/2` two more proof checks read the repetition profile (`auditor.proto
   bucket key it opens is in the committed key tree, and every fingerprint whose n-gram the content
   openings reveal is the one those tokens give — the only test of a profile entry, so the detail states
   the chance this challenge had of catching a profile lied on 5% of its positions;
-- ``copied_spans``: the committed profile holds more copied text than any honest trace measured
-  (`auditor.protocol.copies`, docs/protocol.md).
+- ``copied_spans``: the committed profile holds more copied text than the honest bound fitted to the
+  measured honest traces — an empirical bound, unlike the others (`auditor.protocol.copies`,
+  docs/protocol.md).
 
 Checks 4–8 (matching heads, duplicates, tokenization plausibility, aggregation) plug in through the
 ``semantic_checks`` seam: each is a ``SemanticCheck`` that sees the verified openings as an
@@ -47,8 +48,9 @@ TOKEN_COSINE_THRESHOLD = 0.98
 # `fail`: a proof check found evidence that identifies inflation; `suspect`: a statistical check flags the
 # trace (evidence for monitoring, no accusation); `inconclusive`: more revealed blocks are wanted.
 Outcome = Literal["pass", "suspect", "fail", "inconclusive"]
-# `proof`: cannot fire on honest text (argued and measured in docs/protocol.md); `statistical`: a
-# calibrated judgement with a false-positive rate.
+# `proof`: may accuse — cannot fire on honest text (argued and measured in docs/protocol.md; for
+# `copied_spans` a bound fitted to honest traces); `statistical`: a calibrated judgement with a
+# false-positive rate.
 CheckKind = Literal["proof", "statistical"]
 
 

@@ -21,12 +21,10 @@ honest long trace can pass after one round); otherwise the budget is split into 
 
 import math
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from auditor.protocol.challenge import Challenge, draw_challenge
-from auditor.protocol.errors import ChallengeError, ProtocolError
+from auditor.protocol.errors import ChallengeError
 from auditor.protocol.repetition import NGRAM
 
 
@@ -84,40 +82,6 @@ class ExposurePlan:
     @property
     def token_positions(self) -> set[int]:
         return {i for run in self.runs for i in run}
-
-    def to_json(self) -> dict[str, Any]:
-        """The plan as the auditor stores it (never sent to the provider: later rounds stay unknown)."""
-        return {
-            "size": self.size,
-            "block_size": self.block_size,
-            "count_indices": list(self.count_indices),
-            "blocks": list(self.blocks),
-            "runs": [list(run) for run in self.runs],
-            "round_ends": list(self.round_ends),
-        }
-
-    @classmethod
-    def from_json(cls, obj: object) -> "ExposurePlan":
-        if not isinstance(obj, Mapping):
-            raise ProtocolError("exposure plan: expected a JSON object")
-        try:
-            plan = cls(
-                size=int(obj["size"]),
-                block_size=int(obj["block_size"]),
-                count_indices=tuple(int(i) for i in obj["count_indices"]),
-                blocks=tuple(int(b) for b in obj["blocks"]),
-                runs=tuple(tuple(int(i) for i in run) for run in obj["runs"]),
-                round_ends=tuple(int(e) for e in obj["round_ends"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"exposure plan: malformed ({exc})") from None
-        if (
-            len(plan.runs) != len(plan.blocks)
-            or not plan.round_ends
-            or plan.round_ends[-1] > len(plan.blocks)
-        ):
-            raise ProtocolError("exposure plan: runs, blocks and rounds do not fit together")
-        return plan
 
 
 def min_run_for(version: str) -> int:

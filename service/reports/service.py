@@ -82,7 +82,7 @@ REPORT_ROW_FIELDS = (
 
 
 def report_digest(body: dict[str, Any]) -> str:
-    """H(canonical report), hex: what the receipt and the transparency log commit to."""
+    """H(canonical report), hex: what the receipt and the report's `report.received` event commit to."""
     return blake3.blake3(canonical_json(body)).hexdigest()
 
 

@@ -17,9 +17,10 @@ the day whose key scored it, the key's id, the score, and the share (or, for a m
 among the day's scores): after the day the auditor may disclose that day's key, and anyone can
 recompute the scores and see that a report was drawn by the rule and not chosen.
 
-Only reports inside the retention window are drawn: received at most `retention_days` ago, less the
-provider's challenge deadline, so that the challenge falls due while the provider must still keep the
-openings (the receipt states the window). A report is considered `schedule_settle_seconds` after its
+Only reports inside the retention window are drawn: received at most `retention_days` ago, less
+`AUDIT_ROUNDS` (3) times the provider's challenge deadline (`earliest_drawable`), so that every round's
+challenge, each with a fresh deadline, falls due while the provider must still keep the openings (the
+receipt states the window). A report is considered `schedule_settle_seconds` after its
 receipt, so that no intake transaction still in flight commits behind the draw's progress.
 
 Idempotent and single-instance: a draw is a row unique per (provider, report), written in the
