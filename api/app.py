@@ -128,7 +128,10 @@ def create_app(settings: Settings | None = None, context: ServiceContext | None 
     app.mount("/dashboard/static", StaticFiles(directory=DASHBOARD_STATIC), name="dashboard-static")
     install_problem_handlers(app)
     app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_body_bytes, read_timeout=settings.body_read_timeout_seconds
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        max_response_bytes=settings.max_response_bytes,
+        read_timeout=settings.body_read_timeout_seconds,
     )
     app.add_middleware(RequestLimits, settings=settings, limiter=limiter)
     app.add_middleware(RequestMetrics)

@@ -12,24 +12,30 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.problems import problem
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
+# A challenge's response: the whole repetition profile goes with it, so it may be larger than any report.
+_CHALLENGE_RESPONSE = re.compile(r"/v1/challenges/[^/]+/response")
+
 
 class BodySizeLimit:
-    """Answer 413 for a body above `max_bytes`, declared or streamed, before any endpoint sees it, and 408
-    for a body that has not arrived in full within `read_timeout` seconds: a client that declares a body
-    and never sends it must not hold a connection and a request slot for long."""
+    """Answer 413 for a body above `max_bytes` (`max_response_bytes` for a challenge's response),
+    declared or streamed, before any endpoint sees it, and 408 for a body that has not arrived in full
+    within `read_timeout` seconds: a client that declares a body and never sends it must not hold a
+    connection and a request slot for long."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_response_bytes: int, read_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_response_bytes = max_response_bytes
         self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_response_bytes if _CHALLENGE_RESPONSE.fullmatch(scope["path"]) else self.max_bytes
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(scope, receive, send, limit)
             return
         body = bytearray()
         try:
@@ -39,8 +45,8 @@ class BodySizeLimit:
                     if message["type"] != "http.request":
                         break
                     body += message.get("body", b"")
-                    if len(body) > self.max_bytes:
-                        await self._too_large(scope, receive, send)
+                    if len(body) > limit:
+                        await self._too_large(scope, receive, send, limit)
                         return
                     if not message.get("more_body", False):
                         break
@@ -63,10 +69,8 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem(
-            status.HTTP_413_CONTENT_TOO_LARGE, f"request body larger than {self.max_bytes} bytes"
-        )
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = problem(status.HTTP_413_CONTENT_TOO_LARGE, f"request body larger than {limit} bytes")
         await response(scope, receive, send)
 
 

@@ -55,7 +55,7 @@ def _sample_report() -> dict[str, Any]:
 def _intake_paths(context: ServiceContext) -> None:
     """A report through everything intake does, storing nothing."""
     body = normalised_report(ReportIn.model_validate(_sample_report()).model_dump(mode="json"))
-    validate_report(body, Provider(public_key=None))
+    validate_report(body, Provider(public_key=None), max_response_bytes=context.settings.max_response_bytes)
     row = new_report(
         context.signer,
         uuid.uuid4(),

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         default=SecretStr(DEV_ADMIN_TOKEN), description="bearer token of the auditor admin"
     )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="larger request bodies get 413")
+    max_response_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="larger responses to a challenge get 413; a report whose honest response could be "
+        "larger is refused at intake, since its audit could never be answered",
+    )
 
     challenge_deadline_seconds: float = Field(
         default=3600.0, ge=MIN_CHALLENGE_DEADLINE_SECONDS, description="time a provider has to answer"

@@ -45,7 +45,7 @@ from auditor.protocol.fingerprint import (
     quantize,
 )
 from auditor.protocol.merkle import BLAKE3, MerkleTree
-from auditor.protocol.repetition import Repetition, RepetitionCommitment, RepetitionOpening
+from auditor.protocol.repetition import PROFILE_BYTES, Repetition, RepetitionCommitment, RepetitionOpening
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID, get_tokenizer
 
 # DESIGN §3 suggests 256; the auditor's heads are trained and calibrated at 16, and a short trace must
@@ -342,6 +342,29 @@ class Response:
             tuple(Opening.from_json(item) for item in openings),
             None if repetition is None else RepetitionOpening.from_json(repetition),
         )
+
+
+# The most characters one element of a response's JSON takes besides its proof (written by `json.dumps`
+# with its default separators, as the SDK writes it; compact JSON is shorter): a content opening's index
+# (below 2^24: 8 digits), salt, fingerprint (FINGERPRINT_BYTES in base64), token (MAX_TOKEN_BYTES in
+# base64) and their names; a count opening's digest; a key opening's bucket and key.
+_CONTENT_OPENING_CHARS = 1_500
+_COUNT_OPENING_CHARS = 200
+_KEY_OPENING_CHARS = 150
+_PROOF_NODE_CHARS = 2 * DIGEST_BYTES + 4  # hex, its quotes and ", "
+
+
+def response_size_bound(size: int, version: str, *, content_openings: int, count_openings: int) -> int:
+    """The most bytes an honest `Response.to_json()` takes for a trace of `size` tokens under `version`
+    when a challenge asks for that many openings: inclusion proofs are at most ceil(log2 size) nodes, and
+    under coin/2 the whole profile (PROFILE_BYTES a token, in base64) and at most one bucket key per
+    content opening go with them (`tests/unit/test_commitment.py` checks it against real responses)."""
+    proof = _PROOF_NODE_CHARS * max(1, (size - 1).bit_length())
+    chars = 64 + content_openings * (_CONTENT_OPENING_CHARS + proof)
+    chars += count_openings * (_COUNT_OPENING_CHARS + proof)
+    if version == "coin/2":
+        chars += 4 * -(-size * PROFILE_BYTES // 3) + content_openings * (_KEY_OPENING_CHARS + proof)
+    return chars
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,9 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from auditor.protocol.challenge import DEFAULT_MAX_COUNT_OPENINGS, KeyedRandom
 from auditor.protocol.challenge import Challenge as ChallengeSpec
-from auditor.protocol.challenge import KeyedRandom
-from auditor.protocol.commitment import Commitment, PublicCommitment
+from auditor.protocol.commitment import Commitment, PublicCommitment, response_size_bound
 from auditor.protocol.verify import CheckResult
 from auditor.semantic.exposure import ExposurePlan, ExposurePolicy, min_run_for, plan_exposure
 from service.audits.verdicts import evidence_of, write_verdict
@@ -101,6 +101,20 @@ def exposure_policy(size: int, block_size: int) -> ExposurePolicy:
     return ExposurePolicy(
         max_block_fraction=min(default.max_block_fraction, MAX_PLAN_BLOCKS / blocks),
         max_token_fraction=min(default.max_token_fraction, MAX_PLAN_TOKENS / size),
+    )
+
+
+def response_bytes_bound(commitment: Commitment) -> int:
+    """The most bytes an honest response to any round of the service's plan for `commitment` takes: its
+    last round asks for every token the plan reveals."""
+    size, block_size = commitment.size, commitment.block_size
+    policy = exposure_policy(size, block_size)
+    blocks = policy.block_budget(-(-size // block_size))
+    return response_size_bound(
+        size,
+        commitment.version,
+        content_openings=min(size, policy.token_budget(size, blocks)),
+        count_openings=min(size, DEFAULT_MAX_COUNT_OPENINGS),
     )
 
 

@@ -26,6 +26,7 @@ from auditor.protocol.encoding import canonical_json
 from auditor.protocol.errors import ProtocolError
 from auditor.protocol.fingerprint import embd_id_of, model_dir
 from auditor.protocol.tokenize import known_tokenizers
+from service.audits.workflow import response_bytes_bound
 from service.context import ServiceContext
 from service.database import streamed_insert
 from service.errors import Conflict
@@ -86,9 +87,17 @@ def report_digest(body: dict[str, Any]) -> str:
     return blake3.blake3(canonical_json(body)).hexdigest()
 
 
-def validate_report(body: dict[str, Any], provider: Provider) -> Commitment:
-    """The protocol checks of DESIGN §3 "Report"; raises ProtocolError naming the field."""
+def validate_report(body: dict[str, Any], provider: Provider, *, max_response_bytes: int) -> Commitment:
+    """The protocol checks of DESIGN §3 "Report"; raises ProtocolError naming the field. A report whose
+    honest response to an audit could exceed `max_response_bytes` is refused: it could never be answered."""
     commitment = Commitment.from_json(body["commitment"])
+    largest = response_bytes_bound(commitment)
+    if largest > max_response_bytes:
+        raise ProtocolError(
+            f"commitment.size: an honest response to an audit of {commitment.size} tokens may take "
+            f"{largest} bytes, more than this auditor accepts ({max_response_bytes}, "
+            "COIN_MAX_RESPONSE_BYTES)"
+        )
     AnswerCommitment.from_json(body["answer"])
     usage = body["usage"]
     if commitment.size != usage["reasoning_tokens"]:
@@ -247,7 +256,9 @@ def submit_reports(
         for request_id in sorted(by_request):
             for index in by_request[request_id]:
                 try:
-                    validate_report(bodies[index], provider)
+                    validate_report(
+                        bodies[index], provider, max_response_bytes=context.settings.max_response_bytes
+                    )
                 except ProtocolError as exc:
                     invalid[index] = exc
                     continue

@@ -200,7 +200,16 @@ def test_the_cost_of_a_plan_does_not_grow_with_the_claimed_count(
     template = make_request(4).report
     too_many = client.post("/v1/reports", json=_huge_report(template, 2**24 + 1), headers=provider.headers)
     assert too_many.status_code == 422, too_many.text
-    receipt = client.post("/v1/reports", json=_huge_report(template, 2**24), headers=provider.headers)
+    # Under coin/2 every response carries the whole profile: 2**24 tokens could not be answered within
+    # the response limit, so such a report is refused (and nothing stored) rather than failed later.
+    with database.unit_of_work() as session:
+        stored = session.scalar(select(func.count()).select_from(Report))
+    unanswerable = client.post("/v1/reports", json=_huge_report(template, 2**24), headers=provider.headers)
+    assert unanswerable.status_code == 400, unanswerable.text  # a protocol violation, as a wrong size is
+    assert "COIN_MAX_RESPONSE_BYTES" in unanswerable.json()["detail"]
+    with database.unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(Report)) == stored
+    receipt = client.post("/v1/reports", json=_huge_report(template, 2**23), headers=provider.headers)
     assert receipt.status_code == 201, receipt.text
     audit_id = open_audit(client, receipt.json()["report_id"])
     challenge = wait_for_challenge(client, provider, audit_id)

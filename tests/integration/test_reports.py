@@ -2,6 +2,7 @@
 
 import base64
 import copy
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -215,6 +216,14 @@ def test_body_above_the_limit_is_413(
         headers={**provider.headers, "Content-Type": "application/json"},
     )
     assert streamed.status_code == 413
+    # A challenge's response carries the whole repetition profile: it has its own, larger limit.
+    assert settings.max_response_bytes > settings.max_body_bytes
+    answer = client.post(
+        f"/v1/challenges/{uuid.uuid4()}/response",
+        content=b'{"openings": ["' + b"z" * settings.max_body_bytes + b'"]}',
+        headers={**provider.headers, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 422, answer.text  # read and judged, not refused for its size
 
 
 def test_customer_may_audit_within_its_quota(

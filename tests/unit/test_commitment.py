@@ -23,6 +23,7 @@ from auditor.protocol.commitment import (
     digest,
     leaf_hash,
     new_secret,
+    response_size_bound,
     salt_for,
 )
 from auditor.protocol.errors import ChallengeError, EncodingError, ProtocolError
@@ -320,3 +321,26 @@ def test_the_token_cache_keeps_the_most_recently_used(embedder: Embedder) -> Non
     np.testing.assert_array_equal(again[2], first[0])
     np.testing.assert_allclose(small.embed_tokens([b" beta"])[0], first[1], atol=1e-6)
     np.testing.assert_allclose(embedder.embed_tokens([b" gamma"])[0], again[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("version", ["coin/1", "coin/2"])
+def test_a_response_is_never_larger_than_its_bound(
+    embedder: Embedder, short_traces: list[dict[str, Any]], version: str
+) -> None:
+    """`response_size_bound`, which the service refuses reports by, holds for real responses (the SDK's
+    JSON) of every size of challenge, down to one that opens every leaf of a short trace."""
+    trace = short_traces[0]
+    public, openings = commit(
+        trace["reasoning"], trace["answer"], new_secret(), embedder=embedder, version=version
+    )
+    size = public.commitment.size
+    rng = random.Random(5)
+    for content in (0, 1, size // 10, size):
+        count = sorted(rng.sample(range(size), min(size, 90)))
+        content_indices = sorted(rng.sample(range(size), content))
+        indices = sorted(set(count) | set(content_indices))
+        body = json.dumps(openings.respond(indices, content_indices).to_json())
+        bound = response_size_bound(
+            size, version, content_openings=content, count_openings=len(indices) - content
+        )
+        assert len(body) <= bound < 3 * len(body) + 1_000, (content, len(body), bound)

@@ -184,7 +184,7 @@ async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def test_a_body_that_never_arrives_is_408_within_the_read_timeout() -> None:
-    app = BodySizeLimit(_ok, max_bytes=1000, read_timeout=0.2)
+    app = BodySizeLimit(_ok, max_bytes=1000, max_response_bytes=2000, read_timeout=0.2)
     started = time.monotonic()
     status, headers, _ = asyncio.run(
         _call(app, _request(), [{"type": "http.request", "body": b"{", "more_body": True}])

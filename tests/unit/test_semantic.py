@@ -4,6 +4,7 @@ Most tests use a deterministic stand-in for Embd (hash-seeded unit vectors: iden
 identical embeddings, different texts unrelated ones) so that the rule checks are tested without the
 model; the `model` tests load the real Embd once (module-scoped) with the packaged heads."""
 
+import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +40,7 @@ from auditor.semantic.exposure import ExposurePolicy, plan_exposure
 from auditor.semantic.heads import HeadBundle, load_heads
 from auditor.semantic.tokenization import merges_when_retokenized, proves_split
 from service.audits.verification import verify_round
-from service.audits.workflow import MAX_PLAN_BLOCKS, exposure_policy, plan_for
+from service.audits.workflow import MAX_PLAN_BLOCKS, exposure_policy, plan_for, response_bytes_bound
 from service.settings import Settings
 from tests.conftest import read_traces
 
@@ -503,6 +504,7 @@ def test_the_services_verifier_decides_on_the_capped_plan_of_a_long_trace(embedd
     assert len(plan.blocks) == MAX_PLAN_BLOCKS
     challenge = plan.challenge(0)
     response = openings.respond(challenge.indices, challenge.content_indices).to_json()
+    assert len(json.dumps(response)) <= response_bytes_bound(public.commitment)  # what intake relies on
     policy = exposure_policy(public.commitment.size, public.commitment.block_size)
     result = verify_round(Settings(), public, challenge, response, copy_rule=COPY_RULE, policy=policy)
     [verifier] = [c for c in result.evidence["checks"] if c["name"] == "verifier"]
