@@ -22,6 +22,7 @@ Checks 4–8 (matching heads, duplicates, tokenization plausibility, aggregation
 unproven leaves mean nothing.
 """
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -31,7 +32,7 @@ import numpy as np
 from auditor.protocol.challenge import DEFAULT_EPSILON, Challenge, detection_probability
 from auditor.protocol.commitment import Commitment, Opening, PublicCommitment, Response
 from auditor.protocol.copies import COPY_RULE, CopyRule, copy_figures
-from auditor.protocol.errors import ProofError, ProtocolError
+from auditor.protocol.errors import ModelError, ProofError, ProtocolError
 from auditor.protocol.fingerprint import EMBED_DIM, EmbeddingModel, Int8Array, cosine, get_embedder, quantize
 from auditor.protocol.merkle import BLAKE3, verify_inclusion
 from auditor.protocol.repetition import (
@@ -43,6 +44,8 @@ from auditor.protocol.repetition import (
     profile_digest,
     revealed_ngram_hashes,
 )
+
+log = logging.getLogger(__name__)
 
 TOKEN_COSINE_THRESHOLD = 0.98
 # `fail`: a proof check found evidence that identifies inflation; `suspect`: a statistical check flags the
@@ -329,5 +332,21 @@ def verify_response(
             ]
         if all(c.passed for c in checks):
             opened = OpenedTrace(public, challenge, content, embd, blocks)
-            checks += [check(opened) for check in semantic_checks]
+            checks += [_run_semantic(check, opened) for check in semantic_checks]
     return Verification(tuple(checks), detection_probability(DEFAULT_EPSILON, k))
+
+
+def _run_semantic(check: SemanticCheck, opened: OpenedTrace) -> CheckResult:
+    """The check's result; `inconclusive`, naming the error, when it raises on this response — else a
+    response that makes one check raise would throw away the proof failures the others find, and a
+    provider could turn its `fail` into no verdict at all. A mismatch of the auditor's own models
+    (ModelError, ProtocolError) is not the response's doing and still stops the verification."""
+    try:
+        return check(opened)
+    except (ModelError, ProtocolError):
+        raise
+    except Exception as error:
+        log.exception("semantic check %s raised on a response", check.name)
+        return CheckResult(
+            check.name, "inconclusive", None, f"the check raised {type(error).__name__}: not decided"
+        )

@@ -296,11 +296,19 @@ def verifier_statistic(evidence: Evidence, heads: HeadBundle) -> VerifierStatist
 
 
 def binomial_tail(successes: int, trials: int, rate: float) -> float:
-    """P(X >= successes) for X ~ Binomial(trials, rate)."""
-    if successes <= 0:
+    """P(X >= successes) for X ~ Binomial(trials, rate), summed over the upper tail in log space: a
+    binomial coefficient of a thousand trials is beyond a float, and 1 minus the lower tail loses the
+    small probabilities the check compares."""
+    if successes <= 0 or rate >= 1.0:
         return 1.0
-    below = sum(math.comb(trials, i) * rate**i * (1 - rate) ** (trials - i) for i in range(successes))
-    return max(0.0, 1.0 - below)
+    if successes > trials or rate <= 0.0:
+        return 0.0
+    log_rate, log_rest, log_trials = math.log(rate), math.log1p(-rate), math.lgamma(trials + 1)
+    terms = (
+        log_trials - math.lgamma(i + 1) - math.lgamma(trials - i + 1) + i * log_rate + (trials - i) * log_rest
+        for i in range(successes, trials + 1)
+    )
+    return min(1.0, math.fsum(math.exp(term) for term in terms))
 
 
 @dataclass
@@ -344,17 +352,19 @@ class SemanticSuite:
         same common tokens come back audit after audit, and every round re-verifies the earlier rounds'
         blocks; without it this Embd call is most of a verification's CPU. Keyed by text alone: callers
         have checked, through `evidence`, that the commitment's embd_id is these heads'."""
+        distinct = list(dict.fromkeys(texts))
         with self._rebuilt_lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._rebuilt]
-        codes = quantize(embedder.embed_texts(missing))
+            found = {t: self._rebuilt[t] for t in distinct if t in self._rebuilt}
+        missing = [t for t in distinct if t not in found]
+        found.update(zip(missing, quantize(embedder.embed_texts(missing)), strict=True))
+        # Another verification may have evicted some of `found` meanwhile: each is put back, not moved.
         with self._rebuilt_lock:
-            self._rebuilt.update(zip(missing, codes, strict=True))
-            for text in texts:
+            for text in distinct:
+                self._rebuilt[text] = found[text]
                 self._rebuilt.move_to_end(text)
-            rebuilt = np.stack([self._rebuilt[t] for t in texts])
             while len(self._rebuilt) > REBUILT_CACHE_SIZE:
                 self._rebuilt.popitem(last=False)
-        return rebuilt
+        return np.stack([found[t] for t in texts])
 
     def checks(self) -> list[SemanticCheck]:
         return [

@@ -30,7 +30,7 @@ from auditor.protocol.errors import ChallengeError, EncodingError, ProtocolError
 from auditor.protocol.fingerprint import TOKEN_CACHE_ENTRIES, Embedder, quantize
 from auditor.protocol.merkle import MerkleTree, verify_inclusion
 from auditor.protocol.tokenize import get_tokenizer
-from auditor.protocol.verify import verify_response
+from auditor.protocol.verify import CheckResult, OpenedTrace, verify_response
 
 BLOCK = 32
 
@@ -344,3 +344,37 @@ def test_a_response_is_never_larger_than_its_bound(
             size, version, content_openings=content, count_openings=len(indices) - content
         )
         assert len(body) <= bound < 3 * len(body) + 1_000, (content, len(body), bound)
+
+
+@dataclasses.dataclass
+class _RaisingCheck:
+    name: str = "raises"
+
+    def __call__(self, opened: OpenedTrace) -> CheckResult:
+        raise OverflowError("int too large to convert to float")
+
+
+@dataclasses.dataclass
+class _ProvingCheck:
+    name: str = "proves"
+
+    def __call__(self, opened: OpenedTrace) -> CheckResult:
+        return CheckResult(self.name, "fail", None, "proof of inflation")
+
+
+def test_a_semantic_check_that_raises_leaves_the_others_proof_standing(
+    committed: Committed, embedder: Embedder
+) -> None:
+    """A response that makes one check raise must not throw away what the others prove: the audit still
+    fails, and the check that raised is inconclusive, naming the error."""
+    _, public, openings = committed
+    challenge = draw_challenge(public.commitment.size, BLOCK, rng=random.Random(1))
+    response = openings.respond(challenge.indices, challenge.content_indices)
+    result = verify_response(
+        public, challenge, response, embedder=embedder, semantic_checks=[_RaisingCheck(), _ProvingCheck()]
+    )
+    assert result.verdict == "fail"
+    raised = next(c for c in result.checks if c.name == "raises")
+    assert raised.outcome == "inconclusive" and "OverflowError" in raised.detail
+    alone = verify_response(public, challenge, response, embedder=embedder, semantic_checks=[_RaisingCheck()])
+    assert alone.verdict == "inconclusive"

@@ -7,6 +7,8 @@ model; the `model` tests load the real Embd once (module-scoped) with the packag
 import json
 import random
 from collections.abc import Sequence
+from fractions import Fraction
+from math import comb
 from pathlib import Path
 
 import blake3
@@ -402,6 +404,12 @@ def test_binomial_tail() -> None:
     assert binomial_tail(1, 1, 1e-4) == pytest.approx(1e-4)
     assert binomial_tail(2, 3, 0.5) == pytest.approx(0.5)
     assert binomial_tail(1, 5, 0.01) == pytest.approx(1 - 0.99**5)
+    # A re-tokenized trace opens thousands of pairs: a coefficient beyond a float, a tail far below 1e-16.
+    rate = Fraction(86, 100_000)
+    exact = sum(comb(1100, i) * rate**i * (1 - rate) ** (1100 - i) for i in range(400, 1101))
+    assert binomial_tail(400, 1100, float(rate)) == pytest.approx(float(exact), rel=1e-9)
+    assert 0 < binomial_tail(177, 3840, 8.6e-4) < 1e-100
+    assert binomial_tail(1101, 1100, 0.5) == 0.0
 
 
 def test_bad_evidence_is_a_typed_error(heads: HeadBundle, tokenizer: Tokenizer) -> None:
