@@ -119,10 +119,11 @@ def find_copies(values: npt.NDArray[np.uint64], gap: int = COPY_GAP, repeats: in
 @dataclass(frozen=True)
 class CopyRule:
     """When a profile proves copying (docs/protocol.md): either mass where the exponential tail fitted to
-    the top 1% of 5,111 honest traces puts fewer than one honest trace in 10,000, rounded up
-    (`tail_threshold`; bench/copy_rates.py prints it, the largest honest masses, and the fit held out by
-    domain), with at least `min_tokens` tokens in it, so that one restated sentence never fails a short
-    trace. `label` names the rule in a check's detail: `shipped`, or the calibration that raised it."""
+    the top 1% of 5,111 honest traces falls to HONEST_RATE, rounded up (`tail_threshold`;
+    bench/copy_rates.py prints it, the largest honest masses, and the fit held out by domain — where the
+    fit's rate is not reached, so a new domain needs its own rule from `coin calibrate`), with at least
+    `min_tokens` tokens in it, so that one restated sentence never fails a short trace. `label` names the
+    rule in a check's detail: `shipped`, or the calibration that raised it."""
 
     copied: float = 0.24
     repeated: float = 0.60

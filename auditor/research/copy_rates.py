@@ -20,20 +20,25 @@ import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import blake3
 import numpy as np
 
 from auditor.protocol.copies import (
     COPY_RULE,
+    HONEST_RATE,
     MIN_COPY_TOKENS,
+    PERIODIC,
     CopyFigures,
     CopyRule,
     copy_figures_of,
+    find_copies,
+    profile_values,
     rule_for_references,
     tail_threshold,
 )
+from auditor.protocol.repetition import NGRAM, Repetition
 from auditor.research.attacks import COPY_ATTACKS, AttackContext, inflate
 from auditor.research.evaluation.summary import LENGTH_BANDS, length_band, rate
 from auditor.research.traces import Trace, model_family
@@ -94,14 +99,38 @@ def _top(rows: Sequence[TraceCopies], fraction: Callable[[TraceCopies], float]) 
     return [{**asdict(r), "fraction": round(fraction(r), 4)} for r in ranked]
 
 
-def fitted_rule(rows: Sequence[TraceCopies], min_tokens: int = COPY_RULE.min_tokens) -> CopyRule:
-    """The rule `tail_threshold` sets on these honest traces (unrounded)."""
+class Masses(Protocol):
+    """A trace's two copy masses (`TraceCopies`, `CopyFigures`)."""
+
+    @property
+    def copied_fraction(self) -> float: ...
+
+    @property
+    def repeated_fraction(self) -> float: ...
+
+
+def fitted_rule(
+    rows: Sequence[Masses], min_tokens: int = COPY_RULE.min_tokens, label: str = "fitted"
+) -> CopyRule:
+    """The rule `tail_threshold` sets on these honest traces (unrounded); ValueError below 200 traces
+    (their top 1% must hold two)."""
     return CopyRule(
         copied=tail_threshold(r.copied_fraction for r in rows),
         repeated=tail_threshold(r.repeated_fraction for r in rows),
         min_tokens=min_tokens,
-        label="fitted",
+        label=label,
     )
+
+
+def fold_copy_rule(
+    traces: Sequence[Trace], domain: str, tokens_of: Callable[[Trace], list[bytes]]
+) -> CopyRule:
+    """The copy rule of the leave-one-domain-out fold that leaves `domain` out: the tail fit on the other
+    domains' honest traces, exactly as `leave_one_domain_out` fits it (unrounded, the shipped
+    `min_tokens`), so that the evaluation's fold audits under the rule whose held-out margin the bench
+    prints. The shipped `COPY_RULE` was fitted on every domain, the held-out one included."""
+    rest = [figures_of(tokens_of(t), t.id) for t in traces if t.domain != domain]
+    return fitted_rule(rest, label=f"without-{domain}")
 
 
 def _ratio(threshold: float, largest: float) -> float:
@@ -260,3 +289,80 @@ def rewriting_domain(
             }
         )
     return splits
+
+
+def constants_sensitivity(
+    traces: Sequence[Trace],
+    tokens_of: Callable[[Trace], list[bytes]],
+    *,
+    rates: Sequence[float] = (HONEST_RATE, 3e-4, 1e-3),
+    min_spans: Sequence[int] = (6, MIN_COPY_TOKENS, 16),
+) -> list[dict[str, Any]]:
+    """`leave_one_domain_out` again with the rule's hand-set constants moved, one at a time: the honest
+    rate the tail fit is read at (`HONEST_RATE`) and the shortest copy counted (`MIN_COPY_TOKENS`). The
+    shipped values were chosen with every domain in view; per setting, each held-out domain's honest
+    fails under the fit on the others and the worst margin (threshold over largest mass)."""
+    found = []
+    for trace in traces:
+        copies = find_copies(
+            profile_values(Repetition(tokens_of(trace), blake3.blake3(trace.id.encode()).digest()).profile)
+        )
+        found.append((trace.domain, copies))
+    domains = sorted({d for d, _ in found})
+    rows = []
+    settings = [(r, MIN_COPY_TOKENS) for r in rates] + [
+        (HONEST_RATE, m) for m in min_spans if m != MIN_COPY_TOKENS
+    ]
+    for honest_rate, min_span in settings:
+        masses = []  # (domain, copied tokens, repeated tokens, size): `copy_figures` at this span
+        for domain, c in found:
+            long = c.span >= min_span
+            elsewhere = long & (c.span <= PERIODIC * c.offset)
+            masses.append(
+                (
+                    domain,
+                    int(c.copied[long].sum()),
+                    int((c.matched[elsewhere] + NGRAM - 1).sum()),
+                    max(c.size, 1),
+                )
+            )
+        fails, margin = {}, math.inf
+        for domain in domains:
+            rest = [m for m in masses if m[0] != domain]
+            held = [m for m in masses if m[0] == domain]
+            copied = tail_threshold((m[1] / m[3] for m in rest), rate=honest_rate)
+            repeated = tail_threshold((m[2] / m[3] for m in rest), rate=honest_rate)
+            floor = COPY_RULE.min_tokens
+            fails[domain] = sum(
+                (c >= floor and c / n > copied) or (r >= floor and r / n > repeated) for _, c, r, n in held
+            )
+            margin = min(
+                margin,
+                _ratio(copied, max(m[1] / m[3] for m in held)),
+                _ratio(repeated, max(m[2] / m[3] for m in held)),
+            )
+        rows.append(
+            {
+                "honest_rate": honest_rate,
+                "min_copy_tokens": min_span,
+                "held_out_fails": fails,
+                "margin": margin,
+            }
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    # .venv/bin/python -m auditor.research.copy_rates: the held-out fails of `constants_sensitivity`.
+    from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID, get_tokenizer
+    from auditor.research.traces import load_traces
+
+    tokenizer = get_tokenizer(DEFAULT_TOKENIZER_ID)
+    every = load_traces(["../shared/data/traces"])
+    print(f"the copy rule's tail fit held out by domain, {len(every)} honest traces, one constant moved:")
+    for row in constants_sensitivity(every, lambda t: tokenizer.tokenize(t.reasoning)):
+        fails = ", ".join(f"{d} {n}" for d, n in row["held_out_fails"].items())
+        print(
+            f"  rate {row['honest_rate']:g}, MIN_COPY_TOKENS {row['min_copy_tokens']}: held-out fails {fails};"
+            f" worst margin x{row['margin']:.2f}"
+        )

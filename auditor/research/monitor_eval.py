@@ -49,7 +49,6 @@ from auditor.protocol.commitment import DEFAULT_BLOCK_SIZE
 from auditor.research.attacks import ATTACKS, CONTENT_ATTACKS
 from auditor.research.evaluation.run import HONEST, AuditOutcome, read_outcomes
 from auditor.research.evaluation.summary import wilson
-from auditor.research.traces import DEFAULT_HELD_OUT_DOMAINS
 from auditor.semantic.exposure import ExposurePolicy
 
 OUTCOMES_FILE = "outcomes.jsonl"
@@ -362,12 +361,11 @@ def _speed_target(ir: float, share: float) -> int | None:
     return None
 
 
-def targets(folds: dict[str, dict[str, Any]], held_out: tuple[str, ...]) -> dict[str, Any]:
-    """The issue's targets on the held-out domains present: each met or not, with the misses."""
+def targets(folds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets in every fold present (each simulated domain is held out from its own null):
+    each met or not, with the misses."""
     misses: dict[str, list[str]] = {"false_alarm": [], "first_fail": [], "speed": [], "coverage": []}
     for domain, fold in folds.items():
-        if domain not in held_out:
-            continue
         if fold["honest"]["false_alarm_rate"] > 0.01:
             misses["false_alarm"].append(f"{domain}: {fold['honest']['false_alarm_rate']:.1%}")
         for name, row in _rows(fold):
@@ -386,28 +384,27 @@ def targets(folds: dict[str, dict[str, Any]], held_out: tuple[str, ...]) -> dict
                 shown = "never within the horizon" if median is None else f"{median:g}"
                 misses["speed"].append(f"{where}: median {shown} (target {limit})")
     return {
-        "domains": sorted(d for d in folds if d in held_out),
+        "domains": sorted(folds),
         "met": {k: not v for k, v in misses.items()},
         "misses": misses,
     }
 
 
-def headline(folds: dict[str, dict[str, Any]], held_out: tuple[str, ...]) -> dict[str, Any]:
-    """The last line of `coin monitor-eval`, over the held-out domains present (every domain if none
-    is): the worst honest false-alarm rate, the worst median audits to alarm per attack at IR 0.5 with
-    p = 1 (None: not within the horizon), and the lowest coverage of any cell."""
-    judged = {d: f for d, f in folds.items() if d in held_out} or folds
+def headline(folds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The last line of `coin monitor-eval`, the worst fold of each figure over every fold present: the
+    highest honest false-alarm rate, the slowest median audits to alarm per attack at IR 0.5 with p = 1
+    (None: not within the horizon in some fold), and the lowest coverage of any cell."""
     medians: dict[str, float | None] = {}
-    for fold in judged.values():
+    for fold in folds.values():
         for cell in fold["cells"]:
             if cell["ir"] == 0.5 and cell["share"] == 1.0:
                 value, seen = cell["median_audits_to_alarm"], medians.get(cell["attack"], 0.0)
                 medians[cell["attack"]] = None if value is None or seen is None else max(value, seen)
     return {
-        "domains": sorted(judged),
-        "honest_false_alarm_rate": max(f["honest"]["false_alarm_rate"] for f in judged.values()),
+        "domains": sorted(folds),
+        "honest_false_alarm_rate": max(f["honest"]["false_alarm_rate"] for f in folds.values()),
         "median_audits_to_alarm": medians,
-        "interval_coverage_min": min(f["interval_coverage_min"] for f in judged.values()),
+        "interval_coverage_min": min(f["interval_coverage_min"] for f in folds.values()),
     }
 
 
@@ -454,6 +451,6 @@ def run_monitor_eval(
         "calibration": shipped.to_json(),
         "transfer": transfer(ladder),
         "folds": folds,
-        "targets": targets(folds, DEFAULT_HELD_OUT_DOMAINS),
-        "headline": headline(folds, DEFAULT_HELD_OUT_DOMAINS),
+        "targets": targets(folds),
+        "headline": headline(folds),
     }

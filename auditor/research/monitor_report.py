@@ -1,9 +1,20 @@
-"""`coin monitor-eval`'s report folder: monitor.json, monitor.md and two plots."""
+"""`coin monitor-eval`'s report folder: monitor.json, monitor.md and two plots.
 
+`python -m auditor.research.monitor_report DIR` re-renders a report from its monitor.json alone (no
+simulation): the targets and the headline, read off the folds' cells, are derived again with this code,
+and monitor.json and monitor.md are written again; the folds, the calibration and the plots are left as
+they are.
+"""
+
+import datetime
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from auditor.research.evaluation.lodo import code_version
+from auditor.research.monitor_eval import headline, targets
 
 ALARM_PLOT = "monitor_alarm.png"
 INTERVAL_PLOT = "monitor_interval.png"
@@ -60,7 +71,7 @@ def _why(cell: dict[str, Any]) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     config = report["config"]
-    thresholds = config["thresholds"]
+    thresholds = tuple(config["thresholds"])
     lines = [
         "# Provider monitoring, simulated on the leave-one-domain-out outcomes",
         "",
@@ -74,7 +85,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"1{{S < t}} for t in {thresholds} reaching 1/α against the composite null r_t (the worst fold's Wilson "
         "95% upper bound, at least t) — taken from the *other* folds for each simulated domain.",
         "",
-        "## Targets (held-out domains: " + ", ".join(report["targets"]["domains"]) + ")",
+        "## Targets (every fold: " + ", ".join(report["targets"]["domains"]) + ")",
         "",
         "| target | met | misses |",
         "|---|---|---|",
@@ -184,6 +195,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     for domain, fold in report["folds"].items():
         lines += ["", f"**{domain}, p = 1**", "", *_grid(fold["cells"], 1.0, _interval_cell)]
     lines += ["", "## Headline", "", "```json", json.dumps(report["headline"], indent=1), "```", ""]
+    if "rerendered" in report:
+        lines += [f"Re-rendered {report['rerendered']['date']}: {report['rerendered']['how']}.", ""]
     return "\n".join(lines)
 
 
@@ -257,3 +270,27 @@ def write_monitor_report(report: dict[str, Any], out: Path, log: Callable[[str],
     for path in plot_monitor(report, out):
         log(f"wrote {path}")
     log(f"wrote {out / 'monitor.json'}, {out / 'monitor.md'} and {out / CALIBRATION_FILE}")
+
+
+def rerender_monitor_report(out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Derive the targets and headline of `out/monitor.json` again from its folds and write monitor.json
+    and monitor.md; `rerendered` says when, with which code, and that nothing was simulated again."""
+    path = out / "monitor.json"
+    report: dict[str, Any] = json.loads(path.read_text())
+    report["targets"], report["headline"] = targets(report["folds"]), headline(report["folds"])
+    report["rerendered"] = {
+        "date": datetime.date.today().isoformat(),
+        "code": code_version(),
+        "how": "python -m auditor.research.monitor_report: the targets and the headline derived again from "
+        "the folds in this file, over every fold; no provider simulated again",
+    }
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    (out / "monitor.md").write_text(render_markdown(report))
+    log(f"wrote {path} and {out / 'monitor.md'}")
+    return report
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m auditor.research.monitor_report MONITOR_REPORT_DIR")
+    rerender_monitor_report(Path(sys.argv[1]))

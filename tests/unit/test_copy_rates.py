@@ -12,7 +12,9 @@ from auditor.protocol.copies import COPY_RULE, CopyFigures, rule_for_references,
 from auditor.protocol.tokenize import DEFAULT_TOKENIZER_ID, get_tokenizer
 from auditor.research.copy_rates import (
     TraceCopies,
+    constants_sensitivity,
     fitted_rule,
+    fold_copy_rule,
     leave_one_domain_out,
     measure,
     rewriting_domain,
@@ -78,6 +80,29 @@ def test_leave_one_domain_out_counts_the_held_out_traces_above_the_others_fit() 
         folds["a"]["rule"]["copied"] > 2 * folds["c"]["rule"]["copied"]
     )  # c's tail lifts every fit it is in
     assert fitted_rule(rows).copied > folds["c"]["rule"]["copied"]
+
+
+def test_a_lodo_folds_copy_rule_is_the_benchs_held_out_fit() -> None:
+    """The evaluation's fold rule (`fold_copy_rule`) is the rule `leave_one_domain_out` fits for that
+    fold: the other domains' honest traces only, unrounded, the shipped floor."""
+    traces = load_traces([TRACES_DIR / "thinkingllms_general_r1distill.jsonl"])
+    traces += load_traces([TRACES_DIR / "huatuogpt_o1_medical_gpt4o_cot.jsonl"])
+    traces += load_traces([TRACES_DIR / "thinkingllms_math_r1distill_qwq.jsonl"])[:300]  # 200+ per fit
+    tokenizer = get_tokenizer(DEFAULT_TOKENIZER_ID)
+    rows = measure(traces, lambda trace: tokenizer.tokenize(trace.reasoning))
+    bench = {fold["domain"]: fold["rule"] for fold in rows["leave_one_domain_out"]}
+    rule = fold_copy_rule(traces, "medical", lambda trace: tokenizer.tokenize(trace.reasoning))
+    assert (rule.copied, rule.repeated, rule.min_tokens) == (
+        bench["medical"]["copied"], bench["medical"]["repeated"], COPY_RULE.min_tokens
+    )  # fmt: skip
+    assert rule.label == "without-medical"
+    # The sensitivity of that held-out result to the rule's constants: at the shipped ones, the same.
+    shipped = constants_sensitivity(
+        traces, lambda trace: tokenizer.tokenize(trace.reasoning), rates=(1e-4,), min_spans=(10,)
+    )
+    held = {fold["domain"]: fold for fold in rows["leave_one_domain_out"]}
+    assert shipped[0]["held_out_fails"] == {d: fold["fails"] for d, fold in held.items()}
+    assert shipped[0]["margin"] == pytest.approx(min(fold["margin"] for fold in held.values()))
 
 
 def _figures(copied: float, repeated: float = 0.0, size: int = 1000) -> CopyFigures:

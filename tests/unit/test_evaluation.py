@@ -5,15 +5,19 @@ the protocol plumbing and the report, not detection quality (that is `coin eval`
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from auditor.protocol.copies import COPY_RULE, CopyRule
+from auditor.protocol.errors import ProtocolError
 from auditor.protocol.tokenize import get_tokenizer
 from auditor.research.attacks import AttackContext, inflate
-from auditor.research.evaluation.lodo import run_lodo, summarise_lodo
-from auditor.research.evaluation.report import write_lodo_report, write_report
+from auditor.research.copy_rates import figures_of, fitted_rule
+from auditor.research.evaluation.lodo import fold_config, run_lodo, summarise_lodo
+from auditor.research.evaluation.report import rerender_lodo_report, write_lodo_report, write_report
 from auditor.research.evaluation.run import Auditor, AuditOutcome, EvalConfig, run_evaluation
 from auditor.research.evaluation.summary import length_band, summarise, wilson
 from auditor.research.traces import Trace, load_traces, model_family, split_traces
@@ -68,6 +72,41 @@ def test_honest_commitments_pass_checks_one_to_three(
     )
     assert not {"proof", "block_consistency", "token_embedding"} & set(outcome.failed_checks)
     assert 0 < outcome.block_exposure <= 0.25 and 0 < outcome.token_visibility <= 0.0625
+
+
+def test_audits_apply_the_configured_copy_rule(
+    setup: tuple[HashEmbedder, SemanticSuite, list[Trace]],
+) -> None:
+    """`EvalConfig.copy_rule` is the rule copied_spans applies (a fold's own); None: the shipped one."""
+    embedder, suite, traces = setup
+    ctx = AttackContext(suite.tokenizer, traces)
+    trace = next(t for t in traces if figures_of(ctx.tokens(t), t.id).copied >= 1)
+    tokens = ctx.tokens(trace)
+    strict = CopyRule(copied=1e-6, repeated=1e-6, min_tokens=1, label="strict")
+    shipped = Auditor(embedder, suite, EvalConfig()).audit(trace, tokens, None, random.Random(0), len(tokens))
+    failed = Auditor(embedder, suite, EvalConfig(copy_rule=strict)).audit(
+        trace, tokens, None, random.Random(0), len(tokens)
+    )
+    assert "copied_spans" not in shipped.failed_checks
+    assert failed.verdict == "fail" and "copied_spans" in failed.failed_checks
+
+
+def test_a_fold_fits_its_copy_rule_without_its_domain() -> None:
+    """A fold's copy rule is the tail fit on the other domains' honest traces, as the copy bench's
+    leave-one-domain-out fits it; a rule the caller set is kept."""
+    tokenizer = get_tokenizer("qwen2")
+    general = load_traces([TRACES / "thinkingllms_general_r1distill.jsonl"])
+    medical = load_traces([TRACES / "huatuogpt_o1_medical_gpt4o_cot.jsonl"])[:20]
+    config = fold_config(EvalConfig(), general + medical, "medical", tokenizer)
+    expected = fitted_rule([figures_of(tokenizer.tokenize(t.reasoning), t.id) for t in general])
+    assert config.copy_rule is not None and config.copy_rule.label == "without-medical"
+    assert (config.copy_rule.copied, config.copy_rule.repeated) == (expected.copied, expected.repeated)
+    assert config.copy_rule.min_tokens == COPY_RULE.min_tokens
+    chosen = EvalConfig(copy_rule=COPY_RULE)
+    assert fold_config(chosen, general + medical, "medical", tokenizer) is chosen
+    # Too few traces outside the domain to fit a tail: refused, not the shipped rule in silence.
+    with pytest.raises(ProtocolError, match="cannot fit a copy rule"):
+        fold_config(EvalConfig(), general + medical, "general_reasoning", tokenizer)
 
 
 def test_run_evaluation_writes_the_report(
@@ -178,25 +217,40 @@ def test_length_bands_and_model_families() -> None:
     assert model_family("gpt-4o") == "gpt-4o" and model_family("something-new") == "other"
 
 
-def test_lodo_summary_reports_the_worst_fold_and_band() -> None:
+def test_lodo_summary_reports_the_worst_fold_and_band(tmp_path: Path) -> None:
     folds = {
         "a": [outcome("honest", "a", "pass")] * 9 + [outcome("honest", "a", "suspect")]
+        + [outcome("honest", "a", "pass", tokens=5000)] * 4
         + [outcome("filler", "a", "suspect", 0.5)] * 3 + [outcome("filler", "a", "pass", 0.5)],
         "b": [outcome("honest", "b", "pass", tokens=5000)] * 3 + [outcome("honest", "b", "suspect", tokens=5000)]
+        + [outcome("honest", "b", "pass")] * 6
         + [outcome("filler", "b", "suspect", 0.5)] + [outcome("filler", "b", "pass", 0.5)],
     }  # fmt: skip
     report = summarise_lodo(folds, EvalConfig(attacks=("filler",)), {})
-    assert report["folds"]["a"]["honest"]["suspect"]["rate"] == 0.1
-    assert report["folds"]["b"]["honest"]["suspect"]["rate"] == 0.25
-    assert report["honest_by_length"]["> 2,000"]["suspect"]["rate"] == 0.25
-    assert report["honest"]["suspect"]["n"] == 14
-    # Worst of the folds and of the length bands; detection: the worst fold of each content attack.
+    assert report["folds"]["a"]["honest"]["suspect"]["rate"] == 1 / 14
+    assert report["folds"]["b"]["honest"]["suspect"]["rate"] == 0.1
+    assert report["honest_by_length"]["> 2,000"]["suspect"]["rate"] == 0.125  # pooled over the folds
+    assert report["honest"]["suspect"]["n"] == 24
+    # The worst fold or fold × length band (b over 2,000 tokens: 1 of 4), not a band pooled over folds;
+    # detection: the worst fold of each content attack, and of every attack × IR beside the pooled rate.
     assert report["headline"] == {
         "fail_rate_honest_max": 0.0,
         "suspect_rate_honest_max": 0.25,
         "detection_ir05_min": 0.5,
     }
+    worst = report["honest_worst_cell"]["suspect"]
+    assert (worst["domain"], worst["band"], worst["n"]) == ("b", "> 2,000", 4)
     assert report["detection_ir05_worst_fold"] == {"filler": 0.5}
+    assert report["detection"][0]["detection_rate"] == 4 / 6
+    assert [
+        (w["attack"], w["ir"], w["domain"], w["detection_rate"]) for w in report["detection_worst_fold"]
+    ] == [("filler", 0.5, "b", 0.5)]
+    # Re-rendered from report.json alone: the same figures, derived again, and the Markdown shows them.
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    again = rerender_lodo_report(tmp_path, log=lambda _: None)
+    assert again["headline"] == report["headline"] and "rerendered" in again["meta"]
+    text = (tmp_path / "report.md").read_text()
+    assert "worst 50.0% b" in text and "`suspect`: b, > 2,000 tokens, n = 4" in text
 
 
 def test_lodo_trains_without_each_domain_and_resumes(tmp_path: Path) -> None:
@@ -215,8 +269,10 @@ def test_lodo_trains_without_each_domain_and_resumes(tmp_path: Path) -> None:
         max_blocks=4,
         attacks=("random_tokens",),
     )
+    # 24 traces outside a fold cannot fit a copy rule's tail: the run is given one, and records it.
+    rule = CopyRule(copied=0.3, repeated=0.7, label="given")
     config = EvalConfig(
-        attacks=("random_tokens", "overclaim"), irs=(1.0,), traces_per_cell=2, honest_traces=3
+        attacks=("random_tokens", "overclaim"), irs=(1.0,), traces_per_cell=2, honest_traces=3, copy_rule=rule
     )
     folds = run_lodo(traces, embedder, tokenizer, train, config, tmp_path, log=lambda _: None)
     assert set(folds) == {"general_reasoning", "medical"}
@@ -229,13 +285,22 @@ def test_lodo_trains_without_each_domain_and_resumes(tmp_path: Path) -> None:
     before = (tmp_path / "fold-medical" / "outcomes.jsonl").stat().st_mtime_ns
     again = run_lodo(traces, embedder, tokenizer, train, config, tmp_path, log=lambda _: None)
     assert again == folds and (tmp_path / "fold-medical" / "outcomes.jsonl").stat().st_mtime_ns == before
+    # Outcomes audited under other settings are refused, not mixed into the report.
+    with pytest.raises(ProtocolError, match="audited with other copy_rule"):
+        run_lodo(traces, embedder, tokenizer, train, replace(config, copy_rule=COPY_RULE), tmp_path)
     report = write_lodo_report(folds, config, tmp_path, {"domains": sorted(folds)}, log=lambda _: None)
     assert set(report["headline"]) == {
         "fail_rate_honest_max",
         "suspect_rate_honest_max",
         "detection_ir05_min",
     }
+    run = report["meta"]["fold_runs"]["medical"]
+    assert run["checkpoint"] == load_heads(tmp_path / "fold-medical" / "heads.pt").checkpoint_id
+    assert run["trained_on"] == ["general_reasoning"] and run["protocol"] == config.protocol
+    assert run["copy_rule"]["label"] == "given" and report["folds"]["medical"]["meta"]["fold_run"] == run
+    assert "code" in report["meta"]  # the git commit, or None outside a checkout
     assert "## Folds" in (tmp_path / "report.md").read_text()
+    assert "copy rule given" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "fold-medical" / "detection_vs_ir.png").stat().st_size > 0
 
 

@@ -30,6 +30,7 @@ from auditor.protocol.commitment import DEFAULT_BLOCK_SIZE
 from auditor.research.evaluation.run import AuditOutcome
 from auditor.research.evaluation.summary import wilson
 from auditor.research.monitor_eval import planned_blocks
+from auditor.research.monitor_report import rerender_monitor_report
 from auditor.semantic.exposure import ExposurePolicy, plan_exposure
 
 THRESHOLDS = (0.006, 0.05, 0.25)
@@ -371,7 +372,8 @@ def test_monitor_eval_runs_on_a_small_lodo_folder(tmp_path: Path) -> None:
     assert set(headline) == {
         "domains", "honest_false_alarm_rate", "median_audits_to_alarm", "interval_coverage_min"
     }  # fmt: skip
-    assert headline["domains"] == ["general_reasoning", "medical"]
+    # Every fold present is judged (the worst of them), not a chosen subset.
+    assert headline["domains"] == ["general_reasoning", "math", "medical"]
     assert headline["median_audits_to_alarm"]["random_tokens"] <= 10
     assert headline["interval_coverage_min"] >= 0.95
     report = json.loads((tmp_path / "out" / "monitor.json").read_text())
@@ -387,6 +389,13 @@ def test_monitor_eval_runs_on_a_small_lodo_folder(tmp_path: Path) -> None:
     assert MonitorPolicy.from_json(shipped) == MonitorPolicy.from_json(report["calibration"])
     for name in ("monitor.md", "monitor_alarm.png", "monitor_interval.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+    assert report["targets"]["domains"] == ["general_reasoning", "math", "medical"]
+    # Re-rendered from monitor.json alone: the same targets and headline, derived again from the folds.
+    again = rerender_monitor_report(tmp_path / "out", log=lambda _: None)
+    assert again["headline"] == headline and again["targets"] == report["targets"]
+    assert (
+        "rerendered" in again and "## Targets (every fold:" in (tmp_path / "out" / "monitor.md").read_text()
+    )
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,10 @@ def honest_table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def detection_table(rows: list[dict[str, Any]]) -> list[str]:
+def detection_table(rows: list[dict[str, Any]], worst: list[dict[str, Any]] | None = None) -> list[str]:
+    """Detection (Wilson 95% CI) per attack × IR; with `worst` (a leave-one-domain-out report's
+    `detection_worst_fold`), each cell also gives the worst fold's rate and domain."""
+    worst_of = {(w["attack"], w["ir"]): w for w in worst or []}
     irs = sorted({row["ir"] for row in rows})
     lines = [
         "| attack | kind | " + " | ".join(f"IR {ir:g}" for ir in irs) + " |",
@@ -43,11 +46,15 @@ def detection_table(rows: list[dict[str, Any]]) -> list[str]:
         rendered = []
         for ir in irs:
             cell = cells.get(ir)
-            rendered.append(
+            text = (
                 f"{_pct(cell['detection_rate'])} ({_pct(cell['ci_low'])}–{_pct(cell['ci_high'])})"
                 if cell
                 else "—"
             )
+            if (w := worst_of.get((attack, ir))) is not None:
+                tied = w.get("tied", [w["domain"]])
+                text += f"; worst {_pct(w['detection_rate'])} {w['domain'] if len(tied) == 1 else f'{len(tied)} folds'}"
+            rendered.append(text)
         lines.append(f"| {attack} | {kinds[attack]} | " + " | ".join(rendered) + " |")
     return lines
 
@@ -137,17 +144,66 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cell_name(cell: dict[str, Any]) -> str:
+    band = "" if cell["band"] is None else f", {cell['band']} tokens"
+    return f"{cell['domain']}{band}, n = {cell['n']}"
+
+
+def _provenance(meta: dict[str, Any]) -> list[str]:
+    """What produced the report: the code's commit and each fold's checkpoint and copy rule."""
+    code = meta.get("code")
+    lines = [
+        "Code: "
+        + (
+            f"commit {code['commit'][:12]}{' with uncommitted changes' if code['uncommitted_changes'] else ''}."
+            if code
+            else "not recorded."
+        )
+    ]
+    if "note" in meta:
+        lines.append(meta["note"])
+    if "fold_runs" not in meta:
+        lines.append(
+            "Fold records: none (a run from before they were kept, whose audits applied the shipped copy"
+            " rule, fitted on every domain, the left-out one included)."
+        )
+    for domain, run in (meta.get("fold_runs") or {}).items():
+        if run is None:
+            lines.append(
+                f"- fold {domain}: outcomes without a fold record (checkpoint and copy rule unknown)"
+            )
+            continue
+        rule = run["copy_rule"]
+        lines.append(
+            f"- fold {domain}: checkpoint {run['checkpoint']}, trained on {', '.join(run['trained_on'] or [])};"
+            f" copy rule {rule['label']} (copied {rule['copied']:.4f}, repeated {rule['repeated']:.4f},"
+            f" at least {rule['min_tokens']} tokens); protocol {run['protocol']}"
+        )
+    if "rerendered" in meta:
+        lines.append(f"Re-rendered {meta['rerendered']['date']}: {meta['rerendered']['how']}.")
+    return lines
+
+
 def render_lodo(report: dict[str, Any]) -> str:
     folds = report["folds"]
     any_fold = next(iter(folds.values()))
     headline = report["headline"]
+    worst = report.get("honest_worst_cell")
+    where = ""
+    if worst:
+        named = [
+            f"`{v}`: {_cell_name(worst[v]) if worst[v]['rate'] else 'none'}" for v in ("fail", "suspect")
+        ]
+        where = f" ({'; '.join(named)})"
     lines = [
         "# CoIn Audit evaluation: leave-one-domain-out",
         "",
         "Each fold trains and calibrates on the other domains and audits every honest trace of its own",
         "domain and the attack cells drawn from it. `fail` is proof; `suspect` is statistical evidence;",
-        "detection counts either.",
+        "detection counts either, and is measured on the attack types the heads were trained on.",
         _config_line(any_fold["config"]),
+        "",
+        *_provenance(report["meta"]),
         "",
         "## Folds (honest traces of the left-out domain)",
         "",
@@ -162,9 +218,9 @@ def render_lodo(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"**Worst fold or length band: `fail` {_pct(headline['fail_rate_honest_max'])}, `suspect`"
-        f" {_pct(headline['suspect_rate_honest_max'])}; lowest content-attack detection at IR 0.5 (worst"
-        f" fold) {_pct(headline['detection_ir05_min'])}.**",
+        f"**Worst fold or fold × length band: `fail` {_pct(headline['fail_rate_honest_max'])}, `suspect`"
+        f" {_pct(headline['suspect_rate_honest_max'])}{where}; lowest content-attack detection at IR 0.5"
+        f" (worst fold) {_pct(headline['detection_ir05_min'])}.**",
         "",
         "## Honest traces by length and model family (all folds)",
         "",
@@ -189,9 +245,9 @@ def render_lodo(report: dict[str, Any]) -> str:
         "",
         "(each cell: `suspect` / `fail`.)",
         "",
-        "## Detection per attack × IR, all folds pooled",
+        "## Detection per attack × IR: all folds pooled (Wilson 95% CI); the worst fold",
         "",
-        *detection_table(report["detection"]),
+        *detection_table(report["detection"], report.get("detection_worst_fold")),
         "",
         "Lowest fold at IR 0.5: "
         + ", ".join(

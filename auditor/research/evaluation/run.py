@@ -21,7 +21,7 @@ with the profile of the m real tokens).
 
 Commitments are made under `EvalConfig.protocol` (coin/2 by default: the exposure plan opens NGRAM-token
 runs and the `repetition_profile` and `copied_spans` checks run on every audit; coin/1 evaluates as
-before).
+before). `copied_spans` applies `EvalConfig.copy_rule` (the shipped rule unless a fold sets its own).
 """
 
 import dataclasses
@@ -42,6 +42,7 @@ from auditor.protocol.commitment import (
     commit,
     salt_for,
 )
+from auditor.protocol.copies import COPY_RULE, CopyRule
 from auditor.protocol.errors import ProtocolError
 from auditor.protocol.fingerprint import EmbeddingModel
 from auditor.protocol.merkle import BLAKE3, MerkleTree
@@ -66,6 +67,9 @@ class EvalConfig:
     seed: int = 0
     policy: ExposurePolicy = field(default_factory=ExposurePolicy)
     protocol: str = PROTOCOL_VERSION
+    # The copied_spans rule the audits apply; None: the shipped COPY_RULE, fitted on every domain of the
+    # corpus. A leave-one-domain-out fold sets its own, fitted without its domain (`lodo.run_fold`).
+    copy_rule: CopyRule | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,12 @@ class Auditor:
             else:
                 public, response = _structural_response(public, openings, claimed, structural, plan, r)
             verification = verify_response(
-                public, challenge, response, embedder=self.embedder, semantic_checks=suite.checks()
+                public,
+                challenge,
+                response,
+                embedder=self.embedder,
+                semantic_checks=suite.checks(),
+                copy_rule=config.copy_rule or COPY_RULE,
             )
             if verification.verdict != "inconclusive":
                 break
