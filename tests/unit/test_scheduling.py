@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from api.reports.schemas import ReceiptOut
@@ -40,6 +39,7 @@ from service.monitoring.calibration import SHIPPED, reference_policy, shipped_ca
 from service.monitoring.references import read_reference_traces
 from service.monitoring.service import open_monitor, record_verdict, standing
 from service.providers.service import register_provider
+from service.scheduling import draws
 from service.scheduling.draws import disclosable_day_key, draw_for_provider, earliest_drawable
 from service.scheduling.service import PolicyTerms, apply_verdict, get_policy, set_policy
 from service.security import ScheduleKey, score_below, webhook_signature
@@ -95,7 +95,20 @@ def test_a_drawn_reports_audit_ends_within_the_retention_its_receipt_states() ->
     assert rounds > 1 and now + timedelta(seconds=rounds * deadline) == earliest + timedelta(days=30)
 
 
-def test_a_challenge_deadline_under_which_no_report_could_be_drawn_is_refused(tmp_path: Path) -> None:
+class _RecordingLog:
+    def __init__(self) -> None:
+        self.warnings: list[tuple[str, dict[str, object]]] = []
+
+    def warning(self, event: str, **fields: object) -> None:
+        self.warnings.append((event, fields))
+
+    def info(self, event: str, **fields: object) -> None:
+        pass
+
+
+def test_a_challenge_deadline_under_which_no_report_could_be_drawn_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The longest deadline is the one under which a report seen by its first draw (the settle time and
     one draw interval after its receipt) is exactly at the drawable window's edge; a longer one is
     refused in the settings and at registration, and a provider registered under a longer retention is
@@ -128,10 +141,14 @@ def test_a_challenge_deadline_under_which_no_report_could_be_drawn_is_refused(tm
             )
             set_policy(session, provider, PolicyTerms(domain="math", share=1.0, min_per_day=1), actor="admin")
             provider_id = provider.id
-        with capture_logs() as logs:
-            draw_for_provider(context, provider_id, utcnow())
-        [warning] = [entry for entry in logs if entry["event"] == "schedule.deadline_beyond_retention"]
-        assert warning["log_level"] == "warning" and warning["deadline_seconds"] == 2 * longest
+        # The module's own logger, recorded: structlog may have cached its configured one by now.
+        logged = _RecordingLog()
+        monkeypatch.setattr(draws, "log", logged)
+        draw_for_provider(context, provider_id, utcnow())
+        [warning] = [
+            fields for event, fields in logged.warnings if event == "schedule.deadline_beyond_retention"
+        ]
+        assert warning["deadline_seconds"] == 2 * longest
     finally:
         context.close()
 
