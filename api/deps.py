@@ -25,6 +25,7 @@ from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, joinedload
+from starlette.types import Scope
 
 from service.context import ServiceContext
 from service.listing import DEFAULT_PAGE, MAX_PAGE, Cursor, Filters, PageRequest, as_utc
@@ -208,15 +209,8 @@ async def key_refusal(request: Request) -> HTTPException | None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not _depends_on(route.dependant, require_provider_key):
         return None
-    context = await get_context(request)
     try:
-        key = await require_provider_key(context, await bearer_scheme(request))
-
-        def authenticate() -> None:
-            with context.db.unit_of_work() as session:
-                key.provider(session)
-
-        await to_thread.run_sync(authenticate)
+        await _authenticate_provider_key(request)
     except HTTPException as refusal:
         return refusal
     except SQLAlchemyError:
@@ -224,6 +218,28 @@ async def key_refusal(request: Request) -> HTTPException | None:
         # turn the failure into a 503); the body's own error still stands.
         log.warning("auth.provider_key_unchecked", reason="the database is unavailable; the body was invalid")
     return None
+
+
+async def holds_provider_key(scope: Scope) -> bool:
+    """Whether the request of `scope` carries a valid provider API key (one query of the store): asked
+    by the body-size limit before it reads a body only a provider may send."""
+    try:
+        await _authenticate_provider_key(Request(scope))
+    except (HTTPException, SQLAlchemyError):
+        return False
+    return True
+
+
+async def _authenticate_provider_key(request: Request) -> None:
+    """HTTPException unless the request's bearer token is a valid provider API key."""
+    context = await get_context(request)
+    key = await require_provider_key(context, await bearer_scheme(request))
+
+    def authenticate() -> None:
+        with context.db.unit_of_work() as session:
+            key.provider(session)
+
+    await to_thread.run_sync(authenticate)
 
 
 AdminDep = Annotated[Caller, Depends(require_admin)]

@@ -4,6 +4,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import structlog
 from fastapi import status
@@ -17,29 +18,44 @@ _CHALLENGE_RESPONSE = re.compile(r"/v1/challenges/[^/]+/response")
 
 
 class BodySizeLimit:
-    """Answer 413 for a body above `max_bytes` (`max_response_bytes` for a challenge's response),
-    declared or streamed, before any endpoint sees it, and 408 for a body that has not arrived in full
-    within `read_timeout` seconds: a client that declares a body and never sends it must not hold a
-    connection and a request slot for long."""
+    """Answer 413 for a body above `max_bytes`, declared or streamed, before any endpoint sees it, and 408
+    for a body that has not arrived in full within `read_timeout` seconds: a client that declares a body
+    and never sends it must not hold a connection and a request slot for long.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_response_bytes: int, read_timeout: float) -> None:
+    A challenge's response may reach `max_response_bytes`, but only from a caller that `is_provider`
+    vouches for (asked before its body is read): FastAPI reads and parses a body before the endpoint's own
+    key check, so anyone could otherwise make the API hold and parse the larger size. The read timeout
+    grows with the limit, so that a provider's upload is given the same rate as any body."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_response_bytes: int,
+        read_timeout: float,
+        is_provider: Callable[[Scope], Awaitable[bool]],
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_response_bytes = max_response_bytes
         self.read_timeout = read_timeout
+        self.is_provider = is_provider
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_response_bytes if _CHALLENGE_RESPONSE.fullmatch(scope["path"]) else self.max_bytes
+        limit, timeout = self.max_bytes, self.read_timeout
+        if _CHALLENGE_RESPONSE.fullmatch(scope["path"]) and await self.is_provider(scope):
+            limit = self.max_response_bytes
+            timeout = self.read_timeout * max(1.0, self.max_response_bytes / self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._too_large(scope, receive, send, limit)
             return
         body = bytearray()
         try:
-            async with asyncio.timeout(self.read_timeout):
+            async with asyncio.timeout(timeout):
                 while True:
                     message = await receive()
                     if message["type"] != "http.request":
@@ -53,7 +69,7 @@ class BodySizeLimit:
         except TimeoutError:
             response = problem(
                 status.HTTP_408_REQUEST_TIMEOUT,
-                f"the request body did not arrive within {self.read_timeout:g} s",
+                f"the request body did not arrive within {timeout:g} s",
                 headers={"Connection": "close"},
             )
             await response(scope, receive, send)

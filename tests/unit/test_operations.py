@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,14 +183,79 @@ async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"{}"})
 
 
+async def _nobody(scope: Scope) -> bool:
+    return False
+
+
+async def _a_provider(scope: Scope) -> bool:
+    return True
+
+
 def test_a_body_that_never_arrives_is_408_within_the_read_timeout() -> None:
-    app = BodySizeLimit(_ok, max_bytes=1000, max_response_bytes=2000, read_timeout=0.2)
+    app = BodySizeLimit(_ok, max_bytes=1000, max_response_bytes=2000, read_timeout=0.2, is_provider=_nobody)
     started = time.monotonic()
     status, headers, _ = asyncio.run(
         _call(app, _request(), [{"type": "http.request", "body": b"{", "more_body": True}])
     )
     assert status == 408 and time.monotonic() - started < 2
     assert headers[b"content-type"] == b"application/problem+json"
+
+
+def test_only_a_provider_may_send_a_challenge_response_beyond_the_body_limit() -> None:
+    """FastAPI parses a body before the endpoint checks the key: the larger limit of a challenge's
+    response is granted only to a caller the key check vouches for, and with it a longer read timeout."""
+    asked: list[str] = []
+
+    async def provider(scope: Scope) -> bool:
+        asked.append(scope["path"])
+        return True
+
+    def call(path: str, is_provider: Callable[[Scope], Awaitable[bool]], chunks: list[bytes]) -> int:
+        app = BodySizeLimit(
+            _ok, max_bytes=1000, max_response_bytes=4000, read_timeout=0.3, is_provider=is_provider
+        )
+        scope = {**_request(), "path": path, "headers": []}
+        messages = [
+            {"type": "http.request", "body": c, "more_body": k < len(chunks) - 1}
+            for k, c in enumerate(chunks)
+        ]
+        status, _, _ = asyncio.run(_call(app, scope, messages))
+        return status
+
+    response = "/v1/challenges/0b5e6d1e-3f0c-4d8a-9a57-1c1f8b0e2a44/response"
+    assert call(response, _nobody, [b"x" * 600, b"x" * 600]) == 413
+    assert call(response, provider, [b"x" * 600, b"x" * 600]) == 200
+    assert call(response, provider, [b"x" * 3000, b"x" * 1001]) == 413
+    assert call("/v1/reports", provider, [b"x" * 1200]) == 413
+    assert asked == [response] * 2  # asked only on a challenge's response
+
+    async def slow_chunks(app: ASGIApp) -> int:
+        """A provider's 3,000 bytes over 0.6 s: beyond the 0.3 s any body gets, within the 1.2 s (0.3 s
+        x 4000 / 1000) its response gets."""
+        scope = {**_request(), "path": response, "headers": []}
+        parts = [b"x" * 1000] * 3
+
+        async def receive() -> Message:
+            await asyncio.sleep(0.2)
+            part = parts.pop(0)
+            return {"type": "http.request", "body": part, "more_body": bool(parts)}
+
+        sent: list[Message] = []
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return int(sent[0]["status"])
+
+    grown = BodySizeLimit(
+        _ok, max_bytes=1000, max_response_bytes=4000, read_timeout=0.3, is_provider=_a_provider
+    )
+    assert asyncio.run(slow_chunks(grown)) == 200
+    small = BodySizeLimit(
+        _ok, max_bytes=4000, max_response_bytes=4000, read_timeout=0.3, is_provider=_a_provider
+    )
+    assert asyncio.run(slow_chunks(small)) == 408
 
 
 def test_rates_and_failed_authentications_are_limited_per_client() -> None:
