@@ -12,7 +12,9 @@ a p-value for the whole audit whatever its length (exact if the block p-values w
 down to 0 when the evidence is stronger than any p-value can say: a proof failed (`fail`), or a
 statistical check other than the verifier flagged (duplicate blocks, re-tokenization: each a
 calibrated test of its own). An audit in which the verifier did not run and nothing failed or flagged
-(an auditor that could not verify) scores 1: no evidence. Small is suspicious; the monitor reads S
+(an auditor that could not verify) would score 1, but carries no evidence (`carries_evidence`): the
+service does not count it, since counting it would dilute the provider's evidence with audits the
+auditor could not read. Small is suspicious; the monitor reads S
 only through "S < t" for a few thresholds t, whose honest rates are measured per domain
 (`auditor.monitoring.bounds`): S is *not* assumed uniform under the null, because on an unseen domain
 it is not.
@@ -45,6 +47,12 @@ class AuditEvidence:
         evidence = statement["evidence"]
         p_value = next((c["figure"] for c in evidence["checks"] if c["name"] == VERIFIER), None)
         return cls(statement["outcome"], p_value, planned_blocks, tuple(evidence["statistical_flags"]))
+
+    @property
+    def carries_evidence(self) -> bool:
+        """Whether the audit says anything about the trace: a proof failed, a check flagged, or the
+        verifier gave its figure."""
+        return self.proof_failure or bool(self.flagged_checks) or self.verifier_p_value is not None
 
     @property
     def proof_failure(self) -> bool:

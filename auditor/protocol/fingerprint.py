@@ -181,7 +181,9 @@ class Embedder:
             found = {t: self._token_cache[t] for t in distinct if t in self._token_cache}
         missing = [t for t in distinct if t not in found]
         if missing:
-            found.update(zip(missing, self.embed_texts([decode_token(t) for t in missing]), strict=True))
+            vectors = self.embed_texts([decode_token(t) for t in missing])
+            # Each row copied: a view would keep its whole batch alive for as long as it stays cached.
+            found.update(zip(missing, (row.copy() for row in vectors), strict=True))
         with self._lock:
             cache = self._token_cache
             for token in distinct:

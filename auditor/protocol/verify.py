@@ -32,7 +32,7 @@ import numpy as np
 from auditor.protocol.challenge import DEFAULT_EPSILON, Challenge, detection_probability
 from auditor.protocol.commitment import Commitment, Opening, PublicCommitment, Response
 from auditor.protocol.copies import COPY_RULE, CopyRule, copy_figures
-from auditor.protocol.errors import ModelError, ProofError, ProtocolError
+from auditor.protocol.errors import ProofError, ProtocolError
 from auditor.protocol.fingerprint import EMBED_DIM, EmbeddingModel, Int8Array, cosine, get_embedder, quantize
 from auditor.protocol.merkle import BLAKE3, verify_inclusion
 from auditor.protocol.repetition import (
@@ -337,15 +337,15 @@ def verify_response(
 
 
 def _run_semantic(check: SemanticCheck, opened: OpenedTrace) -> CheckResult:
-    """The check's result; `inconclusive`, naming the error, when it raises on this response — else a
-    response that makes one check raise would throw away the proof failures the others find, and a
-    provider could turn its `fail` into no verdict at all. A mismatch of the auditor's own models
-    (ModelError, ProtocolError) is not the response's doing and still stops the verification."""
+    """The check's result; `inconclusive`, naming the error, when it raises on this response's data —
+    else a response that makes one check raise would throw away the proof failures the others find, and a
+    provider could turn its `fail` into no verdict at all. Faults of the auditor's own (its models, memory,
+    a time limit) are not the response's doing: they still stop the verification, which is tried again."""
     try:
         return check(opened)
-    except (ModelError, ProtocolError):
+    except ProtocolError:  # a ValueError, but the auditor's mismatch (e.g. of heads and model), not data
         raise
-    except Exception as error:
+    except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as error:
         log.exception("semantic check %s raised on a response", check.name)
         return CheckResult(
             check.name, "inconclusive", None, f"the check raised {type(error).__name__}: not decided"

@@ -356,7 +356,10 @@ class SemanticSuite:
         with self._rebuilt_lock:
             found = {t: self._rebuilt[t] for t in distinct if t in self._rebuilt}
         missing = [t for t in distinct if t not in found]
-        found.update(zip(missing, quantize(embedder.embed_texts(missing)), strict=True))
+        # Each row copied: a view would keep its whole batch alive for as long as it stays cached.
+        found.update(
+            zip(missing, (row.copy() for row in quantize(embedder.embed_texts(missing))), strict=True)
+        )
         # Another verification may have evicted some of `found` meanwhile: each is put back, not moved.
         with self._rebuilt_lock:
             for text in distinct:

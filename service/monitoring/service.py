@@ -136,8 +136,14 @@ def record_verdict(
         notify(session, context, "audit.failed", str(audit.id), failed, provider_id=provider_id)
     if audit.trigger != AuditTrigger.SCHEDULED and outcome != Outcome.FAIL:
         return
+    evidence = AuditEvidence.from_verdict(statement, planned_blocks)
+    if not evidence.carries_evidence:
+        # The auditor could not read the trace (its verification kept raising, or a check raised): a
+        # clean count here would dilute the provider's evidence. The verdict says so to the staff.
+        log.warning("monitor.audit_not_counted", audit_id=str(audit.id), provider_id=str(provider_id))
+        return
     before = monitor.state
-    after = before.update(AuditEvidence.from_verdict(statement, planned_blocks))
+    after = before.update(evidence)
     estimate = after.estimate()
     now = utcnow()
     row = monitor.row

@@ -317,6 +317,8 @@ def test_the_token_cache_keeps_the_most_recently_used(embedder: Embedder) -> Non
     assert small.cached_tokens == 2
     again = small.embed_tokens([b" alpha", b" gamma", b" alpha"])  # beta is evicted, alpha stays
     assert small.cached_tokens == 2
+    # each entry owns its row: a view would keep its whole batch alive while it stays cached
+    assert all(vector.base is None for vector in small._token_cache.values())
     np.testing.assert_array_equal(again[0], first[0])
     np.testing.assert_array_equal(again[2], first[0])
     np.testing.assert_allclose(small.embed_tokens([b" beta"])[0], first[1], atol=1e-6)
@@ -349,9 +351,10 @@ def test_a_response_is_never_larger_than_its_bound(
 @dataclasses.dataclass
 class _RaisingCheck:
     name: str = "raises"
+    error: Exception = dataclasses.field(default_factory=lambda: OverflowError("int too large to convert"))
 
     def __call__(self, opened: OpenedTrace) -> CheckResult:
-        raise OverflowError("int too large to convert to float")
+        raise self.error
 
 
 @dataclasses.dataclass
@@ -378,3 +381,10 @@ def test_a_semantic_check_that_raises_leaves_the_others_proof_standing(
     assert raised.outcome == "inconclusive" and "OverflowError" in raised.detail
     alone = verify_response(public, challenge, response, embedder=embedder, semantic_checks=[_RaisingCheck()])
     assert alone.verdict == "inconclusive"
+    # A fault of the auditor's own (memory, a time limit, its models) is not the response's: it stops the
+    # verification, which the service tries again, rather than deciding the check.
+    for fault in (MemoryError(), RuntimeError("CUDA out of memory"), ProtocolError("heads of another model")):
+        with pytest.raises(type(fault)):
+            verify_response(
+                public, challenge, response, embedder=embedder, semantic_checks=[_RaisingCheck(error=fault)]
+            )

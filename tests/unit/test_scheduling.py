@@ -307,7 +307,12 @@ def test_the_monitor_counts_each_verdict_and_alarms_at_the_first_proof_failure(
     audit = Audit(
         id=uuid.uuid4(), provider_id=provider_id, trigger=AuditTrigger.SCHEDULED
     )  # ids and trigger read
-    for outcome, p_value in (("pass", 0.5), ("pass", 0.9), ("fail", None)):
+    # An audit the auditor could not read (no verifier figure, nothing failed or flagged) is not counted:
+    # as a clean audit it would dilute the provider's evidence.
+    unread = ("inconclusive", None)
+    assert not AuditEvidence.from_verdict(_evidence_statement(*unread), 8).carries_evidence
+    assert AuditEvidence.from_verdict(_evidence_statement("inconclusive", 0.4), 8).carries_evidence
+    for outcome, p_value in (("pass", 0.5), unread, ("pass", 0.9), unread, ("fail", None)):
         with embedded.db.unit_of_work() as session:
             monitor = open_monitor(session, provider_id, utcnow())
             assert monitor.calibration == SHIPPED
