@@ -287,6 +287,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def audits_fit_the_retention_window(self) -> "Settings":
+        if self.longest_challenge_deadline_seconds < MIN_CHALLENGE_DEADLINE_SECONDS:
+            raise ValueError(
+                f"COIN_RETENTION_DAYS={self.retention_days} leaves no room for {AUDIT_ROUNDS} rounds of "
+                f"{MIN_CHALLENGE_DEADLINE_SECONDS:.0f} s after COIN_SCHEDULE_SETTLE_SECONDS and "
+                "COIN_SCHEDULE_INTERVAL_SECONDS: no report could ever be drawn"
+            )
         if self.challenge_deadline_seconds > self.longest_challenge_deadline_seconds:
             raise ValueError(
                 f"COIN_CHALLENGE_DEADLINE_SECONDS: at most {self.longest_challenge_deadline_seconds:.0f} with "
