@@ -124,6 +124,8 @@ def test_a_challenge_deadline_under_which_no_report_could_be_drawn_is_refused(
     assert (
         Settings(retention_days=1, challenge_deadline_seconds=longest).challenge_deadline_seconds == longest
     )
+    with pytest.raises(ValueError, match="COIN_RETENTION_DAYS=1 leaves no room"):
+        Settings(retention_days=1, schedule_interval_seconds=86_400)
 
     url = f"sqlite:///{tmp_path / 'coin.sqlite3'}"
     upgrade_database(url)
