@@ -474,11 +474,18 @@ PROOF_FAILURE = {"name": "proof", "kind": "proof", "outcome": "fail", "figure": 
                  "detail": "1 of 90 paths fail"}  # fmt: skip
 
 
+def _verifier(outcome: Outcome) -> dict[str, object]:
+    """The verifier's check as a verdict carries it (a monitor does not count an audit without it)."""
+    flagged = outcome == Outcome.SUSPECT
+    return {"name": "verifier", "kind": "statistical", "outcome": "suspect" if flagged else "pass",
+            "figure": 1e-6 if flagged else 0.5, "threshold": 1e-4, "detail": ""}  # fmt: skip
+
+
 def _decide(client: TestClient, report_id: str, trigger: AuditTrigger, outcome: Outcome) -> Verdict:
-    """A verdict of an audit opened by `trigger`: a failing one fails the proof check."""
-    return decide(
-        service_context(client), report_id, trigger, outcome, [PROOF_FAILURE] * (outcome == Outcome.FAIL)
-    )
+    """A verdict of an audit opened by `trigger`: a failing one fails the proof check, any other carries
+    the verifier's figure."""
+    checks = [PROOF_FAILURE] if outcome == Outcome.FAIL else [_verifier(outcome)]
+    return decide(service_context(client), report_id, trigger, outcome, checks)
 
 
 def test_only_the_draw_counts_in_the_monitor_and_towards_base_unless_an_audit_fails(
