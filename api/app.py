@@ -18,7 +18,7 @@ from api.audits.endpoints import router as audits
 from api.challenges.endpoints import router as challenges
 from api.dashboard.endpoints import STATIC as DASHBOARD_STATIC
 from api.dashboard.endpoints import router as dashboard
-from api.deps import QueryParameterCheck, holds_provider_key
+from api.deps import QueryParameterCheck, provider_key_refusal
 from api.health.endpoints import router as health
 from api.limits import RequestLimits, limiter_for
 from api.middleware import BodySizeLimit, RequestContext, RequestMetrics
@@ -132,7 +132,7 @@ def create_app(settings: Settings | None = None, context: ServiceContext | None 
         max_bytes=settings.max_body_bytes,
         max_response_bytes=settings.max_response_bytes,
         read_timeout=settings.body_read_timeout_seconds,
-        is_provider=holds_provider_key,
+        provider_refusal=provider_key_refusal,
     )
     app.add_middleware(RequestLimits, settings=settings, limiter=limiter)
     app.add_middleware(RequestMetrics)

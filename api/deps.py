@@ -220,14 +220,15 @@ async def key_refusal(request: Request) -> HTTPException | None:
     return None
 
 
-async def holds_provider_key(scope: Scope) -> bool:
-    """Whether the request of `scope` carries a valid provider API key (one query of the store): asked
-    by the body-size limit before it reads a body only a provider may send."""
+async def provider_key_refusal(scope: Scope) -> HTTPException | None:
+    """None when the request of `scope` carries a valid provider API key (one query of the store), else
+    the 401/403 it gets; SQLAlchemyError when the store cannot tell. Asked by the body-size limit before
+    it reads a body only a provider may send."""
     try:
         await _authenticate_provider_key(Request(scope))
-    except (HTTPException, SQLAlchemyError):
-        return False
-    return True
+    except HTTPException as refusal:
+        return refusal
+    return None
 
 
 async def _authenticate_provider_key(request: Request) -> None:

@@ -7,14 +7,22 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
-from fastapi import status
+from fastapi import HTTPException, status
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.problems import problem
+from api.problems import problem, unavailable
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 # A challenge's response: the whole repetition profile goes with it, so it may be larger than any report.
 _CHALLENGE_RESPONSE = re.compile(r"/v1/challenges/[^/]+/response")
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the app routes on: behind `--root-path` the server puts the prefix in `path` too."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 class BodySizeLimit:
@@ -22,10 +30,13 @@ class BodySizeLimit:
     for a body that has not arrived in full within `read_timeout` seconds: a client that declares a body
     and never sends it must not hold a connection and a request slot for long.
 
-    A challenge's response may reach `max_response_bytes`, but only from a caller that `is_provider`
-    vouches for (asked before its body is read): FastAPI reads and parses a body before the endpoint's own
-    key check, so anyone could otherwise make the API hold and parse the larger size. The read timeout
-    grows with the limit, so that a provider's upload is given the same rate as any body."""
+    A challenge's response (POST) may reach `max_response_bytes`, but only from a valid provider key: FastAPI
+    reads and parses a body before the endpoint's own key check, so anyone could otherwise make the API
+    hold and parse the larger size. The key is checked before the body is read (`provider_refusal`), and
+    a refusal is answered then, as the endpoint would answer it (so that the failed-authentication limit
+    counts it, and the limit's size tells nothing about a key); a store that cannot check it is a 503,
+    never a 413 a provider would not retry. The read timeout grows with the limit, so that a provider's
+    upload is given the same rate as any body."""
 
     def __init__(
         self,
@@ -33,20 +44,31 @@ class BodySizeLimit:
         max_bytes: int,
         max_response_bytes: int,
         read_timeout: float,
-        is_provider: Callable[[Scope], Awaitable[bool]],
+        provider_refusal: Callable[[Scope], Awaitable[HTTPException | None]],
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_response_bytes = max_response_bytes
         self.read_timeout = read_timeout
-        self.is_provider = is_provider
+        self.provider_refusal = provider_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit, timeout = self.max_bytes, self.read_timeout
-        if _CHALLENGE_RESPONSE.fullmatch(scope["path"]) and await self.is_provider(scope):
+        if scope["method"] == "POST" and _CHALLENGE_RESPONSE.fullmatch(_route_path(scope)):
+            try:
+                refusal = await self.provider_refusal(scope)
+            except SQLAlchemyError:
+                await unavailable("the audit store cannot check the key now; retry later")(
+                    scope, receive, send
+                )
+                return
+            if refusal is not None:
+                headers = dict(refusal.headers) if refusal.headers else None
+                await problem(refusal.status_code, str(refusal.detail), headers=headers)(scope, receive, send)
+                return
             limit = self.max_response_bytes
             timeout = self.read_timeout * max(1.0, self.max_response_bytes / self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")

@@ -95,7 +95,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 COMMON_PROBLEMS = problem_responses(400, 408, 413, 422, 429, 500, 503)
 
 
-def _unavailable(detail: str) -> JSONResponse:
+def unavailable(detail: str) -> JSONResponse:
     return problem(
         status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
     )
@@ -150,14 +150,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.error("db.unavailable", error=str(exc.orig))
-        return _unavailable("the audit store is unavailable; retry later")
+        return unavailable("the audit store is unavailable; retry later")
 
     @app.exception_handler(PoolTimeout)
     async def overloaded(_: Request, exc: PoolTimeout) -> JSONResponse:
         # Every pooled connection stayed busy for the whole pool timeout: more requests are in flight
         # than the store can serve. Shedding them is the answer, not an internal error.
         log.warning("db.pool_exhausted", error=str(exc))
-        return _unavailable("the service is overloaded; retry later")
+        return unavailable("the service is overloaded; retry later")
 
     @app.exception_handler(Exception)
     async def last_resort(request: Request, exc: Exception) -> JSONResponse:

@@ -302,6 +302,12 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def responses_may_be_larger(self) -> "Settings":
+        if self.max_response_bytes < self.max_body_bytes:
+            raise ValueError("COIN_MAX_RESPONSE_BYTES must be at least COIN_MAX_BODY_BYTES")
+        return self
+
+    @model_validator(mode="after")
     def webhooks_are_signed(self) -> "Settings":
         if self.webhook_url is not None and self.webhook_secret is None:
             raise ValueError("COIN_WEBHOOK_URL needs COIN_WEBHOOK_SECRET: every webhook is signed")

@@ -224,16 +224,16 @@ def test_body_above_the_limit_is_413(
         headers={**provider.headers, "Content-Type": "application/json"},
     )
     assert answer.status_code == 422, answer.text  # read and judged, not refused for its size
-    # ... but only for a provider: the body is parsed before the endpoint checks the key.
-    stranger = client.post(
-        f"/v1/challenges/{uuid.uuid4()}/response",
-        content=b'{"openings": ["' + b"z" * settings.max_body_bytes + b'"]}',
-        headers={
-            "Authorization": "Bearer coin_0000000000000000_not-a-key",
-            "Content-Type": "application/json",
-        },
-    )
-    assert stranger.status_code == 413, stranger.text
+    # ... but only for a provider, whose key is checked before the body is read (FastAPI parses a body
+    # before the endpoint's own check): anyone else is refused as the endpoint refuses them, whatever
+    # the size.
+    for token in ("coin_0000000000000000_not-a-key", ADMIN["Authorization"].removeprefix("Bearer ")):
+        stranger = client.post(
+            f"/v1/challenges/{uuid.uuid4()}/response",
+            content=b'{"openings": ["' + b"z" * settings.max_body_bytes + b'"]}',
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert stranger.status_code in (401, 403), stranger.text
 
 
 def test_customer_may_audit_within_its_quota(

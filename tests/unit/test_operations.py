@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import HTTPException
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typer.testing import CliRunner, Result
 
@@ -183,16 +185,25 @@ async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-async def _nobody(scope: Scope) -> bool:
-    return False
+async def _a_provider(scope: Scope) -> HTTPException | None:
+    return None
 
 
-async def _a_provider(scope: Scope) -> bool:
-    return True
+async def _a_stranger(scope: Scope) -> HTTPException | None:
+    return HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _store_down(scope: Scope) -> HTTPException | None:
+    raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+
+def _limit(refusal: Callable[[Scope], Awaitable[HTTPException | None]], **sizes: float) -> BodySizeLimit:
+    limits = {"max_bytes": 1000, "max_response_bytes": 4000, "read_timeout": 0.3, **sizes}
+    return BodySizeLimit(_ok, provider_refusal=refusal, **limits)  # type: ignore[arg-type]
 
 
 def test_a_body_that_never_arrives_is_408_within_the_read_timeout() -> None:
-    app = BodySizeLimit(_ok, max_bytes=1000, max_response_bytes=2000, read_timeout=0.2, is_provider=_nobody)
+    app = _limit(_a_stranger, max_response_bytes=2000, read_timeout=0.2)
     started = time.monotonic()
     status, headers, _ = asyncio.run(
         _call(app, _request(), [{"type": "http.request", "body": b"{", "more_body": True}])
@@ -201,38 +212,49 @@ def test_a_body_that_never_arrives_is_408_within_the_read_timeout() -> None:
     assert headers[b"content-type"] == b"application/problem+json"
 
 
+RESPONSE_PATH = "/v1/challenges/0b5e6d1e-3f0c-4d8a-9a57-1c1f8b0e2a44/response"
+
+
 def test_only_a_provider_may_send_a_challenge_response_beyond_the_body_limit() -> None:
-    """FastAPI parses a body before the endpoint checks the key: the larger limit of a challenge's
-    response is granted only to a caller the key check vouches for, and with it a longer read timeout."""
+    """FastAPI parses a body before the endpoint checks the key: a challenge's response gets its larger
+    limit, and a read timeout grown with it, only for a valid provider key, checked before the body is
+    read. A refused key is answered then, as the endpoint would (a 401 the failed-authentication limit
+    counts, and no 413 whose size tells a valid key from another); a store that cannot check is a 503."""
     asked: list[str] = []
 
-    async def provider(scope: Scope) -> bool:
-        asked.append(scope["path"])
-        return True
+    async def provider(scope: Scope) -> HTTPException | None:
+        asked.append(f"{scope['method']} {scope['path']}")
+        return None
 
-    def call(path: str, is_provider: Callable[[Scope], Awaitable[bool]], chunks: list[bytes]) -> int:
-        app = BodySizeLimit(
-            _ok, max_bytes=1000, max_response_bytes=4000, read_timeout=0.3, is_provider=is_provider
-        )
-        scope = {**_request(), "path": path, "headers": []}
+    def call(
+        refusal: Callable[[Scope], Awaitable[HTTPException | None]],
+        chunks: list[bytes],
+        path: str = RESPONSE_PATH,
+        **scope: str,
+    ) -> tuple[int, dict[bytes, bytes], bytes]:
+        request = {**_request(), "path": path, "headers": [], **scope}
         messages = [
             {"type": "http.request", "body": c, "more_body": k < len(chunks) - 1}
             for k, c in enumerate(chunks)
         ]
-        status, _, _ = asyncio.run(_call(app, scope, messages))
-        return status
+        return asyncio.run(_call(_limit(refusal), request, messages))
 
-    response = "/v1/challenges/0b5e6d1e-3f0c-4d8a-9a57-1c1f8b0e2a44/response"
-    assert call(response, _nobody, [b"x" * 600, b"x" * 600]) == 413
-    assert call(response, provider, [b"x" * 600, b"x" * 600]) == 200
-    assert call(response, provider, [b"x" * 3000, b"x" * 1001]) == 413
-    assert call("/v1/reports", provider, [b"x" * 1200]) == 413
-    assert asked == [response] * 2  # asked only on a challenge's response
+    status, headers, body = call(_a_stranger, [b"x" * 10])
+    assert (status, headers[b"www-authenticate"]) == (401, b"Bearer") and b"invalid API key" in body
+    status, headers, _ = call(_store_down, [b"x" * 10])
+    assert (status, headers[b"retry-after"]) == (503, b"1")
+    assert call(provider, [b"x" * 600, b"x" * 600])[0] == 200
+    assert call(provider, [b"x" * 3000, b"x" * 1001])[0] == 413
+    assert call(provider, [b"x" * 1200], path="/v1/reports")[0] == 413
+    assert call(provider, [b"x" * 1200], method="PUT")[0] == 413  # only a POST is a response
+    # behind `--root-path` the server puts the prefix in `path` too
+    assert call(provider, [b"x" * 1200], path="/api" + RESPONSE_PATH, root_path="/api")[0] == 200
+    assert asked == [f"POST {RESPONSE_PATH}"] * 2 + [f"POST /api{RESPONSE_PATH}"]
 
     async def slow_chunks(app: ASGIApp) -> int:
         """A provider's 3,000 bytes over 0.6 s: beyond the 0.3 s any body gets, within the 1.2 s (0.3 s
         x 4000 / 1000) its response gets."""
-        scope = {**_request(), "path": response, "headers": []}
+        scope = {**_request(), "path": RESPONSE_PATH, "headers": []}
         parts = [b"x" * 1000] * 3
 
         async def receive() -> Message:
@@ -248,14 +270,10 @@ def test_only_a_provider_may_send_a_challenge_response_beyond_the_body_limit() -
         await app(scope, receive, send)
         return int(sent[0]["status"])
 
-    grown = BodySizeLimit(
-        _ok, max_bytes=1000, max_response_bytes=4000, read_timeout=0.3, is_provider=_a_provider
-    )
-    assert asyncio.run(slow_chunks(grown)) == 200
-    small = BodySizeLimit(
-        _ok, max_bytes=4000, max_response_bytes=4000, read_timeout=0.3, is_provider=_a_provider
-    )
-    assert asyncio.run(slow_chunks(small)) == 408
+    assert asyncio.run(slow_chunks(_limit(_a_provider))) == 200
+    assert asyncio.run(slow_chunks(_limit(_a_provider, max_bytes=4000))) == 408
+    with pytest.raises(ValueError, match="COIN_MAX_RESPONSE_BYTES must be at least COIN_MAX_BODY_BYTES"):
+        Settings(max_body_bytes=2000, max_response_bytes=1000)  # a provider's answer is no smaller
 
 
 def test_rates_and_failed_authentications_are_limited_per_client() -> None:
