@@ -6,14 +6,13 @@ and monitor.json and monitor.md are written again; the folds, the calibration an
 they are.
 """
 
-import datetime
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from auditor.research.evaluation.lodo import code_version
+from auditor.research.evaluation.lodo import rerendered
 from auditor.research.monitor_eval import headline, targets
 
 ALARM_PLOT = "monitor_alarm.png"
@@ -278,12 +277,10 @@ def rerender_monitor_report(out: Path, log: Callable[[str], None] = print) -> di
     path = out / "monitor.json"
     report: dict[str, Any] = json.loads(path.read_text())
     report["targets"], report["headline"] = targets(report["folds"]), headline(report["folds"])
-    report["rerendered"] = {
-        "date": datetime.date.today().isoformat(),
-        "code": code_version(),
-        "how": "python -m auditor.research.monitor_report: the targets and the headline derived again from "
-        "the folds in this file, over every fold; no provider simulated again",
-    }
+    report["rerendered"] = rerendered(
+        "python -m auditor.research.monitor_report: the targets and the headline derived again from "
+        "the folds in this file, over every fold; no provider simulated again"
+    )
     path.write_text(json.dumps(report, indent=1) + "\n")
     (out / "monitor.md").write_text(render_markdown(report))
     log(f"wrote {path} and {out / 'monitor.md'}")

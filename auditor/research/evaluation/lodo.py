@@ -14,6 +14,7 @@ unknown provenance. The shipped checkpoint is the same training on every domain 
 """
 
 import dataclasses
+import datetime
 import json
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +63,11 @@ def code_version() -> dict[str, Any] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "uncommitted_changes": bool(status.strip())}
+
+
+def rerendered(how: str) -> dict[str, Any]:
+    """What a report re-derived from its own JSON records: when, with which code, and `how`."""
+    return {"date": datetime.date.today().isoformat(), "code": code_version(), "how": how}
 
 
 def config_json(config: EvalConfig) -> dict[str, Any]:

@@ -5,7 +5,6 @@ report.json alone (no outcomes, no audits): the figures read off the folds' summ
 are derived again with this code and report.md is written again; the folds' figures are left as they are.
 """
 
-import datetime
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -13,7 +12,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from auditor.research.evaluation.lodo import code_version, read_fold_record, summarise_lodo, worst_of_folds
+from auditor.research.evaluation.lodo import (
+    code_version,
+    read_fold_record,
+    rerendered,
+    summarise_lodo,
+    worst_of_folds,
+)
 from auditor.research.evaluation.plots import plot_report
 from auditor.research.evaluation.render import render_lodo, render_markdown
 from auditor.research.evaluation.run import AuditOutcome, EvalConfig
@@ -71,13 +76,11 @@ def rerender_lodo_report(out: Path, log: Callable[[str], None] = print) -> dict[
     path = out / "report.json"
     report: dict[str, Any] = json.loads(path.read_text())
     report.update(worst_of_folds(report["folds"]))
-    report["meta"]["rerendered"] = {
-        "date": datetime.date.today().isoformat(),
-        "code": code_version(),
-        "how": "python -m auditor.research.evaluation.report: the figures across folds (worst fold per "
+    report["meta"]["rerendered"] = rerendered(
+        "python -m auditor.research.evaluation.report: the figures across folds (worst fold per "
         "cell, worst fold or fold × length band, headline) derived again from the folds' summaries in "
-        "this file; no outcome re-read, no audit re-run",
-    }
+        "this file; no outcome re-read, no audit re-run"
+    )
     path.write_text(json.dumps(report, indent=1) + "\n")
     (out / "report.md").write_text(render_lodo(report))
     log(f"wrote {path} and {out / 'report.md'}")
