@@ -161,9 +161,14 @@ class CopyFigures:
 
 def copy_figures(profile: bytes) -> CopyFigures:
     """Steps 1-4 of the module docstring on one profile."""
-    found = find_copies(profile_values(profile))
+    return figures_of_copies(find_copies(profile_values(profile)))
+
+
+def figures_of_copies(found: Copies, min_span: int = MIN_COPY_TOKENS) -> CopyFigures:
+    """Steps 3-4 on a profile's copies; a `min_span` other than MIN_COPY_TOKENS only to measure that
+    constant (`auditor.research.copy_rates.constants_sensitivity`)."""
     span = found.span
-    long = span >= MIN_COPY_TOKENS
+    long = span >= min_span
     elsewhere = long & (span <= PERIODIC * found.offset)
     return CopyFigures(
         size=found.size,

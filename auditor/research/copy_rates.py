@@ -29,16 +29,16 @@ from auditor.protocol.copies import (
     COPY_RULE,
     HONEST_RATE,
     MIN_COPY_TOKENS,
-    PERIODIC,
     CopyFigures,
     CopyRule,
     copy_figures_of,
+    figures_of_copies,
     find_copies,
     profile_values,
     rule_for_references,
     tail_threshold,
 )
-from auditor.protocol.repetition import NGRAM, Repetition
+from auditor.protocol.repetition import Repetition
 from auditor.research.attacks import COPY_ATTACKS, AttackContext, inflate
 from auditor.research.evaluation.summary import LENGTH_BANDS, length_band, rate
 from auditor.research.traces import Trace, model_family
@@ -110,13 +110,16 @@ class Masses(Protocol):
 
 
 def fitted_rule(
-    rows: Sequence[Masses], min_tokens: int = COPY_RULE.min_tokens, label: str = "fitted"
+    rows: Sequence[Masses],
+    min_tokens: int = COPY_RULE.min_tokens,
+    label: str = "fitted",
+    rate: float = HONEST_RATE,
 ) -> CopyRule:
-    """The rule `tail_threshold` sets on these honest traces (unrounded); ValueError below 200 traces
-    (their top 1% must hold two)."""
+    """The rule `tail_threshold` sets on these honest traces (unrounded) at the honest `rate`; ValueError
+    below 200 traces (their top 1% must hold two)."""
     return CopyRule(
-        copied=tail_threshold(r.copied_fraction for r in rows),
-        repeated=tail_threshold(r.repeated_fraction for r in rows),
+        copied=tail_threshold((r.copied_fraction for r in rows), rate=rate),
+        repeated=tail_threshold((r.repeated_fraction for r in rows), rate=rate),
         min_tokens=min_tokens,
         label=label,
     )
@@ -137,14 +140,14 @@ def _ratio(threshold: float, largest: float) -> float:
     return threshold / largest if largest else math.inf
 
 
-def leave_one_domain_out(rows: Sequence[TraceCopies]) -> list[dict[str, Any]]:
-    """Per domain: the rule fitted on the other domains' honest traces, and how this domain's honest
-    traces fare under it (`fails` must be 0; `margin`: threshold over the largest mass, the nearer of
-    the two)."""
+def leave_one_domain_out(rows: Sequence[TraceCopies], rate: float = HONEST_RATE) -> list[dict[str, Any]]:
+    """Per domain: the rule fitted (at the honest `rate`) on the other domains' honest traces, and how
+    this domain's honest traces fare under it (`fails` must be 0; `margin`: threshold over the largest
+    mass, the nearer of the two)."""
     out = []
     for domain in sorted({r.domain for r in rows}):
         held_out = [r for r in rows if r.domain == domain]
-        rule = fitted_rule([r for r in rows if r.domain != domain])
+        rule = fitted_rule([r for r in rows if r.domain != domain], rate=rate)
         largest_copied = max(r.copied_fraction for r in held_out)
         largest_repeated = max(r.repeated_fraction for r in held_out)
         out.append(
@@ -304,49 +307,27 @@ def constants_sensitivity(
     fails under the fit on the others and the worst margin (threshold over largest mass)."""
     found = []
     for trace in traces:
-        copies = find_copies(
-            profile_values(Repetition(tokens_of(trace), blake3.blake3(trace.id.encode()).digest()).profile)
-        )
-        found.append((trace.domain, copies))
-    domains = sorted({d for d, _ in found})
-    rows = []
+        tokens = tokens_of(trace)
+        profile = Repetition(tokens, blake3.blake3(trace.id.encode()).digest()).profile
+        found.append((trace, len(tokens), find_copies(profile_values(profile))))
     settings = [(r, MIN_COPY_TOKENS) for r in rates] + [
         (HONEST_RATE, m) for m in min_spans if m != MIN_COPY_TOKENS
     ]
+    rows = []
     for honest_rate, min_span in settings:
-        masses = []  # (domain, copied tokens, repeated tokens, size): `copy_figures` at this span
-        for domain, c in found:
-            long = c.span >= min_span
-            elsewhere = long & (c.span <= PERIODIC * c.offset)
-            masses.append(
-                (
-                    domain,
-                    int(c.copied[long].sum()),
-                    int((c.matched[elsewhere] + NGRAM - 1).sum()),
-                    max(c.size, 1),
-                )
+        copies = [
+            TraceCopies(
+                t.id, t.domain, model_family(t.model), length_band(n), figures_of_copies(c, min_span), False
             )
-        fails, margin = {}, math.inf
-        for domain in domains:
-            rest = [m for m in masses if m[0] != domain]
-            held = [m for m in masses if m[0] == domain]
-            copied = tail_threshold((m[1] / m[3] for m in rest), rate=honest_rate)
-            repeated = tail_threshold((m[2] / m[3] for m in rest), rate=honest_rate)
-            floor = COPY_RULE.min_tokens
-            fails[domain] = sum(
-                (c >= floor and c / n > copied) or (r >= floor and r / n > repeated) for _, c, r, n in held
-            )
-            margin = min(
-                margin,
-                _ratio(copied, max(m[1] / m[3] for m in held)),
-                _ratio(repeated, max(m[2] / m[3] for m in held)),
-            )
+            for t, n, c in found
+        ]
+        folds = leave_one_domain_out(copies, rate=honest_rate)
         rows.append(
             {
                 "honest_rate": honest_rate,
                 "min_copy_tokens": min_span,
-                "held_out_fails": fails,
-                "margin": margin,
+                "held_out_fails": {fold["domain"]: fold["fails"] for fold in folds},
+                "margin": min(fold["margin"] for fold in folds),
             }
         )
     return rows
