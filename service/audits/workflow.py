@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import blake3
 import structlog
@@ -390,17 +391,25 @@ def _record_verification_error(
             None,
             f"the auditor's verification raised {kind} on {audit.verification_errors} attempts: not verified",
         )
-        report = session.get_one(Report, audit.report_id)
-        write_verdict(
-            session,
-            context,
-            audit,
-            Outcome.INCONCLUSIVE,
-            evidence_of(spec, [check.to_json()]),
-            {"embd_id": report.body["commitment"]["embd_id"], "heads": None},
-            planned_blocks=len(exposure_plan(audit, report).blocks),
-        )
+        _decide_by_one_check(session, context, audit, spec, check, Outcome.INCONCLUSIVE)
     log.warning("audit.verdict", audit_id=str(audit_uuid), outcome=Outcome.INCONCLUSIVE.value, error=kind)
+
+
+def _decide_by_one_check(
+    session: Session,
+    context: ServiceContext,
+    audit: Audit,
+    spec: ChallengeSpec,
+    check: CheckResult,
+    outcome: Outcome,
+) -> dict[str, Any]:
+    """Write the verdict of one check the service itself decided (no head ran); returns its evidence."""
+    evidence = evidence_of(spec, [check.to_json()])
+    report = session.get_one(Report, audit.report_id)
+    decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
+    planned_blocks = len(exposure_plan(audit, report).blocks)
+    write_verdict(session, context, audit, outcome, evidence, decided_by, planned_blocks=planned_blocks)
+    return evidence
 
 
 @job("coin.challenges.expire", every=lambda settings: settings.expire_interval_seconds)
@@ -435,13 +444,7 @@ def expire_challenges(context: ServiceContext) -> int:
                 f"no response to challenge {challenge.id} by {challenge.deadline.isoformat()}",
                 kind="proof",
             )
-            evidence = evidence_of(spec, [check.to_json()])
-            report = session.get_one(Report, audit.report_id)
-            decided_by = {"embd_id": report.body["commitment"]["embd_id"], "heads": None}
-            planned_blocks = len(exposure_plan(audit, report).blocks)
-            write_verdict(
-                session, context, audit, Outcome.FAIL, evidence, decided_by, planned_blocks=planned_blocks
-            )
+            evidence = _decide_by_one_check(session, context, audit, spec, check, Outcome.FAIL)
             log.info(
                 "audit.verdict",
                 audit_id=str(audit.id),
