@@ -70,7 +70,7 @@ class BodySizeLimit:
                 await problem(refusal.status_code, str(refusal.detail), headers=headers)(scope, receive, send)
                 return
             limit = self.max_response_bytes
-            timeout = self.read_timeout * max(1.0, self.max_response_bytes / self.max_bytes)
+            timeout = self.read_timeout * self.max_response_bytes / self.max_bytes  # settings: >= 1
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._too_large(scope, receive, send, limit)
