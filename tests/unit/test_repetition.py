@@ -13,6 +13,8 @@ from typing import Any
 import blake3
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auditor.protocol.challenge import Challenge, detection_probability
 from auditor.protocol.commitment import Commitment, Openings, PublicCommitment, Response, commit
@@ -30,6 +32,7 @@ from auditor.protocol.repetition import (
     fingerprint,
     ngram_hashes,
     profile_digest,
+    revealed_ngram_hashes,
 )
 from auditor.protocol.verify import Verification, verify_response
 from auditor.semantic.exposure import ExposurePolicy, min_run_for, plan_exposure, run_lengths
@@ -125,6 +128,16 @@ def test_primitives_follow_the_spec() -> None:
     assert keys[3] == stream[96:128]
     assert fingerprint(keys[3], hashes[4]) == blake3.blake3(hashes[4], key=keys[3]).digest()[:4]
     assert profile_digest(b"xy") == blake3.blake3(b"coin/2/profile" + b"xy").digest()
+
+
+@settings(max_examples=300)
+@given(st.lists(st.binary(min_size=1, max_size=12), max_size=40))
+def test_the_providers_bulk_ngram_hashes_are_the_auditors_per_position_ones(tokens: list[bytes]) -> None:
+    """The provider hashes every n-gram from one buffer; the auditor recomputes revealed ones one by one
+    (`revealed_ngram_hashes`): they must agree at every position, short traces included."""
+    assert ngram_hashes(tokens) == [
+        revealed_ngram_hashes(dict(enumerate(tokens[: i + 1])))[i] for i in range(len(tokens))
+    ]
 
 
 def test_checkable_positions_need_the_whole_ngram() -> None:
