@@ -1,5 +1,5 @@
 """The service's commands (`coin api`, `worker`, `beat`, `migrate`, `verify-chain`, `demo`, `staff`,
-`policy`, `calibrate`, `schedule-key`, `verify-verdict`).
+`policy`, `calibrate`, `schedule-key`, `verify-verdict`, `verify-receipt`).
 
 `app` is a plain `typer.Typer()` that the `coin` CLI (`auditor.cli`) loads as a plugin (entry point
 group `coin.commands`). Every command reads the settings first: a wrong configuration is one line on
@@ -476,6 +476,99 @@ def calibrate(
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class _SignedKind:
+    """Where a signed statement of one kind keeps its parts, as the API returns it."""
+
+    noun: str
+    version_prefix: str  # a receipt is no verdict: both are signed with the same key
+    statement_field: str
+    key_field: str  # the signer's key as the document states it (compared with --key, never trusted)
+    key_in_statement: bool
+    wrapper: str | None  # a whole API answer holding the signed document under this field
+
+
+_VERDICT = _SignedKind("verdict", "coin-verdict/", "statement", "signing_key", False, "verdict")
+_RECEIPT = _SignedKind("receipt", "coin-receipt/", "receipt", "auditor_key", True, None)
+_KEY_HELP = "the auditor's public key (64 hex digits, from GET /v1/auditor) that must have signed it"
+
+
+def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object whose every name appears once: with a name twice, readers disagree on its value."""
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        names = [name for name, _ in pairs]
+        raise ValueError(f"the name {next(n for n in names if names.count(n) > 1)!r} appears twice")
+    return members
+
+
+def _check_signed(path: Path, key: str, kind: _SignedKind) -> None:
+    """Check a signed statement offline against the auditor's key given by the user: Ed25519 over the
+    RFC 8785 canonical JSON of the statement. Exit 0 if valid, 1 if the signature or the signer does not
+    hold, 2 if the file is not such a statement."""
+    from auditor.protocol.encoding import canonical_json
+    from auditor.protocol.errors import EncodingError
+    from service.security import verify_signature
+
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", key):
+        typer.echo(f"error: --key: expected the auditor's public key as 64 hex digits, got {key!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        typer.echo(f"error: {path}: cannot read ({reason})", err=True)
+        raise typer.Exit(2) from None
+    expected = (
+        f"{kind.statement_field} (an object), signature (128 hex digits), {kind.key_field} (64 hex digits)"
+    )
+    try:
+        document = json.loads(text, object_pairs_hook=_unique_members)
+        if kind.wrapper and isinstance(document, dict) and kind.wrapper in document:
+            document = document[kind.wrapper]
+        if not isinstance(document, dict):
+            raise TypeError
+        statement, signature = document[kind.statement_field], document["signature"]
+        if not isinstance(statement, dict):
+            raise TypeError
+        signer = (statement if kind.key_in_statement else document)[kind.key_field]
+        if not (isinstance(signature, str) and isinstance(signer, str)):
+            raise TypeError
+        if not (re.fullmatch(r"[0-9a-fA-F]{64}", signer) and re.fullmatch(r"[0-9a-fA-F]{128}", signature)):
+            raise TypeError
+        version = statement.get("version")
+        if not (isinstance(version, str) and version.startswith(kind.version_prefix)):
+            typer.echo(
+                f"error: not a {kind.noun}: its statement's version is {version!r}, not {kind.version_prefix}…",
+                err=True,
+            )
+            raise typer.Exit(2)
+        canonical_json(statement)  # what the signature covers; a NaN or a huge integer has none
+    except EncodingError as exc:
+        typer.echo(f"error: not a {kind.noun}: its statement {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # JSON that does not parse, or a name twice
+        typer.echo(f"error: not a {kind.noun}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (TypeError, KeyError):
+        typer.echo(f"error: not a {kind.noun}: expected {expected}", err=True)
+        raise typer.Exit(2) from None
+    if key.lower() != signer.lower():
+        typer.echo(f"INVALID: signed by {signer}, not by the expected auditor key {key}", err=True)
+        raise typer.Exit(1)
+    if not verify_signature(key, statement, signature):
+        typer.echo("INVALID: the signature does not match the statement", err=True)
+        raise typer.Exit(1)
+    subject = (
+        f"outcome {statement.get('outcome')} for audit {statement.get('audit_id')}"
+        if kind is _VERDICT
+        else f"report {statement.get('report_id')} received at {statement.get('received_at')}"
+    )
+    typer.echo(
+        f"valid {version} {kind.noun}: {subject} (request {statement.get('request_id')}), signed by {key.lower()}"
+    )
+
+
 @app.command("verify-verdict")
 def verify_verdict(
     path: Annotated[
@@ -485,51 +578,23 @@ def verify_verdict(
             "or the dashboard's verdict.json); - for stdin"
         ),
     ],
-    key: Annotated[
-        str | None,
-        typer.Option(help="the auditor's public key (hex, from GET /v1/auditor) that must have signed it"),
-    ] = None,
+    key: Annotated[str, typer.Option(help=_KEY_HELP)],
 ) -> None:
     """Check a signed verdict offline: Ed25519 over the RFC 8785 canonical JSON of its statement.
     Exit 0 if valid, 1 if the signature or the key does not hold, 2 if the file is not a verdict."""
+    _check_signed(path, key, _VERDICT)
 
-    from auditor.protocol.encoding import canonical_json
-    from auditor.protocol.errors import EncodingError
-    from service.security import verify_signature
 
-    try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        typer.echo(f"error: {path}: cannot read ({reason})", err=True)
-        raise typer.Exit(2) from None
-    try:
-        document = json.loads(text)
-        verdict = document.get("verdict", document) if isinstance(document, dict) else {}
-        statement, signature, signing_key = (verdict[k] for k in ("statement", "signature", "signing_key"))
-        if not (isinstance(statement, dict) and isinstance(signature, str) and isinstance(signing_key, str)):
-            raise TypeError
-        if not (
-            re.fullmatch(r"[0-9a-fA-F]{64}", signing_key) and re.fullmatch(r"[0-9a-fA-F]{128}", signature)
-        ):
-            raise ValueError
-        canonical_json(statement)  # what the signature covers; a NaN or a huge integer has none
-    except EncodingError as exc:
-        typer.echo(f"error: not a verdict: its statement {exc}", err=True)
-        raise typer.Exit(2) from None
-    except (ValueError, TypeError, KeyError):
-        expected = "statement (an object), signature (128 hex digits), signing_key (64 hex digits)"
-        typer.echo(f"error: not a verdict: expected {expected}", err=True)
-        raise typer.Exit(2) from None
-    if key is not None and key.lower() != signing_key.lower():
-        typer.echo(f"INVALID: signed by {signing_key}, not by the expected auditor key {key}", err=True)
-        raise typer.Exit(1)
-    if not verify_signature(signing_key, statement, signature):
-        typer.echo("INVALID: the signature does not match the statement", err=True)
-        raise typer.Exit(1)
-    typer.echo(
-        f"valid {statement.get('version')} verdict: outcome {statement.get('outcome')} for audit "
-        f"{statement.get('audit_id')} (request {statement.get('request_id')}), signed by {signing_key}"
-    )
-    if key is None:
-        typer.echo("note: pass --key <the auditor's public key> to check who signed it", err=True)
+@app.command("verify-receipt")
+def verify_receipt(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="the receipt as JSON, {receipt, signature} (the answer of POST /v1/reports); - for stdin"
+        ),
+    ],
+    key: Annotated[str, typer.Option(help=_KEY_HELP)],
+) -> None:
+    """Check a signed receipt offline: Ed25519 over the RFC 8785 canonical JSON of the receipt.
+    Exit 0 if valid, 1 if the signature or the key does not hold, 2 if the file is not a receipt."""
+    _check_signed(path, key, _RECEIPT)

@@ -17,6 +17,7 @@ from auditor.protocol.commitment import (
     PublicCommitment,
     Response,
     commit,
+    tokens_outside,
 )
 from auditor.protocol.encoding import from_b64, from_hex
 from auditor.protocol.errors import ModelError, ProtocolError
@@ -33,23 +34,35 @@ def _fail(message: str) -> typer.Exit:
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise _fail(f"{what} {path}: not readable JSON (nested too deeply)") from None
+    # ValueError: JSONDecodeError, and an integer of more digits than Python converts
+    except (OSError, ValueError) as exc:
         raise _fail(f"{what} {path}: not readable JSON ({exc})") from None
 
 
 def _read_text(path: Path, what: str) -> str:
+    """The file's text exactly: `read_text` would turn CRLF into LF, and the commitment would then be to
+    other text than the file's (a different answer digest, a different token count)."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise _fail(f"{what} {path}: not readable UTF-8 text ({exc})") from None
 
 
-def _check_writable(path: Path, what: str) -> None:
-    """Refuse an output path that cannot become a file before the work whose result it would keep."""
+def _check_writable(path: Path, what: str, *, replace: bool) -> None:
+    """Refuse an output path that cannot become a file before the work whose result it would keep, and
+    an existing file unless `replace`: an openings file is the only copy of what answers a report."""
     if path.is_dir():
         raise _fail(f"{what} {path}: is a folder")
     if not path.parent.is_dir():
         raise _fail(f"{what} {path}: folder {path.parent} does not exist")
+    if path.exists() and not path.is_file():
+        raise _fail(f"{what} {path}: is not a regular file")
+    if path.exists() and not replace:
+        raise _fail(
+            f"{what} {path}: exists; it may be the only openings of a report already sent (--force to replace it)"
+        )
 
 
 def _parse_indices(text: str) -> list[int]:
@@ -78,11 +91,12 @@ def commit_command(
     protocol: Annotated[
         str, typer.Option(help="coin/2 (with the repetition profile) or coin/1")
     ] = PROTOCOL_VERSION,
+    force: Annotated[bool, typer.Option(help="replace an existing --openings-out file")] = False,
 ) -> None:
     """Commit to a hidden trace; print the public commitment, keep the openings."""
     if (text_file is None) == (tokens_json is None):
         raise _fail("give exactly one of --text-file and --tokens-json")
-    _check_writable(openings_out, "--openings-out")
+    _check_writable(openings_out, "--openings-out", replace=force)
     try:
         secret_bytes = from_hex(secret, field="--secret", length=SECRET_BYTES)
         trace: list[bytes] | str
@@ -93,6 +107,13 @@ def commit_command(
             if not isinstance(items, list):
                 raise ProtocolError("--tokens-json: expected a JSON list of base64 strings")
             trace = [from_b64(item, field=f"--tokens-json[{k}]") for k, item in enumerate(items)]
+            outside = tokens_outside(trace, tokenizer)
+            if outside:
+                raise ProtocolError(
+                    f"--tokens-json: {len(outside)} tokens are not tokens of {tokenizer} (first at "
+                    f"{outside[0]}: {trace[outside[0]]!r}); an audit that opens one fails the vocabulary "
+                    "check: split the trace with the tokenizer the report names"
+                )
         public, openings = commit(
             trace,
             _read_text(answer_file, "--answer-file"),
@@ -129,7 +150,10 @@ def respond_command(
 
 
 def implied_challenge(commitment: Commitment, response: Response) -> Challenge:
-    """Without a challenge file, require exactly what the response opens, with content where given."""
+    """Without a challenge file, require exactly what the response opens, with content where given; a
+    response that opens nothing proves nothing, so it is refused rather than passed."""
+    if not response.openings:
+        raise ProtocolError("response: opens no leaf; give --challenge, or a response that opens some")
     content = tuple(sorted(o.index for o in response.openings if o.is_content))
     return Challenge(
         size=commitment.size,

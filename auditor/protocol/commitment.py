@@ -18,6 +18,7 @@ salts are derived under `coin/2/salt`, so no leaf of one version is a leaf of th
 """
 
 import json
+import os
 import secrets as _secrets
 import struct
 import zipfile
@@ -438,8 +439,13 @@ class Openings:
     def save(self, path: str | Path) -> None:
         meta = {"public": self.public.to_json(), "secret": to_hex(self.secret)}
         lengths = np.array([len(t) for t in self.tokens], dtype=np.int64)
+        # The file holds the only copy of the secret and the trace, which an audit may ask for until the
+        # retention ends: written beside its place and moved there whole, so that a failed write (a full
+        # disk) leaves the file that was there before, never a truncated one.
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.{_secrets.token_hex(4)}.partial")
         try:
-            with Path(path).open("wb") as fh:
+            with partial.open("xb") as fh:
                 np.savez_compressed(
                     fh,
                     meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
@@ -447,7 +453,11 @@ class Openings:
                     token_lengths=lengths,
                     fingerprints=self.fingerprints,
                 )
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(partial, target)
         except OSError as exc:
+            partial.unlink(missing_ok=True)
             raise ProtocolError(f"openings file {path}: cannot write ({exc.strerror or exc})") from None
 
     @classmethod
@@ -459,15 +469,28 @@ class Openings:
             with data:
                 meta = json.loads(data["meta"].tobytes())
                 blob = data["token_bytes"].tobytes()
-                lengths = data["token_lengths"].tolist()
+                token_lengths = data["token_lengths"]
                 fps = data["fingerprints"].astype(np.int8)
         except OSError as exc:
             raise ProtocolError(f"openings file {path}: unreadable ({exc.strerror or exc})") from None
         # empty or truncated, not numpy's at all, or an archive without the arrays `save` writes
-        except (EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error):
+        except (EOFError, KeyError, ValueError, RecursionError, zipfile.BadZipFile, zlib.error):
             raise ProtocolError(
                 f"openings file {path}: not an openings file (.npz written by coin commit)"
             ) from None
+        if not (
+            token_lengths.ndim == 1
+            and token_lengths.dtype.kind in "iu"
+            and bool(np.all(token_lengths >= 1))
+            and int(token_lengths.sum()) == len(blob)
+            and fps.ndim == 2
+            and fps.shape[0] == token_lengths.shape[0]
+        ):
+            raise ProtocolError(
+                f"openings file {path}: its token lengths do not cut its token bytes into one non-empty "
+                "token per fingerprint"
+            )
+        lengths = token_lengths.tolist()
         meta = object_of(meta, f"openings file {path}: meta")
         offsets = np.cumsum([0, *lengths]).tolist()
         tokens = [blob[offsets[k] : offsets[k + 1]] for k in range(len(lengths))]
@@ -494,12 +517,29 @@ def new_secret() -> bytes:
 
 
 def tokens_of(trace: Sequence[bytes] | str, tokenizer_id: str) -> list[bytes]:
+    """The trace's tokens. A pre-split token longer than `MAX_TOKEN_BYTES` is refused: it could never be
+    opened (every response carrying it is refused), so an honest provider could not answer an audit that
+    asks for it. Whether pre-split tokens are the tokenizer's is `tokens_outside`'s question: the SDK
+    commits what it is given, as the research attacks need it to."""
     if isinstance(trace, str):
         return get_tokenizer(tokenizer_id).tokenize(trace)
     tokens = list(trace)
     if not all(isinstance(t, bytes) and t for t in tokens):
         raise ProtocolError("trace: every token must be non-empty bytes")
+    for k, token in enumerate(tokens):
+        if len(token) > MAX_TOKEN_BYTES:
+            raise ProtocolError(
+                f"trace[{k}]: {len(token)} bytes, longer than {MAX_TOKEN_BYTES}: it could never be opened"
+            )
     return tokens
+
+
+def tokens_outside(tokens: Sequence[bytes], tokenizer_id: str) -> list[int]:
+    """Positions of the tokens that are not tokens of `tokenizer_id`: an audit that opens one fails its
+    `vocabulary` proof check, so a provider committing pre-split tokens should ask this first."""
+    tokenizer = get_tokenizer(tokenizer_id)
+    outside = {t for t in set(tokens) if not tokenizer.is_token(t)}
+    return [k for k, t in enumerate(tokens) if t in outside]
 
 
 def commit(

@@ -36,6 +36,7 @@ from auditor.protocol.errors import ProofError, ProtocolError
 from auditor.protocol.fingerprint import EMBED_DIM, EmbeddingModel, Int8Array, cosine, get_embedder, quantize
 from auditor.protocol.merkle import BLAKE3, verify_inclusion
 from auditor.protocol.repetition import (
+    NGRAM,
     PROFILE_BYTES,
     RepetitionCommitment,
     RepetitionOpening,
@@ -267,7 +268,8 @@ def _check_fingerprints(
     catch = detection_probability(DEFAULT_EPSILON, len(expected))
     detail = (
         f"profile committed by the report; {len(expected)} fingerprints recomputed from revealed tokens "
-        f"(a profile lied on {DEFAULT_EPSILON:.0%} of its positions is caught with probability {catch:.3f})"
+        f"(a profile lied on {DEFAULT_EPSILON:.0%} of its positions past each block's first {NGRAM - 1} is "
+        f"caught with probability {catch:.3f})"
     )
     return CheckResult("repetition_profile", "pass", len(expected), detail)
 

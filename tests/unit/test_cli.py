@@ -217,14 +217,56 @@ def test_an_openings_out_that_cannot_be_a_file_is_refused_before_embedding(
         assert code == 2 and err == f"error: --openings-out {out}: {message}\n"
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a file no write fits on")
-def test_an_openings_file_that_fails_to_write_is_a_clear_error(workdir: Path) -> None:
-    code, out, err = _run(
-        "commit", "--text-file", str(workdir / "trace.txt"), "--answer-file", str(workdir / "answer.txt"),
-        "--secret", SECRET, "--block-size", "32", "--openings-out", "/dev/full",
+def test_an_existing_openings_file_is_kept_unless_forced(workdir: Path, tmp_path: Path) -> None:
+    """The openings are the only copy of what answers a report already sent: a second commit to the same
+    path is refused, and replaces it only with --force."""
+    target = tmp_path / "kept.npz"
+    target.write_bytes(b"the openings of an earlier report")
+    args = ("commit", "--text-file", str(workdir / "trace.txt"), "--answer-file", str(workdir / "answer.txt"),
+            "--secret", SECRET, "--block-size", "32", "--openings-out", str(target))  # fmt: skip
+    code, out, err = _run(*args)
+    assert code == 2 and not out and "exists; it may be the only openings of a report" in err
+    assert target.read_bytes() == b"the openings of an earlier report"
+    code, out, err = _run(*args, "--force")
+    assert code == 0, err
+    assert (
+        json.loads(out)["commitment"]["root"]
+        == json.loads((workdir / "public.json").read_text())["commitment"]["root"]
+    )
+    code, _, err = _run(*args[:-1], "/dev/null", "--force")
+    assert code == 2 and err == "error: --openings-out /dev/null: is not a regular file\n"
+
+
+_WRITE_PAST_A_SIZE_LIMIT = """
+import resource, signal, sys
+from auditor.protocol.commitment import Openings
+from auditor.protocol.errors import ProtocolError
+openings = Openings.load(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    openings.save(sys.argv[2])
+except ProtocolError as exc:
+    print(exc)
+"""
+
+
+def test_a_failed_write_keeps_the_file_that_was_there(workdir: Path, tmp_path: Path) -> None:
+    """A real failed write (a process file-size limit): a clear error, the earlier file untouched, no
+    partial file left beside it."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "o.npz"
+    target.write_bytes(b"the openings of an earlier report")
+    result = subprocess.run(
+        [sys.executable, "-c", _WRITE_PAST_A_SIZE_LIMIT, str(workdir / "o.npz"), str(target)],
+        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert code == 2 and not out
-    assert err == "error: openings file /dev/full: cannot write (No space left on device)\n"
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"openings file {target}: cannot write (File too large)\n"
+    assert target.read_bytes() == b"the openings of an earlier report"
+    assert [p.name for p in tmp_path.iterdir()] == ["o.npz"]
 
 
 def test_respond_refuses_a_challenge_drawn_for_another_commitment(workdir: Path) -> None:
@@ -272,3 +314,73 @@ def test_monitor_eval_names_the_outcomes_line_that_is_not_one(
     assert code == 2
     assert err.startswith(f"error: {tmp_path / 'fold-a' / 'outcomes.jsonl'}:1: {message}")
     assert err.count("\n") == 1  # one line, no traceback
+
+
+def test_a_text_file_is_committed_byte_for_byte(workdir: Path, tmp_path: Path) -> None:
+    """CRLF line ends are part of the text: the same text given as tokens gives the same root, and the
+    answer digest is of the file's own bytes."""
+    from auditor.protocol.commitment import answer_digest
+    from auditor.protocol.tokenize import get_tokenizer
+
+    text, answer = "First line.\r\nSecond line,\r\nthird.\r\n", "Yes.\r\n"
+    (tmp_path / "crlf.txt").write_bytes(text.encode())
+    (tmp_path / "answer.txt").write_bytes(answer.encode())
+    tokens = get_tokenizer("qwen2").tokenize(text)
+    (tmp_path / "tokens.json").write_text(json.dumps([base64.b64encode(t).decode() for t in tokens]))
+    roots = []
+    for source in (("--text-file", "crlf.txt"), ("--tokens-json", "tokens.json")):
+        code, out, err = _run(
+            "commit", source[0], str(tmp_path / source[1]), "--answer-file", str(tmp_path / "answer.txt"),
+            "--secret", SECRET, "--openings-out", str(tmp_path / f"{source[1]}.npz"),
+        )  # fmt: skip
+        assert code == 0, err
+        public = json.loads(out)
+        assert public["commitment"]["size"] == len(tokens)
+        assert public["answer"]["digest"] == answer_digest(answer).hex()
+        roots.append(public["commitment"]["root"])
+    assert roots[0] == roots[1]
+
+
+def test_a_response_that_opens_nothing_proves_nothing(workdir: Path) -> None:
+    (workdir / "empty.json").write_text(json.dumps({"openings": []}))
+    code, out, err = _run(
+        "verify-openings",
+        "--commitment",
+        str(workdir / "public.json"),
+        "--response",
+        str(workdir / "empty.json"),
+    )
+    assert code == 2 and not out
+    assert err == "error: response: opens no leaf; give --challenge, or a response that opens some\n"
+
+
+def test_json_no_parser_would_read_is_a_one_line_error(workdir: Path, tmp_path: Path) -> None:
+    for name, text, reason in (("deep.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+                               ("long.json", "1" * 5000, "Exceeds the limit")):  # fmt: skip
+        (tmp_path / name).write_text(text)
+        code, out, err = _run(
+            "verify-openings",
+            "--commitment",
+            str(workdir / "public.json"),
+            "--response",
+            str(tmp_path / name),
+        )
+        assert (
+            code == 2
+            and not out
+            and err.startswith(f"error: --response {tmp_path / name}: not readable JSON (")
+        )
+        assert reason in err and err.count("\n") == 1
+
+
+def test_tokens_outside_the_named_tokenizer_are_refused(workdir: Path, tmp_path: Path) -> None:
+    """An audit that opened such a token would fail its vocabulary check: an accusation the provider's
+    own tool can spare it, before anything is written."""
+    tokens = [b" The", b" answer", b" is", b" 4", b"\xff\xfe-not-a-token"]
+    (tmp_path / "tokens.json").write_text(json.dumps([base64.b64encode(t).decode() for t in tokens]))
+    code, out, err = _run(
+        "commit", "--tokens-json", str(tmp_path / "tokens.json"), "--answer-file", str(workdir / "answer.txt"),
+        "--secret", SECRET, "--openings-out", str(tmp_path / "o.npz"),
+    )  # fmt: skip
+    assert code == 2 and not out and not (tmp_path / "o.npz").exists()
+    assert err.startswith("error: --tokens-json: 2 tokens are not tokens of qwen2 (first at 3: b' 4')")

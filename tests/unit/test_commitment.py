@@ -25,6 +25,7 @@ from auditor.protocol.commitment import (
     new_secret,
     response_size_bound,
     salt_for,
+    tokens_outside,
 )
 from auditor.protocol.errors import ChallengeError, EncodingError, ProtocolError
 from auditor.protocol.fingerprint import TOKEN_CACHE_ENTRIES, Embedder, quantize
@@ -106,6 +107,15 @@ def test_tampered_openings_file_is_refused(committed: Committed, tmp_path: Path)
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         np.savez_compressed(tmp_path / "bad.npz", **arrays)
         with pytest.raises(ProtocolError, match=message):
+            Openings.load(tmp_path / "bad.npz")
+    arrays["meta"] = np.frombuffer(
+        json.dumps({"public": public.to_json(), "secret": openings.secret.hex()}).encode(), dtype=np.uint8
+    )
+    lengths = arrays["token_lengths"]
+    for bad in (lengths.astype(np.float64), lengths.reshape(1, -1), lengths[:-1],
+                np.concatenate([[0], lengths[1:-1], [lengths[0] + lengths[-1]]])):  # fmt: skip
+        np.savez_compressed(tmp_path / "bad.npz", **{**arrays, "token_lengths": bad})
+        with pytest.raises(ProtocolError, match="token lengths do not cut its token bytes"):
             Openings.load(tmp_path / "bad.npz")
 
 
@@ -280,6 +290,12 @@ def test_bad_traces_are_refused(embedder: Embedder) -> None:
         commit("some text", "answer", b"short", embedder=embedder)
     with pytest.raises(ProtocolError, match="unknown tokenizer"):
         commit("some text", "answer", new_secret(), tokenizer_id="nope", embedder=embedder)
+    # what the auditor would refuse or fail once opened is refused now, before the report is sent
+    with pytest.raises(
+        ProtocolError, match=r"trace\[1\]: 257 bytes, longer than 256: it could never be opened"
+    ):
+        commit([b" ok", b"y" * 257], "answer", new_secret(), embedder=embedder)
+    assert tokens_outside([b" ok", b" fine", b"\xff\xfeok", b" ok", b"\xff\xfeok"], "qwen2") == [2, 4]
 
 
 def test_an_answer_text_with_a_lone_surrogate_is_a_typed_error(committed: Committed) -> None:

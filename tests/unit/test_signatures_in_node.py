@@ -73,7 +73,7 @@ def test_signed_verdict_verifies_in_node(node: str, tmp_path: Path) -> None:
     signature = signer.sign(content)
 
     signed = write_signed(tmp_path / "signed.json", signer, content, signature)
-    result = run_node(node, signed)
+    result = run_node(node, signed, signer.public_key_hex)
     assert (result.returncode, result.stdout.strip()) == (0, b"ok"), result.stderr.decode()
 
     canonical = run_node(node, signed, "--print-canonical")
@@ -83,7 +83,7 @@ def test_signed_verdict_verifies_in_node(node: str, tmp_path: Path) -> None:
     changed = statement()
     changed["evidence"]["checks"][1]["figure"] = 0.25
     tampered = write_signed(tmp_path / "tampered.json", signer, changed, signature)
-    result = run_node(node, tampered)
+    result = run_node(node, tampered, signer.public_key_hex)
     assert (result.returncode, result.stdout.strip()) == (1, b"bad"), result.stderr.decode()
 
     # The same numbers, spelled otherwise (0 for 0.0, 1e-07 for 1e-7): one JCS text, still valid.
@@ -93,8 +93,34 @@ def test_signed_verdict_verifies_in_node(node: str, tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert respelled.read_text(encoding="utf-8") != signed.read_text(encoding="utf-8")
-    result = run_node(node, respelled)
+    result = run_node(node, respelled, signer.public_key_hex)
     assert (result.returncode, result.stdout.strip()) == (0, b"ok"), result.stderr.decode()
+
+
+def test_only_the_auditors_key_is_trusted_and_hex_is_strict(node: str, tmp_path: Path) -> None:
+    """A forger's own key in the file, the identity point with an all-zero signature (which Node's
+    Ed25519 accepts for any message), and hex with trailing junk (which Buffer.from ignores)."""
+    auditor, forger = Signer("5e" * 32, "x" * 32), Signer("77" * 32, "x" * 32)
+    content = statement()
+    forged = write_signed(tmp_path / "forged.json", forger, content, forger.sign(content))
+    result = run_node(node, forged, auditor.public_key_hex)
+    assert (result.returncode, result.stdout.strip()) == (1, b"bad"), result.stderr.decode()
+    identity = "01" + "00" * 31
+    small_order = tmp_path / "small.json"
+    small_order.write_text(
+        json.dumps({"statement": content, "signature": identity + "00" * 32, "public_key": identity})
+    )
+    result = run_node(node, small_order, auditor.public_key_hex)
+    assert (result.returncode, result.stdout.strip()) == (1, b"bad"), result.stderr.decode()
+    signature = auditor.sign(content)
+    for junk, what in ((signature + "zz", b"signature"), (signature[:-2] + "zz", b"signature")):
+        path = write_signed(tmp_path / "junk.json", auditor, content, junk)
+        result = run_node(node, path, auditor.public_key_hex)
+        assert result.returncode == 2 and what in result.stderr, result
+    result = run_node(
+        node, write_signed(tmp_path / "ok.json", auditor, content, signature), auditor.public_key_hex + "0"
+    )
+    assert result.returncode == 2 and b"KEY: expected 64 hex digits" in result.stderr
 
 
 def test_numbers_and_key_order_match_javascript(node: str, tmp_path: Path) -> None:

@@ -1,6 +1,10 @@
-// Checks a CoIn signature outside Python: node verify_signature.mjs FILE [--print-canonical]
-// FILE holds {"statement": ..., "signature": "<hex Ed25519>", "public_key": "<hex raw Ed25519 key>"}.
-// Prints "ok" (exit 0) or "bad" (exit 1); with --print-canonical, prints the RFC 8785 bytes instead.
+// Checks a CoIn signature outside Python: node verify_signature.mjs FILE KEY, or FILE --print-canonical
+// FILE holds {"statement": ..., "signature": "<128 hex: Ed25519>"}, and may name its signer ("public_key",
+// "signing_key" or the statement's "auditor_key"); KEY is the auditor's public key (64 hex, from
+// GET /v1/auditor), the only key trusted: a file that names another signer is "bad" whatever its
+// signature, since anyone can sign a statement of their own with a key of their own.
+// Prints "ok" (exit 0) or "bad" (exit 1), or the RFC 8785 bytes with --print-canonical; exit 2 on
+// malformed input (no verdict on the signature).
 import crypto from "node:crypto";
 import fs from "node:fs";
 
@@ -15,23 +19,40 @@ function canonicalize(value) {
   return `{${members.join(",")}}`;
 }
 
-function main(file, printCanonical) {
-  const { statement, signature, public_key: publicKey } = JSON.parse(fs.readFileSync(file, "utf8"));
+// Buffer.from(text, "hex") stops at the first non-hex character and keeps what came before: strict here.
+function hexBytes(text, digits, what) {
+  if (typeof text !== "string" || !new RegExp(`^[0-9a-fA-F]{${digits}}$`).test(text)) {
+    throw new Error(`${what}: expected ${digits} hex digits`);
+  }
+  return Buffer.from(text, "hex");
+}
+
+function main(file, second) {
+  const { statement, signature, ...rest } = JSON.parse(fs.readFileSync(file, "utf8"));
   const canonical = Buffer.from(canonicalize(statement), "utf8");
-  if (printCanonical) {
+  if (second === "--print-canonical") {
     process.stdout.write(canonical);
     return 0;
   }
-  const x = Buffer.from(publicKey, "hex").toString("base64url");
-  const key = crypto.createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" });
-  const good = crypto.verify(null, canonical, key, Buffer.from(signature, "hex"));
+  const key = hexBytes(second, 64, "KEY");
+  const signatureBytes = hexBytes(signature, 128, "signature");
+  const named = rest.public_key ?? rest.signing_key ?? statement?.auditor_key;
+  if (named !== undefined && !hexBytes(named, 64, "the file's signer").equals(key)) {
+    console.log("bad");
+    return 1;
+  }
+  const publicKey = crypto.createPublicKey({
+    key: { kty: "OKP", crv: "Ed25519", x: key.toString("base64url") },
+    format: "jwk",
+  });
+  const good = crypto.verify(null, canonical, publicKey, signatureBytes);
   console.log(good ? "ok" : "bad");
   return good ? 0 : 1;
 }
 
 try {
-  process.exitCode = main(process.argv[2], process.argv.includes("--print-canonical"));
+  process.exitCode = main(process.argv[2], process.argv[3]);
 } catch (error) {
-  console.error(error);
-  process.exitCode = 2; // malformed input: no verdict on the signature
+  console.error(error.message ?? error);
+  process.exitCode = 2;
 }
