@@ -13,8 +13,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -486,10 +487,17 @@ class _SignedKind:
     key_field: str  # the signer's key as the document states it (compared with --key, never trusted)
     key_in_statement: bool
     wrapper: str | None  # a whole API answer holding the signed document under this field
+    subject: Callable[[dict[str, Any]], str]  # what a valid one says, in the line that names it valid
 
 
-_VERDICT = _SignedKind("verdict", "coin-verdict/", "statement", "signing_key", False, "verdict")
-_RECEIPT = _SignedKind("receipt", "coin-receipt/", "receipt", "auditor_key", True, None)
+_VERDICT = _SignedKind(
+    "verdict", "coin-verdict/", "statement", "signing_key", False, "verdict",
+    lambda s: f"outcome {s.get('outcome')} for audit {s.get('audit_id')}",
+)  # fmt: skip
+_RECEIPT = _SignedKind(
+    "receipt", "coin-receipt/", "receipt", "auditor_key", True, None,
+    lambda s: f"report {s.get('report_id')} received at {s.get('received_at')}",
+)  # fmt: skip
 _KEY_HELP = "the auditor's public key (64 hex digits, from GET /v1/auditor) that must have signed it"
 
 
@@ -559,13 +567,8 @@ def _check_signed(path: Path, key: str, kind: _SignedKind) -> None:
     if not verify_signature(key, statement, signature):
         typer.echo("INVALID: the signature does not match the statement", err=True)
         raise typer.Exit(1)
-    subject = (
-        f"outcome {statement.get('outcome')} for audit {statement.get('audit_id')}"
-        if kind is _VERDICT
-        else f"report {statement.get('report_id')} received at {statement.get('received_at')}"
-    )
     typer.echo(
-        f"valid {version} {kind.noun}: {subject} (request {statement.get('request_id')}), signed by {key.lower()}"
+        f"valid {version} {kind.noun}: {kind.subject(statement)} (request {statement.get('request_id')}), signed by {key.lower()}"
     )
 
 

@@ -97,9 +97,9 @@ class Hasher:
         prefixed = map(LEAF_PREFIX.__add__, leaves)
         if not self.reusable:  # all in C: one state per leaf
             return list(map(_DIGEST, map(self.new, prefixed)))
-        return list(map(self._digester(), prefixed))
+        return list(map(self.digester(), prefixed))
 
-    def _digester(self) -> Callable[[bytes], bytes]:
+    def digester(self) -> Callable[[bytes], bytes]:
         """A one-shot ``data -> digest`` for hot loops; owns a private state (use within one call)."""
         if not self.reusable:
             new = self.new
@@ -455,7 +455,7 @@ def verify_consistency(
     while fn & 1:
         fn >>= 1
         sn >>= 1
-    node, prefix = hasher._digester(), NODE_PREFIX
+    node, prefix = hasher.digester(), NODE_PREFIX
     fr = sr = path[0]
     for c in path[1:]:
         if sn == 0:  # pragma: no cover - ruled out by the length check; kept as in the RFC

@@ -73,14 +73,8 @@ def ngram_hashes(tokens: Sequence[bytes]) -> list[bytes]:
     joined = b"".join(framed)
     ends = list(accumulate(map(len, framed)))
     starts = [0] * min(NGRAM, len(ends)) + ends[: max(0, len(ends) - NGRAM)]
-    state = blake3.blake3()
-    reset, update, digest = state.reset, state.update, state.digest
-    hashes = []
-    for start, end in zip(starts, ends, strict=True):
-        reset()
-        update(_NGRAM_CONTEXT + joined[start:end])
-        hashes.append(digest())
-    return hashes
+    digest = BLAKE3.digester()
+    return [digest(_NGRAM_CONTEXT + joined[start:end]) for start, end in zip(starts, ends, strict=True)]
 
 
 def bucket_of(ngram_hash: bytes, size: int) -> int:
